@@ -1,0 +1,16 @@
+"""TensorFlow for input pipelines only: imported here so that it never takes GPU memory."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import tensorflow as tf  # noqa: E402
+
+try:
+  # tf.data runs on the host; the accelerator belongs to JAX.
+  tf.config.set_visible_devices([], "GPU")
+except RuntimeError:
+  # Already initialised elsewhere with GPUs hidden the same way; nothing to do.
+  pass
+
+__all__ = ["tf"]
