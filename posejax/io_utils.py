@@ -15,7 +15,12 @@ from posejax.errors import PosejaxError
 def _atomic_target(path: str) -> tuple[int, str]:
   directory = os.path.dirname(os.path.abspath(path)) or "."
   os.makedirs(directory, exist_ok=True)
-  return tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+  # mkstemp creates 0600 files; give the result the permissions a plain open() would.
+  umask = os.umask(0)
+  os.umask(umask)
+  os.chmod(tmp, 0o666 & ~umask)
+  return fd, tmp
 
 
 def atomic_savez(path: str, **arrays: Any) -> None:

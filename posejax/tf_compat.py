@@ -3,6 +3,9 @@
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Batches are fresh 30-500 MB buffers; TF's BFC allocator reuses them instead of paying
+# page faults on every batch (about 2x less CPU time). Only effective before TF starts.
+os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
 
 import tensorflow as tf  # noqa: E402
 

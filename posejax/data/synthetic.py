@@ -1,0 +1,396 @@
+"""Synthetic Human3.6M-like data in exactly the published VideoPose3D file formats.
+
+Human3.6M itself is licensed, so posejax can generate a stand-in: the 7 subjects, the 15
+actions with the sequence names of the real files, seen by the 4 real cameras (the
+subject's own extrinsics). Each subject gets a body (size and proportions) and a style;
+each sequence is a motion of `posejax.data.motions` given that body through forward
+kinematics on the 32-joint mocap tree, so bone lengths are constant and differ between
+subjects. The body is lifted so that its lowest foot point touches the floor (z = 0)
+in every frame, placed on the motion's floor path around the centre of the capture
+volume, and kept (by shrinking the path if needed) where all 4 cameras see it.
+
+Files written to `--out` (videopose3d.md section 4):
+
+* `data_3d_h36m.npz`: `positions_3d[subject][name]` (T, 32, 3) float32 world metres.
+* `data_2d_h36m_gt.npz`: exact projection of the 17 kept joints, pixels.
+* `data_2d_h36m_synthetic.npz`: detector-like 2D (correlated jitter, outliers, larger
+  errors on wrists and ankles), videos a few frames longer than the mocap.
+* `data_2d_custom_synthetic.npz`: two in-the-wild style videos in COCO keypoint order.
+
+Usage: `python -m posejax.data.synthetic --out DIR [--frames N] [--seed S] [--overwrite]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from typing import Callable, Sequence
+
+import numpy as np
+from scipy.signal import lfilter
+
+from posejax import camera as camera_lib
+from posejax.data import motions
+from posejax.data.actions import ACTIONS
+from posejax.data.h36m_cameras import H36M_SUBJECTS, TRAIN_SUBJECTS, CameraParams, h36m_cameras
+from posejax.errors import PosejaxError
+from posejax.io_utils import atomic_savez
+from posejax.skeleton import H36M_KEPT_JOINTS, H36M_SKELETON_32, LAYOUTS
+
+PARENTS = np.asarray(H36M_SKELETON_32.parents)
+FOOT_JOINTS = (3, 4, 5, 8, 9, 10)
+
+# Rest offsets of a 1.70 m body (metres, parent frame = body frame at rest: x right,
+# y forward, z up), shaped after Human3.6M's mean bone lengths. Left = mirrored right.
+_RIGHT_LEG = {1: (0.13, 0.0, -0.01), 2: (0.0, 0.0, -0.44), 3: (0.0, 0.0, -0.445),
+              4: (0.0, 0.13, -0.06), 5: (0.0, 0.05, -0.015)}
+_RIGHT_ARM = {24: (0.0, 0.0, 0.25), 25: (0.15, 0.0, -0.03), 26: (0.0, 0.0, -0.28), 27: (0.0, 0.0, -0.25),
+              28: (0.0, 0.025, -0.03), 29: (0.0, 0.02, -0.02), 30: (0.0, 0.0, -0.08), 31: (0.0, 0.0, -0.02)}
+_CENTRE = {11: (0.0, 0.0, 0.01), 12: (0.0, 0.005, 0.22), 13: (0.0, 0.0, 0.25), 14: (0.0, 0.025, 0.115),
+           15: (0.0, -0.01, 0.115)}
+# Segment of each joint's bone, for per-subject proportions.
+_SEGMENTS = {"leg": (2, 3, 7, 8), "foot": (4, 5, 9, 10), "pelvis": (1, 6), "torso": (11, 12, 13, 16, 24),
+             "head": (14, 15), "shoulder": (17, 25), "arm": (18, 19, 26, 27), "hand": (20, 21, 22, 23, 28, 29, 30, 31)}
+_HEEL = np.array([0.0, -0.05, -0.075])  # below and behind the ankle, in the ankle's frame
+_SEAT_CLEARANCE = 0.09  # the pelvis joint never comes closer to the floor than this
+
+
+def _rest_offsets() -> np.ndarray:
+  offsets = np.zeros((32, 3))
+  for right, values in (*_RIGHT_LEG.items(), *_RIGHT_ARM.items()):
+    left = H36M_SKELETON_32.joints_left[H36M_SKELETON_32.joints_right.index(right)]
+    offsets[right] = values
+    offsets[left] = (-values[0], values[1], values[2])
+  for j, values in _CENTRE.items():
+    offsets[j] = values
+  return offsets
+
+
+REST_OFFSETS = _rest_offsets()
+
+
+def make_body(rng: np.random.Generator) -> np.ndarray:
+  """Bone offsets (32, 3) of a random subject: overall scale 0.92-1.08 (1.56-1.84 m tall),
+  each body segment (legs, arms, torso, ...) scaled by another 0.94-1.06 (sd 2.5%)."""
+  offsets = REST_OFFSETS * rng.uniform(0.92, 1.08)
+  for joints in _SEGMENTS.values():
+    offsets[list(joints)] *= np.clip(rng.normal(1.0, 0.025), 0.94, 1.06)
+  return offsets
+
+
+def forward_kinematics(angles: np.ndarray, heading: np.ndarray, offsets: np.ndarray):
+  """Joint positions relative to the root and global rotations.
+
+  Args:
+    angles: (T, 32, 3) degrees (see `motions`).
+    heading: (T,) radians about z.
+    offsets: (32, 3) rest bone offsets.
+
+  Returns:
+    positions (T, 32, 3) with the root at the origin, rotations (T, 32, 3, 3).
+  """
+  local = motions.local_rotations(angles)
+  c, s = np.cos(heading), np.sin(heading)
+  yaw = np.zeros(heading.shape + (3, 3))
+  yaw[:, 0, 0], yaw[:, 0, 1], yaw[:, 1, 0], yaw[:, 1, 1], yaw[:, 2, 2] = c, -s, s, c, 1
+  rotations = np.empty_like(local)
+  positions = np.zeros(angles.shape)
+  rotations[:, 0] = yaw @ local[:, 0]
+  for j in range(1, len(PARENTS)):
+    p = PARENTS[j]
+    positions[:, j] = positions[:, p] + rotations[:, p] @ offsets[j]
+    rotations[:, j] = rotations[:, p] @ local[:, j]
+  return positions, rotations
+
+
+def _soft_max(values: np.ndarray, tau: float) -> np.ndarray:
+  """log-sum-exp over the last axis: smooth, and never below the hard maximum."""
+  top = values.max(axis=-1, keepdims=True)
+  return top[..., 0] + tau * np.log(np.exp((values - top) / tau).sum(axis=-1))
+
+
+def place_on_floor(motion: motions.Motion, offsets: np.ndarray, centre: np.ndarray):
+  """World positions (T, 32, 3) float64 and global rotations of a motion on a body.
+
+  Horizontally, `centre + motion.floor` is where the feet's midpoint stands when the body
+  stands still and where the pelvis is when it walks (blended by `motion.walking`): a
+  standing body that crouches keeps its feet in place, a walking one moves smoothly.
+  Vertically, the body is lifted by the soft maximum of the lifts the contact points
+  (feet, virtual heels, pelvis seat) need, so the lowest touches the floor and none is below.
+  """
+  positions, rotations = forward_kinematics(motion.angles, motion.heading, offsets)
+  scale = np.linalg.norm(offsets[2]) / 0.44
+  heels = positions[:, [3, 8]] + np.einsum("tjab,b->tja", rotations[:, [3, 8]], _HEEL * scale)
+  heights = np.concatenate([positions[:, FOOT_JOINTS, 2], heels[..., 2], positions[:, :1, 2] - _SEAT_CLEARANCE], 1)
+  lift = _soft_max(-heights, 0.004)
+  feet = positions[:, [3, 8], :2].mean(axis=1)
+  root = centre + motion.floor - (1 - np.clip(motion.walking, 0, 1))[:, None] * feet
+  return positions + np.concatenate([root, lift[:, None]], axis=-1)[:, None], rotations
+
+
+# Sequence-name suffixes per action, in H36M_SUBJECTS order (h36m.md section 3); '' is the
+# bare action name. S11 has no plain 'Directions' (dropped from the real files).
+_SUFFIXES = {
+    "Directions": (",1", "1,2", ",1", ",1", ",1", ",1", "1"),
+    "Discussion": (",1", "2,3", ",1", ",1", ",1", "1,2", "1,2"),
+    "Eating": (",2", ",1", "1,2", ",1", ",1", ",1", ",1"),
+    "Greeting": (",1", "1,2", ",1", ",1", ",1", ",1", ",2"),
+    "Phoning": (",1", ",1", ",1", ",2", ",1", ",1", "2,3"),
+    "Photo": (",1", ",2", ",1", ",1", ",1", ",1", ",1"),
+    "Posing": (",1", ",1", ",2", ",1", ",1", ",1", ",1"),
+    "Purchases": (",1",) * 7,
+    "Sitting": ("1,2", ",1", "1,2", ",1", ",1", ",1", ",1"),
+    "SittingDown": (",2", ",1", ",1", ",1", ",1", ",1", ",1"),
+    "Smoking": (",1", ",1", ",1", ",1", ",1", ",1", ",2"),
+    "Waiting": (",1", "1,2", ",3", "1,2", ",1", ",1", ",1"),
+    "WalkDog": (",1",) * 7,
+    "Walking": (",1", ",1", ",1", "1,2", ",1", ",1", ",1"),
+    "WalkTogether": (",1", ",1", ",1", ",1", "1,2", ",1", ",1"),
+}
+
+
+def sequence_names(subject: str) -> tuple[str, ...]:
+  """The subject's sequence names in the real files ('Directions', 'Directions 1', ...)."""
+  column = H36M_SUBJECTS.index(subject)
+  return tuple(f"{action} {s}".strip() for action in ACTIONS for s in _SUFFIXES[action][column].split(","))
+
+
+def capture_centre(cameras: Sequence[CameraParams]) -> np.ndarray:
+  """(2,) floor point closest (least squares) to the cameras' optical axes."""
+  a, b = np.zeros((3, 3)), np.zeros(3)
+  for cam in cameras:
+    axis = camera_lib.qrot(cam.orientation.astype(np.float64), np.array([0.0, 0.0, 1.0]))
+    projector = np.eye(3) - np.outer(axis, axis)  # distance to the line through the centre
+    a += projector
+    b += projector @ cam.translation
+  return np.linalg.solve(a, b)[:2]
+
+
+def _subject_rng(seed: int, subject: str, *key: int) -> np.random.Generator:
+  # Keyed by subject number (not position) so a subset of subjects reproduces the full set.
+  return np.random.default_rng([seed, int(subject[1:]), *key])
+
+
+def _sequence_lengths(rng: np.random.Generator, frames: int) -> tuple[int, list[int]]:
+  """Mocap length (about `frames`) and the 4 cameras' video lengths (a few frames longer)."""
+  mocap = max(16, int(round(frames * rng.uniform(0.85, 1.15))))
+  return mocap, [mocap + int(rng.integers(1, 9)) for _ in range(4)]
+
+
+def _film(motion: motions.Motion, offsets: np.ndarray, centre: np.ndarray, cams: Sequence[CameraParams],
+          keypoints: Callable[[np.ndarray, np.ndarray], np.ndarray]):
+  """Places a motion where every camera sees every keypoint; returns world (T, 32, 3) float32 and
+  each camera's keypoint pixels (T, K, 2).
+
+  A path that leaves some camera's image (8 px margin) is shrunk towards the centre.
+  """
+  for _ in range(10):
+    world, rotations = place_on_floor(motion, offsets, centre)
+    world = world.astype(np.float32)  # project what is stored, as the reference does
+    points = keypoints(world, rotations.astype(np.float32))
+    pixels = [project_to_pixels(points, cam) for cam in cams]
+    if all(np.all((p >= 8) & (p <= np.array([cam.res_w, cam.res_h]) - 8)) for p, cam in zip(pixels, cams)):
+      break
+    motion = motion._replace(floor=0.85 * motion.floor)
+  return world, pixels
+
+
+def _kept_joints(world: np.ndarray, rotations: np.ndarray) -> np.ndarray:
+  del rotations
+  return world[:, list(H36M_KEPT_JOINTS)]
+
+
+def _subject_sequences(seed: int, subject: str, frames: int):
+  """Yields (name, world (T_video, 32, 3) float32, 4 x pixels (T_video, 17, 2), mocap length, video lengths)."""
+  body_rng = _subject_rng(seed, subject, 0)
+  offsets = make_body(body_rng)
+  style = motions.make_style(body_rng, leg_length=float(np.linalg.norm(offsets[2]) + np.linalg.norm(offsets[3])))
+  cams = h36m_cameras()[subject]
+  centre = capture_centre(cams)
+  for index, name in enumerate(sequence_names(subject)):
+    rng = _subject_rng(seed, subject, 1, index)
+    mocap, video = _sequence_lengths(rng, frames)
+    motion = motions.action_motion(name.split(" ")[0], rng, max(video), style)
+    world, pixels = _film(motion, offsets, centre, cams, _kept_joints)
+    yield name, world, [p[:length] for p, length in zip(pixels, video)], mocap, video
+
+
+def generate_positions_3d(frames: int = 600, seed: int = 0,
+                          subjects: Sequence[str] = H36M_SUBJECTS) -> dict[str, dict[str, np.ndarray]]:
+  """subject -> sequence name -> (T, 32, 3) float32 world metres (the 3D file's content)."""
+  subjects = _check_args(frames, seed, subjects)
+  return {s: {name: world[:mocap] for name, world, _, mocap, _ in _subject_sequences(seed, s, frames)}
+          for s in subjects}
+
+
+def _check_args(frames: int, seed: int, subjects: Sequence[str]) -> tuple[str, ...]:
+  if int(frames) < 16:
+    raise PosejaxError(f"--frames: need at least 16 frames per sequence, got {frames}")
+  if int(seed) < 0:
+    raise PosejaxError(f"--seed: must be a non-negative integer, got {seed}")
+  unknown = [s for s in subjects if s not in H36M_SUBJECTS]
+  if unknown or not subjects:
+    raise PosejaxError(f"subjects: unknown {unknown or 'empty list'} (known: {', '.join(H36M_SUBJECTS)})")
+  return tuple(s for s in H36M_SUBJECTS if s in subjects)
+
+
+# ---------------------------------------------------------------- cameras and 2D keypoints
+
+
+def project_to_pixels(points: np.ndarray, cam: CameraParams) -> np.ndarray:
+  """World points (T, K, 3) -> (T, K, 2) float32 pixels, as the reference makes GT 2D."""
+  in_camera = camera_lib.world_to_camera(points, cam.orientation, cam.translation)
+  normalized = camera_lib.project_to_2d(in_camera[None], cam.intrinsic[None])[0]
+  return camera_lib.image_coordinates(normalized, cam.res_w, cam.res_h).astype(np.float32)
+
+
+# Detector error per keypoint relative to the torso: extremities are found less reliably.
+_H36M_NOISE = np.array([1.3, 1.3, 1.2, 1.8, 1.3, 1.2, 1.8, 1.2, 1.0, 0.9, 1.1, 1.0, 1.3, 2.0, 1.0, 1.3, 2.0])
+_COCO_NOISE = np.array([0.8, 0.7, 0.7, 0.9, 0.9, 1.0, 1.0, 1.3, 1.3, 2.0, 2.0, 1.4, 1.4, 1.2, 1.2, 1.8, 1.8])
+
+
+def detector_noise(rng: np.random.Generator, keypoints: np.ndarray, joint_scale: np.ndarray) -> np.ndarray:
+  """Detector-like errors (T, K, 2) pixels for clean keypoints (T, K, 2).
+
+  A constant per-keypoint bias plus AR(1) jitter (correlation 0.85 frame to frame),
+  both about 2.5 px for a 400 px tall person times `joint_scale` (K,), plus rare
+  outliers: one keypoint jumps 20-60 px for 2-8 frames.
+  """
+  frames, k, _ = keypoints.shape
+  height = np.median(keypoints[..., 1].max(axis=1) - keypoints[..., 1].min(axis=1))
+  sigma = 2.5 * np.clip(height / 400.0, 0.5, 2.0) * joint_scale[:, None]
+  rho = 0.85
+  start = rng.standard_normal((1, k, 2))  # drawn from the stationary distribution
+  innovations = rng.standard_normal((frames, k, 2)) * np.sqrt(1 - rho**2)
+  jitter, _ = lfilter([1.0], [1.0, -rho], innovations, axis=0, zi=rho * start)
+  errors = (jitter + 0.5 * rng.standard_normal((k, 2))) * sigma
+  for j in np.repeat(np.arange(k), rng.poisson(frames * 8e-4 * joint_scale**2)):
+    start, length = int(rng.integers(frames)), int(rng.integers(2, 9))
+    angle = rng.uniform(0, 2 * np.pi)
+    errors[start:start + length, j] += rng.uniform(20, 60) * np.array([np.cos(angle), np.sin(angle)])
+  return errors
+
+
+def coco_keypoints(positions: np.ndarray, rotations: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+  """COCO's 17 keypoints (T, 17, 3) from the 32-joint body (nose, eyes, ears from the head)."""
+  head = np.linalg.norm(offsets[15]) / 0.115
+  # In the head's frame (x right, y forward, z up) relative to the Head joint.
+  face = np.array([(0, 0.085, -0.01), (-0.032, 0.07, 0.025), (0.032, 0.07, 0.025),
+                   (-0.075, -0.01, 0.01), (0.075, -0.01, 0.01)]) * head
+  face_points = positions[:, 14, None] + np.einsum("tab,kb->tka", rotations[:, 14], face)
+  body = positions[:, [17, 25, 18, 26, 19, 27, 6, 1, 7, 2, 8, 3]]
+  return np.concatenate([face_points, body], axis=1)
+
+
+# ---------------------------------------------------------------- files
+
+FILE_NAMES = {"positions_3d": "data_3d_h36m.npz", "gt": "data_2d_h36m_gt.npz",
+              "synthetic": "data_2d_h36m_synthetic.npz", "custom": "data_2d_custom_synthetic.npz"}
+CUSTOM_VIDEOS = {"walk_demo.mp4": "Walking", "wave_demo.mp4": "Greeting"}
+_H36M_LAYOUT, _COCO_LAYOUT = LAYOUTS["h36m"], LAYOUTS["coco"]
+
+
+def _symmetry(layout) -> list[list[int]]:
+  return [list(layout.left), list(layout.right)]
+
+
+def _custom_videos(seed: int, frames: int) -> dict[str, np.ndarray]:
+  """In-the-wild style clips: video name -> (T, 17, 2) float32 COCO keypoints, pixels.
+
+  Bodies that are none of the subjects, filmed by a camera placed like S1's first one.
+  """
+  cam = h36m_cameras()["S1"][0]
+  videos = {}
+  for k, (video, action) in enumerate(CUSTOM_VIDEOS.items()):
+    rng = np.random.default_rng([seed, 1000, k])
+    offsets = make_body(rng)
+    style = motions.make_style(rng, float(np.linalg.norm(offsets[2]) + np.linalg.norm(offsets[3])))
+    length = max(16, int(round(frames * rng.uniform(0.85, 1.15))))
+    motion = motions.action_motion(action, rng, length, style)
+    _, (clean,) = _film(motion, offsets, capture_centre(h36m_cameras()["S1"]), (cam,),
+                        lambda world, rotations: coco_keypoints(world, rotations, offsets))
+    videos[video] = (clean + detector_noise(rng, clean, _COCO_NOISE)).astype(np.float32)
+  return videos
+
+
+def _build(frames: int, seed: int, subjects: tuple[str, ...]):
+  """(positions_3d, gt 2D, detector 2D) dicts in the published nesting."""
+  positions_3d, gt, detected = {}, {}, {}
+  for subject in subjects:
+    positions_3d[subject], gt[subject], detected[subject] = {}, {}, {}
+    for index, (name, world, pixels, mocap, _) in enumerate(_subject_sequences(seed, subject, frames)):
+      positions_3d[subject][name] = world[:mocap]
+      gt[subject][name] = [p[:mocap] for p in pixels]
+      detected[subject][name] = [
+          (p + detector_noise(_subject_rng(seed, subject, 2, index, c), p, _H36M_NOISE)).astype(np.float32)
+          for c, p in enumerate(pixels)]
+  return positions_3d, gt, detected
+
+
+def _summary(positions_3d: dict, paths: dict[str, str], seed: int) -> str:
+  splits = {"training": [s for s in positions_3d if s in TRAIN_SUBJECTS],
+            "test": [s for s in positions_3d if s not in TRAIN_SUBJECTS]}
+  parts = []
+  for split, subjects in splits.items():
+    if subjects:
+      seqs = [v for s in subjects for v in positions_3d[s].values()]
+      frames = sum(len(v) for v in seqs)
+      parts.append(f"{split} {'+'.join(subjects)}: {len(seqs)} sequences, {frames:,} mocap frames "
+                   f"({4 * frames:,} camera frames, {frames / motions.FPS / 60:.1f} min)")
+  return (f"Synthetic Human3.6M-like data (seed {seed}): {len(positions_3d)} subjects, 15 actions, 4 cameras; "
+          + "; ".join(parts) + ". Wrote " + ", ".join(paths.values()) + ".")
+
+
+def generate(out_dir: str, *, frames: int = 600, seed: int = 0, subjects: Sequence[str] = H36M_SUBJECTS,
+             overwrite: bool = False, log: Callable[[str], None] | None = None) -> dict[str, str]:
+  """Writes the four synthetic files into `out_dir`; returns kind -> path.
+
+  Kinds: 'positions_3d', 'gt', 'synthetic', 'custom' (file names in `FILE_NAMES`).
+
+  Raises:
+    PosejaxError: bad arguments, or a file exists and `overwrite` is False.
+  """
+  subjects = _check_args(frames, seed, subjects)
+  if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+    raise PosejaxError(f"--out {out_dir}: exists and is not a directory")
+  paths = {kind: os.path.join(out_dir, name) for kind, name in FILE_NAMES.items()}
+  existing = [p for p in paths.values() if os.path.exists(p)]
+  if existing and not overwrite:
+    raise PosejaxError(f"{existing[0]}: already exists (pass --overwrite to replace the synthetic files)")
+  positions_3d, gt, detected = _build(int(frames), int(seed), subjects)
+  h36m_meta = {"num_joints": 17, "keypoints_symmetry": _symmetry(_H36M_LAYOUT)}
+  videos = _custom_videos(int(seed), int(frames))
+  custom_meta = {"layout_name": "coco", "num_joints": 17, "keypoints_symmetry": _symmetry(_COCO_LAYOUT),
+                 "video_metadata": {v: {"w": 1000, "h": 1002} for v in videos}}
+  atomic_savez(paths["positions_3d"], positions_3d=positions_3d)
+  atomic_savez(paths["gt"], positions_2d=gt, metadata=h36m_meta)
+  atomic_savez(paths["synthetic"], positions_2d=detected, metadata={"layout_name": "h36m", **h36m_meta})
+  atomic_savez(paths["custom"], positions_2d={v: {"custom": [k]} for v, k in videos.items()}, metadata=custom_meta)
+  if log is not None:
+    log(_summary(positions_3d, paths, int(seed)))
+  return paths
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(
+      prog="python -m posejax.data.synthetic",
+      description="Writes synthetic Human3.6M-like data in the VideoPose3D file formats.")
+  parser.add_argument("--out", required=True, help="output directory")
+  parser.add_argument("--frames", type=int, default=600, help="mocap frames per sequence (varies +-15%%)")
+  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--overwrite", action="store_true", help="replace existing files")
+  args = parser.parse_args(argv)
+  start = time.perf_counter()
+  try:
+    generate(args.out, frames=args.frames, seed=args.seed, overwrite=args.overwrite, log=print)
+  except PosejaxError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  print(f"done in {time.perf_counter() - start:.1f} s")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
