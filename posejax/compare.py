@@ -1,0 +1,330 @@
+"""The seed paper's comparison of a common run against an action-based run (action_based.md 5-8).
+
+Inputs are two workdirs (DESIGN.md layout): final TTA evaluations (`eval/results.json`, made
+on demand), per-epoch logs (`metrics.jsonl`) and `train_summary.json`. Output: Tables I-IV as
+Markdown in `report.md`, the figures it embeds (per-action bars as the paper's Figs. 4-5,
+error curves as Fig. 6, loss curves) and every number in `comparison.json`.
+
+TPR (equations 4-5): `eps_0 = k (eps1_half + eps2_half) / 2`, `TPR_i = (eps_0 - eps_i_final) / t_i`
+with errors in mm at the half-way and final epochs (per-epoch validation, no TTA, action-wise
+mean) and `t_i` the training-only seconds at the final epoch. The paper rounded eps_0 to 4
+significant digits (60.46) before dividing; `eps0_digits=4` reproduces that.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any, Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from posejax import report  # noqa: E402
+from posejax.data.actions import ABBREVIATIONS  # noqa: E402
+from posejax.errors import PosejaxError  # noqa: E402
+from posejax.io_utils import atomic_write_text  # noqa: E402
+
+K_AUGMENT = 1.2
+LABELS = {"common": "Common (VideoPose3D)", "ab": "Action-based (oracle routing)"}
+SHORT = {"common": "Common", "ab": "AB"}
+
+
+def eps0(eps_half_1: float, eps_half_2: float, *, k: float = K_AUGMENT, digits: int | None = None) -> float:
+  """Reference error `k (eps1 + eps2) / 2`, optionally rounded to `digits` significant digits."""
+  value = k * (eps_half_1 + eps_half_2) / 2
+  if digits is None or value == 0:
+    return value
+  return round(value, digits - 1 - int(math.floor(math.log10(abs(value)))))
+
+
+def tpr(eps_0: float, eps_final: float, train_time_s: float) -> float:
+  """Time-precision rate `(eps_0 - eps_final) / t` (mm per second; higher is better)."""
+  if not train_time_s > 0:
+    raise PosejaxError(f"TPR needs a positive training time, got {train_time_s}")
+  return (eps_0 - eps_final) / train_time_s
+
+
+def read_metrics(workdir: str) -> list[dict[str, Any]]:
+  """The per-epoch records of WORKDIR/metrics.jsonl, in file order."""
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.isfile(path):
+    raise PosejaxError(f"{path}: file not found (is {workdir} a training workdir?)")
+  records = []
+  with open(path) as f:
+    for number, line in enumerate(f, 1):
+      if line.strip():
+        try:
+          records.append(json.loads(line))
+        except json.JSONDecodeError as e:
+          raise PosejaxError(f"{path}:{number}: not valid JSON ({e})") from None
+  if not records:
+    raise PosejaxError(f"{path}: no epochs logged")
+  return records
+
+
+def read_summary(workdir: str) -> dict[str, Any]:
+  path = os.path.join(workdir, "train_summary.json")
+  if not os.path.isfile(path):
+    raise PosejaxError(f"{path}: file not found (training did not finish?)")
+  with open(path) as f:
+    return json.load(f)
+
+
+def load_or_evaluate(workdir: str, checkpoint: str | int) -> dict[str, Any]:
+  """WORKDIR/eval/results.json, running the final evaluation first if it is missing."""
+  path = os.path.join(workdir, "eval", "results.json")
+  if not os.path.isfile(path):
+    from posejax import eval_lib  # late: restoring pulls in orbax and the data loaders
+    eval_lib.evaluate_workdir(workdir, checkpoint, verbose=False)
+  return report.load_results(path)
+
+
+def record_at(records: Sequence[Mapping[str, Any]], epoch: float) -> dict[str, Any]:
+  """The logged record of `epoch`, else the last one before it."""
+  before = [r for r in records if r["epoch"] <= epoch + 1e-9]
+  if not before:
+    raise PosejaxError(f"metrics.jsonl: no epoch logged at or before epoch {epoch}")
+  return dict(before[-1])
+
+
+def properties(records: Sequence[Mapping[str, Any]], summary: Mapping[str, Any]) -> dict[str, Any]:
+  """Table III inputs of one run: time and errors (mm) at the half-way and final epochs."""
+  final_epoch = summary.get("epochs", records[-1]["epoch"])
+  half = record_at(records, math.floor(final_epoch / 2))
+  final = record_at(records, final_epoch)
+  mm = lambda r, key: 1000.0 * float(r[key])
+  return {"half_epoch": half["epoch"], "final_epoch": final["epoch"],
+          "time_half_s": float(half["train_time_s"]), "time_final_s": float(final["train_time_s"]),
+          "mpjpe_half": mm(half, "mpjpe_valid"), "mpjve_half": mm(half, "mpjve_valid"),
+          "mpjpe_final": mm(final, "mpjpe_valid"), "mpjve_final": mm(final, "mpjve_valid"),
+          "samples": int(sum(summary.get("samples", {}).values())),
+          "steps": int(sum(summary.get("steps", {}).values())),
+          "models": len(summary.get("actions", [])) if summary.get("mode") == "action_based" else 1}
+
+
+def tpr_table(common: Mapping[str, Any], ab: Mapping[str, Any], *, k: float = K_AUGMENT,
+              eps0_digits: int | None = None) -> dict[str, Any]:
+  """eps_0 and TPR of both runs for MPJPE and MPJVE."""
+  out = {}
+  for metric in ("mpjpe", "mpjve"):
+    e0 = eps0(common[f"{metric}_half"], ab[f"{metric}_half"], k=k, digits=eps0_digits)
+    out[metric] = {"eps0": e0, "common": tpr(e0, common[f"{metric}_final"], common["time_final_s"]),
+                   "ab": tpr(e0, ab[f"{metric}_final"], ab["time_final_s"])}
+  return out
+
+
+def _sci(x: float) -> str:
+  exponent = int(math.floor(math.log10(abs(x)))) if x else 0
+  return f"{x / 10**exponent:.3g} · 10^{exponent}"
+
+
+def table3_markdown(props: Mapping[str, Mapping[str, Any]], rates: Mapping[str, Any]) -> str:
+  c, a = props["common"], props["ab"]
+  h, f = c["half_epoch"], c["final_epoch"]
+  rows = [("Object", f"{SHORT['common']}-Avg", f"{SHORT['ab']}-Avg"),
+          (f"TC ({h:g} E)", f"{c['time_half_s']:.0f} s", f"{a['time_half_s']:.0f} s"),
+          ("MPJPE", f"{c['mpjpe_half']:.2f} mm", f"{a['mpjpe_half']:.2f} mm"),
+          ("Velocity-M", f"{c['mpjve_half']:.3f} mm", f"{a['mpjve_half']:.3f} mm"),
+          (f"TC ({f:g} E)", f"{c['time_final_s']:.0f} s", f"{a['time_final_s']:.0f} s"),
+          ("MPJPE", f"{c['mpjpe_final']:.2f} mm", f"{a['mpjpe_final']:.2f} mm"),
+          ("Velocity-M", f"{c['mpjve_final']:.3f} mm", f"{a['mpjve_final']:.3f} mm"),
+          ("MPJPE ϵ_0", f"{rates['mpjpe']['eps0']:.4g}", f"{rates['mpjpe']['eps0']:.4g}"),
+          ("Velo-M ϵ_0", f"{rates['mpjve']['eps0']:.4g}", f"{rates['mpjve']['eps0']:.4g}"),
+          ("MPJPE TPR", _sci(rates["mpjpe"]["common"]), _sci(rates["mpjpe"]["ab"])),
+          ("Velo-M TPR", _sci(rates["mpjve"]["common"]), _sci(rates["mpjve"]["ab"])),
+          ("Models trained", str(c["models"]), str(a["models"])),
+          ("Training samples", f"{c['samples']:,}", f"{a['samples']:,}"),
+          ("Optimizer steps (sum over models)", f"{c['steps']:,}", f"{a['steps']:,}")]
+  lines = ["| " + " | ".join(rows[0]) + " |", "|---|---:|---:|"]
+  return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows[1:]]) + "\n"
+
+
+def temporal_rows(runs: Mapping[str, Sequence[Mapping[str, Any]]], action: str | None) -> list[list[Any]]:
+  """Table IV: epoch, common avg, AB avg[, common action, AB action] (mm, no TTA)."""
+  by_epoch = {key: {r["epoch"]: r for r in recs} for key, recs in runs.items()}
+  epochs = sorted(set(by_epoch["common"]) | set(by_epoch["ab"]))
+
+  def value(key, epoch, act):
+    r = by_epoch[key].get(epoch)
+    if r is None:
+      return None
+    if act is None:
+      return 1000.0 * r["mpjpe_valid"]
+    entry = r.get("per_action", {}).get(act)
+    return None if entry is None else 1000.0 * entry["mpjpe_valid"]
+
+  acts = [None] + ([action] if action else [])
+  return [[e] + [value(k, e, a) for a in acts for k in ("common", "ab")] for e in epochs]
+
+
+def table4_markdown(rows: Sequence[Sequence[Any]], action: str | None) -> str:
+  header = ["Epochs", "Common-Avg", "AB-Avg"]
+  if action:
+    abbr = ABBREVIATIONS.get(action, action)
+    header += [f"Common-{abbr}", f"AB-{abbr}"]
+  fmt = lambda v: "-" if v is None else f"{v:.2f}"
+  lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---:"] * len(header)) + "|"]
+  lines += ["| " + " | ".join([f"{r[0]:g}"] + [fmt(v) for v in r[1:]]) + " |" for r in rows]
+  return "\n".join(lines) + "\n"
+
+
+def _bar_plot(path: str, results: Mapping[str, Mapping[str, Any]], metric: str, ylabel: str) -> None:
+  actions = [a for a in results["common"]["per_action"] if a in results["ab"]["per_action"]]
+  labels = [ABBREVIATIONS.get(a, a) for a in actions] + ["Avg"]
+  x = np.arange(len(labels))
+  fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * len(labels) + 2), 4))
+  top = 0.0
+  for i, key in enumerate(("common", "ab")):
+    values = [results[key]["per_action"][a][metric] for a in actions] + [results[key]["average"][metric]]
+    ax.bar(x + (i - 0.5) * 0.4, values, 0.4, label=LABELS[key])
+    top = max(top, max(values))
+  ax.set_xticks(x, labels, rotation=45, ha="right")
+  ax.set_ylabel(ylabel)
+  ax.set_ylim(0, 1.2 * top)  # room for the legend above the bars
+  ax.legend(loc="upper left", ncol=2)
+  ax.grid(axis="y", alpha=0.3)
+  fig.tight_layout()
+  _save(fig, path)
+
+
+def _curve_plot(path: str, runs: Mapping[str, Sequence[Mapping[str, Any]]], action: str | None) -> None:
+  fig, (by_epoch, by_time) = plt.subplots(1, 2, figsize=(11, 4))
+  for key, recs in runs.items():
+    epochs = [r["epoch"] for r in recs]
+    times = [r["train_time_s"] for r in recs]
+    avg = [1000.0 * r["mpjpe_valid"] for r in recs]
+    by_epoch.plot(epochs, avg, marker=".", label=f"{SHORT[key]}-Avg")
+    by_time.plot(times, avg, marker=".", label=f"{SHORT[key]}-Avg")
+    if action:
+      pts = [(r["epoch"], 1000.0 * r["per_action"][action]["mpjpe_valid"]) for r in recs
+             if action in r.get("per_action", {})]
+      if pts:
+        by_epoch.plot(*zip(*pts), linestyle="--", label=f"{SHORT[key]}-{ABBREVIATIONS.get(action, action)}")
+  by_epoch.set_xlabel("epoch (common-equivalent)")
+  by_time.set_xlabel("training time (s)")
+  for ax in (by_epoch, by_time):
+    ax.set_ylabel("MPJPE (mm, no TTA)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+  fig.tight_layout()
+  _save(fig, path)
+
+
+def _loss_plot(path: str, runs: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for key, recs in runs.items():
+    ax.plot([r["epoch"] for r in recs], [1000.0 * r["loss"] for r in recs], marker=".", label=LABELS[key])
+  ax.set_xlabel("epoch (common-equivalent)")
+  ax.set_ylabel("training loss (MPJPE, mm; mean over models)")
+  ax.grid(alpha=0.3)
+  ax.legend()
+  fig.tight_layout()
+  _save(fig, path)
+
+
+def _save(fig, path: str) -> None:
+  tmp = path + ".tmp.png"
+  try:
+    fig.savefig(tmp, dpi=100)
+    os.replace(tmp, path)
+  finally:
+    plt.close(fig)
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+FIGURES = {"mpjpe_bars": "fig_mpjpe_per_action.png", "mpjve_bars": "fig_mpjve_per_action.png",
+           "curves": "fig_error_curves.png", "loss": "fig_loss_curves.png"}
+
+
+def _run_table(results: Mapping[str, Mapping[str, Any]], metric: str) -> str:
+  actions = list(dict.fromkeys(list(results["common"]["per_action"]) + list(results["ab"]["per_action"])))
+  series = [(LABELS[key], {a: v[metric] for a, v in results[key]["per_action"].items()},
+             results[key]["average"][metric], report.METRIC_DECIMALS[metric]) for key in ("common", "ab")]
+  return report.to_markdown(report.per_action_table(series, actions, first_column="Model"))
+
+
+def _provenance(key: str, workdir: str, doc: Mapping[str, Any]) -> str:
+  return (f"- {LABELS[key]}: `{os.path.abspath(workdir)}`, checkpoint {doc.get('checkpoint', '?')} "
+          f"(step {doc.get('checkpoint_step')}), test-time augmentation {doc.get('tta')}, "
+          f"{doc.get('frames', {}).get('total', '?')} test frames")
+
+
+def compare_runs(dir_common: str, dir_ab: str, out_dir: str | None = None, *, action: str | None = "Eating",
+                 k: float = K_AUGMENT, eps0_digits: int | None = 4, checkpoint: str | int = "latest",
+                 verbose: bool = True) -> dict[str, Any]:
+  """Builds the comparison report of a common and an action-based workdir.
+
+  Args:
+    out_dir: default `DIR_AB/../comparison`.
+    action: the single action of Table IV and Fig. 6 (skipped when a run lacks it).
+    eps0_digits: significant digits of eps_0 before the TPR division (paper: 4), None = exact.
+    checkpoint: evaluated when a workdir has no eval/results.json yet; 'latest' follows the
+      paper (final epoch, no selection on the test set).
+  Returns:
+    The comparison.json document.
+  """
+  dirs = {"common": dir_common, "ab": dir_ab}
+  out_dir = out_dir or os.path.join(os.path.dirname(os.path.abspath(dir_ab)), "comparison")
+  results = {key: load_or_evaluate(d, checkpoint) for key, d in dirs.items()}
+  runs = {key: read_metrics(d) for key, d in dirs.items()}
+  summaries = {key: read_summary(d) for key, d in dirs.items()}
+  if summaries["ab"].get("mode") == "common" or summaries["common"].get("mode") == "action_based":
+    raise PosejaxError(f"--compare: expected a common workdir then an action-based one, got modes "
+                       f"{summaries['common'].get('mode')} and {summaries['ab'].get('mode')}")
+  props = {key: properties(runs[key], summaries[key]) for key in dirs}
+  rates = tpr_table(props["common"], props["ab"], k=k, eps0_digits=eps0_digits)
+  if action and not all(action in r.get("per_action", {}) for recs in runs.values() for r in recs):
+    action = None
+  rows = temporal_rows(runs, action)
+
+  os.makedirs(out_dir, exist_ok=True)
+  paths = {name: os.path.join(out_dir, f) for name, f in FIGURES.items()}
+  _bar_plot(paths["mpjpe_bars"], results, "mpjpe", "MPJPE (mm)")
+  _bar_plot(paths["mpjve_bars"], results, "mpjve", "MPJVE (mm)")
+  _curve_plot(paths["curves"], runs, action)
+  _loss_plot(paths["loss"], runs)
+
+  c, a = props["common"], props["ab"]
+  md = [
+      "# Common vs action-based training", "",
+      _provenance("common", dir_common, results["common"]), _provenance("ab", dir_ab, results["ab"]), "",
+      "Action-based results use **oracle routing**: each test sequence goes to the model of its "
+      "ground-truth action (as in the seed paper); the common model sees every action.", "",
+      "## Table I. Protocol #1, MPJPE (mm), final evaluation with test-time augmentation", "",
+      _run_table(results, "mpjpe"), f"![MPJPE per action]({FIGURES['mpjpe_bars']})", "",
+      "## Table II. Velocity error MPJVE (mm), final evaluation", "",
+      _run_table(results, "mpjve"), f"![MPJVE per action]({FIGURES['mpjve_bars']})", "",
+      "Avg is the plain mean over actions of the frame-weighted per-action errors. Supplementary:", "",
+      "P-MPJPE (Protocol #2):", "", _run_table(results, "p_mpjpe"),
+      "N-MPJPE (Protocol #3):", "", _run_table(results, "n_mpjpe"),
+      f"## Table III. Properties (half-way epoch {c['half_epoch']:g}, final epoch {c['final_epoch']:g})", "",
+      table3_markdown(props, rates),
+      f"TC = training-only seconds (no compilation, no evaluation) from metrics.jsonl. The "
+      f"action-based time is the **total over all {a['models']} models** (trained together in one "
+      "vmapped run); the paper's 'Ours' time was that of a single action's model (Eating) while "
+      "its errors averaged 15 models. Errors here are the per-epoch validation values (no TTA, "
+      "action-wise mean), so they differ from Tables I/II.", "",
+      f"ϵ_0 = k (ϵ¹_half + ϵ²_half) / 2 with k = {k:g}"
+      + (f", rounded to {eps0_digits} significant digits as the paper did (60.46)" if eps0_digits else "")
+      + "; TPR_i = (ϵ_0 - ϵ^i_final) / t_i in mm/s, higher is better.", "",
+      "## Table IV. Per-epoch MPJPE (mm, validation without TTA)", "", table4_markdown(rows, action),
+      f"![Error curves]({FIGURES['curves']})", "", "## Training loss", "",
+      f"![Training loss]({FIGURES['loss']})", ""]
+  report_path = os.path.join(out_dir, "report.md")
+  atomic_write_text(report_path, "\n".join(md))
+  document = {"common": {"workdir": os.path.abspath(dir_common), "final": results["common"]["average"],
+                         "per_action": results["common"]["per_action"], "properties": c},
+              "ab": {"workdir": os.path.abspath(dir_ab), "final": results["ab"]["average"],
+                     "per_action": results["ab"]["per_action"], "properties": a},
+              "tpr": rates, "k": k, "eps0_digits": eps0_digits, "table4_action": action,
+              "table4": rows, "routing": "oracle", "figures": FIGURES}
+  atomic_write_text(os.path.join(out_dir, "comparison.json"), json.dumps(document, indent=2) + "\n")
+  if verbose:
+    print(f"wrote {report_path} and {len(FIGURES)} figures to {out_dir}")
+  return document

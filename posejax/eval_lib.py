@@ -1,0 +1,283 @@
+"""Evaluation of a training workdir: restore, evaluate, write tables, render, export.
+
+`eval.py` only parses flags and calls these functions. A workdir holds `config.json`,
+`checkpoints/` (stacked variables, leading action axis; metadata names the action of each
+slice, or ['all'] in common mode), `metrics.jsonl` and `train_summary.json` (DESIGN.md).
+Results go to `WORKDIR/eval/results.{json,csv,md}`.
+
+Config fields read: `actions`, `data.dir`, `data.keypoints`, `data.test_subjects`,
+`model.{filter_widths, causal, dropout, channels, dense}`, and optionally
+`eval.{tta (True), by_subject (False), chunk, batch}`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any, Sequence
+
+import jax
+import ml_collections
+import numpy as np
+
+from posejax import evaluation, render, report
+from posejax.camera import image_coordinates
+from posejax.data.actions import action_of
+from posejax.data.dataset import PoseDataset, SequenceRecord
+from posejax.data.h36m_cameras import h36m_cameras
+from posejax.errors import PosejaxError
+from posejax.io_utils import atomic_savez
+from posejax.model import TemporalModel
+
+EVAL_DIR = "eval"
+
+
+@dataclasses.dataclass(frozen=True)
+class RestoredRun:
+  """A checkpoint ready for evaluation."""
+
+  config: ml_collections.ConfigDict
+  variables: Any                  # stacked: every leaf has a leading slice axis
+  actions_of_slices: tuple[str, ...]  # ('all',) in common mode
+  step: int
+  metadata: dict[str, Any]
+
+
+def config_value(config: Any, dotted: str, default: Any = None) -> Any:
+  """`config.a.b` or `default` when any part is absent (older configs lack eval fields)."""
+  node = config
+  for part in dotted.split("."):
+    try:
+      node = node[part]
+    except (KeyError, TypeError, AttributeError):
+      return default
+  return node
+
+
+def load_workdir_config(workdir: str) -> ml_collections.ConfigDict:
+  """The run's config.json (written by the trainer)."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.isfile(path):
+    raise PosejaxError(f"{path}: file not found; pass --config (the training config file) or a workdir "
+                       "written by train.py")
+  with open(path) as f:
+    try:
+      return ml_collections.ConfigDict(json.load(f))
+    except json.JSONDecodeError as e:
+      raise PosejaxError(f"{path}: not valid JSON ({e})") from None
+
+
+def parse_checkpoint(which: str | int) -> str | int:
+  """'best', 'latest' or a step number."""
+  text = str(which).strip()
+  if text in ("best", "latest"):
+    return text
+  if text.isdigit():
+    return int(text)
+  raise PosejaxError(f"--checkpoint: {which!r} is not 'best', 'latest' or a step number")
+
+
+def _restore_for_eval(workdir: str, which: str | int) -> tuple[Any, Any, Sequence[str], int, Any]:
+  """(config, stacked variables, action of each slice, step, metadata) of a checkpoint."""
+  from posejax import checkpointing  # imported late: it pulls in orbax
+  return checkpointing.restore_for_eval(workdir, which)
+
+
+def restore_run(workdir: str, which: str | int = "best",
+                config: ml_collections.ConfigDict | None = None) -> RestoredRun:
+  """Restores the chosen checkpoint; `config` (e.g. from --config) overrides the workdir's."""
+  if not os.path.isdir(workdir):
+    raise PosejaxError(f"--workdir {workdir}: directory not found")
+  saved_config, variables, actions, step, metadata = _restore_for_eval(workdir, parse_checkpoint(which))
+  if config is None:
+    config = saved_config if saved_config is not None else load_workdir_config(workdir)
+  return RestoredRun(config, variables, tuple(actions), int(step), dict(metadata or {}))
+
+
+def build_model(config: Any, num_keypoints: int) -> TemporalModel:
+  """The dilated evaluation form of the configured model."""
+  m = config.model
+  return TemporalModel(num_joints_in=num_keypoints, num_joints_out=17,
+                       filter_widths=tuple(int(w) for w in m.filter_widths), causal=bool(m.causal),
+                       dropout=float(m.dropout), channels=int(m.channels),
+                       dense=bool(config_value(config, "model.dense", False)))
+
+
+def load_test_dataset(config: Any, subjects: Sequence[str] | None = None,
+                      actions: Sequence[str] | str | None = None) -> PoseDataset:
+  """The configured test subjects (or `subjects`) and actions, from the Human3.6M-format files."""
+  from posejax.data.h36m import load_h36m
+  return load_h36m(config.data.dir, config.data.keypoints,
+                   subjects=list(subjects or config.data.test_subjects),
+                   actions=config.actions if actions is None else actions)
+
+
+def _train_summary(workdir: str) -> dict[str, Any]:
+  path = os.path.join(workdir, "train_summary.json")
+  if not os.path.isfile(path):
+    return {}
+  with open(path) as f:
+    return json.load(f)
+
+
+def eval_options(config: Any) -> dict[str, Any]:
+  """Chunking of the evaluation passes (config.eval.chunk / batch, else the defaults)."""
+  return {"chunk": int(config_value(config, "eval.chunk", evaluation.DEFAULT_CHUNK)),
+          "batch": config_value(config, "eval.batch", evaluation.DEFAULT_BATCH)}
+
+
+def evaluate_workdir(workdir: str, which: str | int = "best", config: ml_collections.ConfigDict | None = None,
+                     *, out_dir: str | None = None, by_subject: bool | None = None,
+                     verbose: bool = True) -> dict[str, Any]:
+  """Final evaluation of a workdir; writes results.{json,csv,md} and returns the json document."""
+  run = restore_run(workdir, which, config)
+  cfg = run.config
+  dataset = load_test_dataset(cfg)
+  model = build_model(cfg, dataset.num_keypoints)
+  tta = bool(config_value(cfg, "eval.tta", True))
+  if by_subject is None:
+    by_subject = bool(config_value(cfg, "eval.by_subject", False))
+  results = evaluation.evaluate_dataset(model, run.variables, dataset, run.actions_of_slices, tta=tta,
+                                        by_subject=by_subject, **eval_options(cfg))
+  summary = _train_summary(workdir)
+  action_based = list(run.actions_of_slices) != [evaluation.COMMON_SLICE]
+  document = report.results_document(
+      results, config=cfg.to_dict(), checkpoint_step=run.step, train_time_s=summary.get("train_time_s"),
+      mode="action_based" if action_based else "common", actions_of_slices=list(run.actions_of_slices),
+      routing="oracle (ground-truth action labels)" if action_based else "none (one model)",
+      workdir=os.path.abspath(workdir), checkpoint=str(which))
+  paths = report.write_results(out_dir or os.path.join(workdir, EVAL_DIR), document)
+  if verbose:
+    print(report.to_text(report.results_table(document)), end="")
+    for subject, sub in document.get("by_subject", {}).items():
+      print(f"\nSubject {subject}\n" + report.to_text(report.results_table(sub)), end="")
+    print(f"wrote {paths['json']}, {paths['csv']}, {paths['md']}")
+  return document
+
+
+def find_record(dataset: PoseDataset, subject: str, name: str, camera: int) -> SequenceRecord:
+  """The record of a subject, sequence name and camera; PosejaxError listing valid choices."""
+  subjects = dataset.subjects
+  if subject not in subjects:
+    raise PosejaxError(f"--viz_subject {subject!r}: unknown (choices: {', '.join(subjects)})")
+  of_subject = [r for r in dataset.sequences if r.subject == subject]
+  names = list(dict.fromkeys(r.name for r in of_subject))
+  if name not in names:
+    raise PosejaxError(f"--viz_action {name!r}: no such sequence of {subject} (choices: {', '.join(names)})")
+  cameras = [r.camera for r in of_subject if r.name == name]
+  if camera not in cameras:
+    raise PosejaxError(f"--viz_camera {camera}: not available for {subject} {name} "
+                       f"(choices: {', '.join(map(str, cameras))})")
+  return next(r for r in of_subject if r.name == name and r.camera == camera)
+
+
+def _slice_variables(run: RestoredRun, action: str) -> Any:
+  """Unstacked variables of the model that serves `action` (oracle routing in AB mode)."""
+  slices = list(run.actions_of_slices)
+  index = 0 if slices == [evaluation.COMMON_SLICE] else (slices.index(action) if action in slices else -1)
+  if index < 0:
+    raise PosejaxError(f"no model for action {action!r} in this checkpoint (models: {', '.join(slices)})")
+  return jax.tree_util.tree_map(lambda leaf: leaf[index], run.variables)
+
+
+def predict_record(run: RestoredRun, model: TemporalModel, dataset: PoseDataset,
+                   rec: SequenceRecord) -> np.ndarray:
+  """(T, 17, 3) camera-space root-relative prediction of one record (TTA as configured)."""
+  tta = bool(config_value(run.config, "eval.tta", True))
+  return evaluation.predict(model, _slice_variables(run, rec.action), [rec.poses_2d], tta=tta,
+                            kps_left=dataset.keypoints_left, kps_right=dataset.keypoints_right,
+                            joints_left=dataset.joints_left, joints_right=dataset.joints_right,
+                            **eval_options(run.config))[0]
+
+
+def world_poses(rec: SequenceRecord, prediction: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, float]:
+  """World-coordinate prediction and ground truth of a record, and the camera azimuth."""
+  cameras = h36m_cameras().get(rec.subject)
+  cam = cameras[rec.camera] if cameras is not None and rec.camera < len(cameras) else None
+  if cam is not None and cam.orientation is not None and rec.poses_3d is not None:
+    pred, gt = render.to_world(prediction, rec.poses_3d, cam.orientation, cam.translation)
+    return pred, gt, cam.azimuth
+  pred, _ = render.to_world(prediction, None, render.DUMMY_ORIENTATION, None)
+  return pred, None, cam.azimuth if cam is not None else render.DUMMY_AZIMUTH
+
+
+@dataclasses.dataclass(frozen=True)
+class RenderOptions:
+  subject: str
+  action: str           # sequence name, e.g. 'Walking 1'
+  camera: int = 0
+  output: str | None = None
+  size: float = 5.0
+  downsample: int = 1
+  limit: int = -1
+  azimuth: float | None = None  # None: the camera's
+  video: str | None = None
+  video_skip: int = 0
+  export: str | None = None     # .npz of this one sequence
+
+
+def render_workdir(workdir: str, options: RenderOptions, which: str | int = "best",
+                   config: ml_collections.ConfigDict | None = None) -> None:
+  """Renders (and/or exports) one subject/sequence/camera of the configured data."""
+  if options.output:
+    render.check_output(options.output)
+  try:
+    action = action_of(options.action)
+  except PosejaxError as e:
+    raise PosejaxError(f"--viz_action: {e}") from None
+  run = restore_run(workdir, which, config)
+  dataset = load_test_dataset(run.config, subjects=[options.subject], actions=[action])
+  rec = find_record(dataset, options.subject, options.action, options.camera)
+  model = build_model(run.config, dataset.num_keypoints)
+  prediction = predict_record(run, model, dataset, rec)
+  world, gt, azimuth = world_poses(rec, prediction)
+  if options.export:
+    export_predictions(options.export, [(rec, prediction, world)])
+  if options.output:
+    panels = {"Reconstruction": world} | ({"Ground truth": gt} if gt is not None else {})
+    keypoints = image_coordinates(rec.poses_2d, rec.res_w, rec.res_h)
+    background = None
+    if options.video:
+      # As the reference: video frames [skip, limit) against keypoints and poses from `skip` on.
+      background = render.read_video(options.video, rec.res_w, rec.res_h, options.video_skip, options.limit)
+      keypoints = keypoints[options.video_skip:]
+      panels = {k: v[options.video_skip:] for k, v in panels.items()}
+    frames = render.render_animation(
+        keypoints, panels, dataset.skeleton,
+        output=options.output, fps=dataset.fps or 50.0,
+        azimuth=azimuth if options.azimuth is None else options.azimuth, viewport=(rec.res_w, rec.res_h),
+        keypoints_right=dataset.keypoints_right, layout_name=dataset.layout_name, limit=options.limit,
+        downsample=options.downsample, size=options.size, background=background, verbose=True)
+    print(f"wrote {options.output} ({frames} frames)")
+
+
+def export_predictions(path: str, entries: Sequence[tuple[SequenceRecord, np.ndarray, np.ndarray]]) -> None:
+  """Saves predictions as `positions_3d[subject][name] = [camera-space (T, 17, 3) per camera]`
+  and the same in world coordinates under `positions_3d_world` (metres, 0-d object dicts)."""
+  if not path.endswith(".npz"):
+    raise PosejaxError(f"--export {path}: the file name must end in .npz")
+  camera_space: dict[str, dict[str, dict[int, np.ndarray]]] = {}
+  world_space: dict[str, dict[str, dict[int, np.ndarray]]] = {}
+  for rec, pred, world in entries:
+    camera_space.setdefault(rec.subject, {}).setdefault(rec.name, {})[rec.camera] = pred.astype(np.float32)
+    world_space.setdefault(rec.subject, {}).setdefault(rec.name, {})[rec.camera] = world.astype(np.float32)
+  as_lists = lambda d: {s: {n: [c[k] for k in sorted(c)] for n, c in seqs.items()} for s, seqs in d.items()}
+  cameras = {s: {n: sorted(c) for n, c in seqs.items()} for s, seqs in camera_space.items()}
+  atomic_savez(path, positions_3d=np.array(as_lists(camera_space), dtype=object),
+               positions_3d_world=np.array(as_lists(world_space), dtype=object),
+               cameras=np.array(cameras, dtype=object))
+  print(f"exported {len(entries)} sequence(s) to {path}")
+
+
+def export_workdir(workdir: str, path: str, which: str | int = "best",
+                   config: ml_collections.ConfigDict | None = None) -> None:
+  """Exports the predictions of every test sequence (camera and world coordinates)."""
+  run = restore_run(workdir, which, config)
+  dataset = load_test_dataset(run.config)
+  model = build_model(run.config, dataset.num_keypoints)
+  preds = evaluation.predict_dataset(model, run.variables, dataset, run.actions_of_slices,
+                                     tta=bool(config_value(run.config, "eval.tta", True)),
+                                     **eval_options(run.config))
+  export_predictions(path, [(rec, p, world_poses(rec, p)[0]) for rec, p in zip(dataset.sequences, preds)])
+

@@ -1,0 +1,194 @@
+"""Animations of the 2D input beside 3D skeletons (spec 13), written as GIF or MP4.
+
+The first panel shows the input keypoints (pixels) over the video frame or a black image
+of the viewport; one 3D panel per pose array follows (elevation 15 degrees, the camera's
+azimuth, a 1.7 m box that follows the root in x and y, z from the floor). GIFs use
+Pillow; MP4 needs the ffmpeg binary.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from typing import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib import animation  # noqa: E402
+
+from posejax.camera import camera_to_world  # noqa: E402
+from posejax.errors import PosejaxError  # noqa: E402
+from posejax.skeleton import Skeleton  # noqa: E402
+
+RADIUS = 1.7  # metres shown around the subject (spec 13)
+ELEVATION = 15.0
+# Orientation of the dummy camera used without ground truth (Human3.6M S1 camera 0).
+DUMMY_ORIENTATION = np.asarray(
+    [0.1407056450843811, -0.1500701755285263, -0.755240797996521, 0.6223280429840088], np.float32)
+DUMMY_AZIMUTH = 70.0
+
+
+def check_output(path: str) -> str:
+  """The writer for `path` ('gif' or 'mp4'); PosejaxError for anything unusable."""
+  ext = os.path.splitext(path)[1].lower()
+  if ext == ".gif":
+    return "gif"
+  if ext == ".mp4":
+    if not animation.writers.is_available("ffmpeg"):
+      raise PosejaxError(f"{path}: writing .mp4 needs the ffmpeg binary, which is not on PATH; "
+                         "write a .gif instead")
+    return "mp4"
+  raise PosejaxError(f"{path}: unsupported animation format {ext or '(none)'!r} (use .gif or .mp4)")
+
+
+def downsample_frames(x: np.ndarray, factor: int) -> np.ndarray:
+  """Mean of every `factor` consecutive frames, remainder dropped: (T, ...) -> (T // factor, ...)."""
+  if factor <= 1:
+    return x
+  n = x.shape[0] // factor
+  return x[:n * factor].reshape((n, factor) + x.shape[1:]).mean(axis=1).astype(x.dtype)
+
+
+def to_world(prediction: np.ndarray, ground_truth: np.ndarray | None, orientation: np.ndarray,
+             translation: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+  """Camera-space poses (T, J, 3) to world coordinates for display (spec 13, step 4).
+
+  With ground truth (joint 0 = trajectory, joints 1.. root-relative) both poses are placed on
+  the true trajectory and moved with the camera's extrinsics. Without, the prediction is
+  rotated by the camera orientation only and lifted so that its lowest point over the whole
+  sequence is on the floor (z = 0).
+  """
+  if ground_truth is not None:
+    trajectory = ground_truth[:, :1]
+    gt = np.array(ground_truth, np.float32)
+    gt[:, 1:] += trajectory
+    return (camera_to_world(prediction + trajectory, orientation, translation),
+            camera_to_world(gt, orientation, translation))
+  world = camera_to_world(prediction, orientation, np.zeros(3, np.float32))
+  world[..., 2] -= world[..., 2].min()
+  return world, None
+
+
+def read_video(path: str, width: int, height: int, skip: int = 0, limit: int = -1) -> np.ndarray:
+  """(T, height, width, 3) uint8 RGB frames decoded with ffmpeg, the first `skip` dropped."""
+  if not os.path.isfile(path):
+    raise PosejaxError(f"{path}: video file not found")
+  if shutil.which("ffmpeg") is None:
+    raise PosejaxError(f"{path}: decoding a background video needs the ffmpeg binary, which is not "
+                       "on PATH; render without --viz_video")
+  cmd = ["ffmpeg", "-loglevel", "error", "-i", path, "-f", "image2pipe", "-pix_fmt", "rgb24",
+         "-vf", f"scale={width}:{height}", "-vcodec", "rawvideo", "-"]
+  raw = subprocess.run(cmd, check=True, capture_output=True).stdout
+  frames = np.frombuffer(raw, np.uint8).reshape(-1, height, width, 3)
+  end = None if limit < 1 else limit
+  return frames[:end][skip:]
+
+
+def _bones(skeleton: Skeleton) -> list[tuple[int, int]]:
+  return [(j, p) for j, p in enumerate(skeleton.parents) if p >= 0]
+
+
+def render_animation(keypoints: np.ndarray, poses: Mapping[str, np.ndarray], skeleton: Skeleton, *,
+                     output: str, fps: float, azimuth: float, viewport: tuple[int, int],
+                     keypoints_right: Sequence[int] = (), layout_name: str | None = None,
+                     limit: int = -1, downsample: int = 1, size: float = 5.0,
+                     background: np.ndarray | None = None, bitrate: int = 3000,
+                     verbose: bool = False) -> int:
+  """Writes the animation to `output` (.gif or .mp4) and returns its number of frames.
+
+  Args:
+    keypoints: (T, K, 2) input keypoints in pixels.
+    poses: panel title -> (T, J, 3) world-coordinate poses (z up, metres).
+    viewport: (width, height) of the input panel in pixels.
+    keypoints_right: keypoints drawn red (the others black).
+    layout_name: 2D bones are drawn only when K equals the skeleton size and this is not 'coco'.
+    limit: render the first `limit` frames (< 1: all), counted before downsampling.
+    background: optional (T', H, W, 3) uint8 frames behind the keypoints.
+  """
+  writer_kind = check_output(output)
+  frames = keypoints.shape[0] if background is None else min(keypoints.shape[0], background.shape[0])
+  if limit >= 1:
+    frames = min(frames, limit)
+  if frames < 1:
+    raise PosejaxError(f"{output}: nothing to render (0 frames)")
+  keypoints = downsample_frames(np.asarray(keypoints[:frames], np.float32), downsample)
+  poses = {k: downsample_frames(np.asarray(v[:frames], np.float32), downsample) for k, v in poses.items()}
+  if background is not None:
+    background = downsample_frames(background[:frames].astype(np.float32), downsample).astype(np.uint8)
+  fps = fps / max(downsample, 1)
+  frames = keypoints.shape[0]
+  if frames < 1:
+    raise PosejaxError(f"{output}: --viz_downsample {downsample} leaves no frame to render")
+
+  width, height = viewport
+  fig = plt.figure(figsize=(size * (1 + len(poses)), size))
+  ax_in = fig.add_subplot(1, 1 + len(poses), 1)
+  ax_in.set_axis_off()
+  ax_in.set_title("Input")
+  black = np.zeros((height, width, 3), np.uint8)
+  image = ax_in.imshow(black if background is None else background[0], aspect="equal")
+  right = set(keypoints_right)
+  colors = ["red" if k in right else "black" for k in range(keypoints.shape[1])]
+  bones_2d = []
+  if keypoints.shape[1] == skeleton.num_joints and layout_name != "coco":
+    bones_2d = [(ax_in.plot(*keypoints[0, [j, p]].T, color="pink")[0], j, p) for j, p in _bones(skeleton)]
+  points = ax_in.scatter(*keypoints[0].T, 10, color=colors, edgecolors="white", zorder=10)
+  ax_in.set_xlim(0, width)  # keypoints outside the frame must not rescale the panel
+  ax_in.set_ylim(height, 0)
+
+  panels = []
+  right_joints = set(skeleton.joints_right)
+  for i, (title, data) in enumerate(poses.items()):
+    ax = fig.add_subplot(1, 1 + len(poses), i + 2, projection="3d")
+    ax.view_init(elev=ELEVATION, azim=azimuth)
+    ax.set_zlim3d([0, RADIUS])
+    for set_labels in (ax.set_xticklabels, ax.set_yticklabels, ax.set_zticklabels):
+      set_labels([])
+    ax.set_title(title)
+    lines = [(ax.plot(*data[0, [j, p]].T, zdir="z", color="red" if j in right_joints else "black")[0], j, p)
+             for j, p in _bones(skeleton)]
+    panels.append((ax, data, lines))
+
+  def update(t: int):
+    if background is not None:
+      image.set_data(background[t])
+    for line, j, p in bones_2d:
+      line.set_data(*keypoints[t, [j, p]].T)
+    points.set_offsets(keypoints[t])
+    for ax, data, lines in panels:
+      # The view follows the subject's root in x and y.
+      x, y = data[t, 0, 0], data[t, 0, 1]
+      ax.set_xlim3d([x - RADIUS / 2, x + RADIUS / 2])
+      ax.set_ylim3d([y - RADIUS / 2, y + RADIUS / 2])
+      for line, j, p in lines:
+        line.set_data_3d(*data[t, [j, p]].T)
+
+  fig.tight_layout()
+  anim = animation.FuncAnimation(fig, update, frames=frames, interval=1000 / fps, repeat=False)
+  writer = (animation.PillowWriter(fps=fps) if writer_kind == "gif"
+            else animation.FFMpegWriter(fps=fps, bitrate=bitrate))
+  directory = os.path.dirname(os.path.abspath(output))
+  os.makedirs(directory, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(output) + ".",
+                             suffix=os.path.splitext(output)[1])
+  os.close(fd)
+  os.chmod(tmp, 0o644)  # mkstemp's 0600 is meant for temporaries, not for a shared animation
+  progress = None
+  if verbose:
+    progress = lambda i, n: print(f"\rrendering frame {i + 1}/{n}", end="", file=sys.stderr)
+  try:
+    anim.save(tmp, writer=writer, dpi=80, progress_callback=progress)
+    os.replace(tmp, output)
+  finally:
+    plt.close(fig)
+    if os.path.exists(tmp):
+      os.remove(tmp)
+  if verbose:
+    print(file=sys.stderr)
+  return frames

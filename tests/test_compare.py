@@ -1,0 +1,140 @@
+"""Tests for posejax.compare and posejax.report: the paper's TPR values, the comparison report."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from posejax import compare, report
+from posejax.errors import PosejaxError
+
+# Table III of the paper (F=243, UE=1200): 40 E and 80 E errors (mm) and TC (80 E) seconds.
+PAPER = {
+    "common": {"mpjpe_half": 50.27, "mpjpe_final": 48.22, "mpjve_half": 2.66, "mpjve_final": 2.49,
+               "time_final_s": 176976.0},
+    "ab": {"mpjpe_half": 50.49, "mpjpe_final": 50.54, "mpjve_half": 3.02, "mpjve_final": 3.08,
+           "time_final_s": 56921.0},
+}
+
+
+def test_tpr_reproduces_the_papers_four_values():
+  rates = compare.tpr_table(PAPER["common"], PAPER["ab"], k=1.2, eps0_digits=4)
+  assert rates["mpjpe"]["eps0"] == pytest.approx(60.46, abs=1e-9)
+  assert rates["mpjve"]["eps0"] == pytest.approx(3.408, abs=1e-9)
+  # Published with three significant digits.
+  assert float(f"{rates['mpjpe']['common']:.3g}") == pytest.approx(6.92e-5)
+  assert float(f"{rates['mpjpe']['ab']:.3g}") == pytest.approx(17.4e-5)
+  assert float(f"{rates['mpjve']['common']:.3g}") == pytest.approx(5.19e-6)
+  assert float(f"{rates['mpjve']['ab']:.3g}") == pytest.approx(5.76e-6)
+  # Unrounded eps_0 = 60.456 gives 6.91e-5 for the first value (action_based.md section 8).
+  exact = compare.tpr_table(PAPER["common"], PAPER["ab"], k=1.2, eps0_digits=None)
+  assert exact["mpjpe"]["eps0"] == pytest.approx(60.456)
+  assert float(f"{exact['mpjpe']['common']:.3g}") == pytest.approx(6.91e-5)
+  with pytest.raises(PosejaxError):
+    compare.tpr(60.0, 50.0, 0.0)
+
+
+ACTS = ("Eating", "Walking")
+
+
+def fake_results(offset: float) -> dict:
+  per_action = {a: {"mpjpe": 50.0 + offset + i * 3.3, "p_mpjpe": 40.0 + i, "n_mpjpe": 48.0 + offset,
+                    "mpjve": 2.5 + 0.1 * i + offset / 10} for i, a in enumerate(ACTS)}
+  average = {m: float(np.mean([v[m] for v in per_action.values()])) for m in per_action["Eating"]}
+  return {"per_action": per_action, "average": average, "frames": {"Eating": 40, "Walking": 30, "total": 70},
+          "tta": True}
+
+
+def fake_workdir(root: str, name: str, mode: str, offset: float, time_per_epoch: float) -> str:
+  workdir = os.path.join(root, name)
+  os.makedirs(workdir)
+  with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
+    for epoch in range(1, 5):
+      per_action = {a: {"loss": 0.1 / epoch, "mpjpe_valid": (0.06 + offset / 1000) / epoch + 0.01 * i,
+                        "mpjve_valid": 0.003 / epoch, "lr": 1e-3, "bn_momentum": 0.1, "action_epoch": epoch,
+                        "samples": 100 * epoch, "steps": 10 * epoch} for i, a in enumerate(ACTS)}
+      f.write(json.dumps({"epoch": epoch, "step": 10 * epoch, "train_time_s": time_per_epoch * epoch,
+                          "wall_time_s": 2 * time_per_epoch * epoch,
+                          "mpjpe_valid": float(np.mean([v["mpjpe_valid"] for v in per_action.values()])),
+                          "mpjve_valid": 0.003 / epoch, "loss": 0.1 / epoch, "per_action": per_action}) + "\n")
+  actions = list(ACTS)
+  slices = ["all"] if mode == "common" else actions
+  summary = {"mode": mode, "actions": actions, "train_time_s": 4 * time_per_epoch, "compile_time_s": 1.0,
+             "eval_time_s": 1.0, "epochs": 4, "budget": "fixed",
+             "samples": {s: 400 for s in slices}, "steps": {s: 40 for s in slices}}
+  with open(os.path.join(workdir, "train_summary.json"), "w") as f:
+    json.dump(summary, f)
+  doc = report.results_document(fake_results(offset), config={"mode": mode}, checkpoint_step=40,
+                                train_time_s=4 * time_per_epoch, checkpoint="latest")
+  report.write_results(os.path.join(workdir, "eval"), doc)
+  return workdir
+
+
+def table_row(markdown: str, title: str, label: str) -> list[str]:
+  section = markdown.split(title, 1)[1]
+  line = next(l for l in section.splitlines() if l.startswith(f"| {label} |"))
+  return [c.strip() for c in line.strip("|").split("|")][1:]
+
+
+def test_compare_report_has_all_tables_and_figures(tmp_path):
+  common = fake_workdir(str(tmp_path), "common", "common", 0.0, 100.0)
+  ab = fake_workdir(str(tmp_path), "ab", "action_based", 2.0, 30.0)
+  doc = compare.compare_runs(common, ab, verbose=False)
+  out = os.path.join(str(tmp_path), "comparison")
+  md = open(os.path.join(out, "report.md")).read()
+  for title in ("Table I.", "Table II.", "Table III.", "Table IV.", "oracle routing"):
+    assert title in md
+  for name in compare.FIGURES.values():
+    assert f"]({name})" in md
+    with Image.open(os.path.join(out, name)) as im:
+      assert im.size[0] > 100 and im.size[1] > 100
+
+  # Table I/II cells equal results.json, rounded as printed.
+  for key, label in (("common", compare.LABELS["common"]), ("ab", compare.LABELS["ab"])):
+    results = report.load_results(os.path.join(str(tmp_path), key, "eval", "results.json"))
+    cells = table_row(md, "Table I.", label)
+    assert cells == [f"{results['per_action'][a]['mpjpe']:.1f}" for a in ACTS] + [
+        f"{results['average']['mpjpe']:.1f}"]
+    cells = table_row(md, "Table II.", label)
+    assert cells == [f"{results['per_action'][a]['mpjve']:.2f}" for a in ACTS] + [
+        f"{results['average']['mpjve']:.2f}"]
+
+  # Table III from the logs: half-way epoch 2 and final epoch 4, TPR by the definition.
+  c, a = doc["common"]["properties"], doc["ab"]["properties"]
+  assert (c["half_epoch"], c["final_epoch"]) == (2, 4)
+  assert c["time_final_s"] == 400.0 and a["time_final_s"] == 120.0
+  half_c, half_a = 1000 * (0.06 / 2 + 0.005), 1000 * (0.062 / 2 + 0.005)  # action-wise means, epoch 2
+  assert c["mpjpe_half"] == pytest.approx(half_c) and a["mpjpe_half"] == pytest.approx(half_a)
+  e0 = compare.eps0(half_c, half_a, digits=4)
+  assert doc["tpr"]["mpjpe"]["ab"] == pytest.approx((e0 - a["mpjpe_final"]) / 120.0)
+  assert a["models"] == 2 and a["samples"] == 800 and c["samples"] == 400
+  assert table_row(md, "Table III.", "TC (4 E)") == ["400 s", "120 s"]
+
+  # Table IV: every epoch, average and Eating columns.
+  assert len(doc["table4"]) == 4
+  assert table_row(md, "Table IV.", "4") == ["20.00", "20.50", "15.00", "15.50"]
+  saved = json.load(open(os.path.join(out, "comparison.json")))
+  assert saved["tpr"]["mpjpe"]["common"] == pytest.approx(doc["tpr"]["mpjpe"]["common"])
+
+
+def test_compare_rejects_swapped_modes(tmp_path):
+  common = fake_workdir(str(tmp_path), "common", "common", 0.0, 100.0)
+  ab = fake_workdir(str(tmp_path), "ab", "action_based", 2.0, 30.0)
+  with pytest.raises(PosejaxError, match="common workdir then an action-based"):
+    compare.compare_runs(ab, common, str(tmp_path / "out"), verbose=False)
+
+
+def test_report_formats_agree():
+  results = fake_results(1.0)
+  table = report.results_table(results)
+  text, markdown, csv_text = report.to_text(table), report.to_markdown(table), report.to_csv(table)
+  assert table.header == ("Metric", "Eat", "Walk", "Avg")
+  assert "Protocol #1 (MPJPE)" in text and "| Velocity (MPJVE) |" in markdown
+  rows = [line.split(",") for line in csv_text.strip().splitlines()]
+  assert rows[0] == ["Metric", "Eat", "Walk", "Avg"]
+  assert float(rows[1][1]) == results["per_action"]["Eating"]["mpjpe"]
+  assert float(rows[4][3]) == results["average"]["mpjve"]
+  with pytest.raises(PosejaxError, match="results.json"):
+    report.load_results("/nonexistent/results.json")

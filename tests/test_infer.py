@@ -1,0 +1,93 @@
+"""Tests for posejax.infer: the custom 2D format in, finite 3D poses and a GIF out."""
+
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+from PIL import Image
+
+from posejax import eval_lib, infer
+from posejax.errors import PosejaxError
+from posejax.skeleton import LAYOUTS
+from test_evaluation import init_variables
+
+COCO = LAYOUTS["coco"]
+
+
+def tiny_run(actions=("Eating", "Walking")) -> eval_lib.RestoredRun:
+  config = ml_collections.ConfigDict({
+      "mode": "action_based", "actions": list(actions),
+      "data": {"dir": "unused", "keypoints": "detectron_pt_coco", "test_subjects": ["S9"]},
+      "model": {"filter_widths": [3, 3], "causal": False, "dropout": 0.25, "channels": 8, "dense": False},
+      "eval": {"tta": True, "chunk": 8, "batch": 2}})
+  model = eval_lib.build_model(config, 17)
+  variables = [init_variables(model, i) for i in range(len(actions))]
+  stacked = jax.tree_util.tree_map(lambda *x: jnp.stack(x), *variables)
+  return eval_lib.RestoredRun(config, stacked, tuple(actions), 10, {})
+
+
+def write_custom(path, videos, layout="coco", num_joints=17, sizes=None):
+  positions = {name: {"custom": [kps]} for name, kps in videos.items()}
+  metadata = {"layout_name": layout, "num_joints": num_joints,
+              "keypoints_symmetry": [list(COCO.left), list(COCO.right)],
+              "video_metadata": sizes if sizes is not None else {n: {"w": 640, "h": 480} for n in videos}}
+  np.savez_compressed(path, positions_2d=np.array(positions, dtype=object),
+                      metadata=np.array(metadata, dtype=object))
+  return str(path)
+
+
+def keypoints(frames, seed=0):
+  rng = np.random.default_rng(seed)
+  return (rng.uniform([100, 50], [540, 430], size=(frames, 17, 2))).astype(np.float32)
+
+
+def test_inference_writes_finite_poses_and_a_gif(tmp_path):
+  path = write_custom(tmp_path / "data_2d_custom_test.npz",
+                      {"clip.mp4": keypoints(13), "other.mp4": keypoints(5, 1)})
+  out = str(tmp_path / "out")
+  run = tiny_run()
+  paths = infer.infer_file(run, path, out, action="Walking", render_gif=True, limit=3, size=1.0)
+  assert sorted(os.path.basename(p) for p in paths) == ["clip.mp4.npz", "other.mp4.npz"]
+  with np.load(os.path.join(out, "clip.mp4.npz")) as f:
+    assert f["positions_3d"].shape == (13, 17, 3) and np.all(np.isfinite(f["positions_3d"]))
+    assert f["positions_3d_world"].shape == (13, 17, 3)
+    assert f["positions_3d_world"][..., 2].min() == pytest.approx(0.0, abs=1e-6)
+    assert str(f["model_action"]) == "Walking"
+    camera_space = f["positions_3d"]
+  with Image.open(os.path.join(out, "clip.mp4.gif")) as im:
+    assert im.n_frames == 3
+  # The Walking model (slice 1) was used: predicting with it directly gives the same poses.
+  videos, left, right = infer.read_custom_keypoints(path)
+  preds, action = infer.lift_videos(run, videos, left, right, action="Walking")
+  np.testing.assert_allclose(preds[0], camera_space, atol=1e-6)
+  other, _ = infer.lift_videos(run, videos, left, right, action=None)
+  assert np.abs(other[0] - camera_space).max() > 1e-3
+
+
+@pytest.mark.parametrize("case, message", [
+    ("layout", "layout 'mpii'"), ("shape", r"shape \(6, 16, 2\)"), ("size", "width/height"),
+    ("nan", "NaN"), ("missing", "file not found")])
+def test_bad_custom_files_name_the_file(tmp_path, case, message):
+  target = tmp_path / "data_2d_custom_bad.npz"
+  if case == "layout":
+    write_custom(target, {"v.mp4": keypoints(6)}, layout="mpii", num_joints=16)
+  elif case == "shape":
+    write_custom(target, {"v.mp4": keypoints(6)[:, :16]})
+  elif case == "size":
+    write_custom(target, {"v.mp4": keypoints(6)}, sizes={})
+  elif case == "nan":
+    kps = keypoints(6)
+    kps[2, 3] = np.nan
+    write_custom(target, {"v.mp4": kps})
+  with pytest.raises(PosejaxError, match=message) as info:
+    infer.read_custom_keypoints(str(target))
+  assert str(target) in str(info.value)
+
+
+def test_unknown_action_lists_the_models():
+  with pytest.raises(PosejaxError, match="Eating, Walking"):
+    infer.choose_slice(("Eating", "Walking"), "Sitting")
+  assert infer.choose_slice(("all",), "Sitting") == 0
