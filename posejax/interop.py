@@ -17,6 +17,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -256,6 +257,13 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument("--dense", action="store_true", help="the checkpoint is the dense variant")
   parser.add_argument("--trust-pickle", action="store_true",
                       help="let torch unpickle arbitrary objects (trusted files only)")
+  parser.add_argument("--workdir", default=None,
+                      help="write the imported model as a checkpoint of this workdir (for eval.py)")
+  parser.add_argument("--config", default=None,
+                      help="config file the workdir records (default: configs/default.py)")
+  parser.add_argument("--keypoints", default=None,
+                      help="2D source the model was trained on (default: the config's, cpn_ft_h36m_dbb)")
+  parser.add_argument("--data-dir", default=None, help="data directory recorded in the config")
   args = parser.parse_args(argv)
   try:
     widths = None
@@ -266,11 +274,64 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise PosejaxError(f"--architecture: expected comma-separated integers, got {args.architecture!r}") from None
     imported = load_videopose3d(args.from_videopose3d, filter_widths=widths, causal=args.causal,
                                 dense=args.dense, trust_pickle=args.trust_pickle)
+    print(f"{args.from_videopose3d}:\n{describe(imported)}")
+    if args.workdir:
+      path = save_to_workdir(imported, args.workdir, config_path=args.config,
+                             keypoints=args.keypoints, data_dir=args.data_dir,
+                             source=args.from_videopose3d)
+      print(f"wrote {path}: evaluate with `python eval.py --workdir {args.workdir}`")
   except PosejaxError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  print(f"{args.from_videopose3d}:\n{describe(imported)}")
   return 0
+
+
+def _default_config_path() -> str:
+  return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "default.py")
+
+
+def _load_config(path: str | None):
+  """`get_config()` of a config file (configs/default.py when none is given)."""
+  import importlib.util
+  path = path or _default_config_path()
+  if not os.path.isfile(path):
+    raise PosejaxError(f"--config: {path} not found (pass the config the model belongs to)")
+  repo_root = os.path.dirname(os.path.dirname(os.path.abspath(path)))
+  if repo_root not in sys.path:
+    sys.path.insert(0, repo_root)  # config variants import `configs.default`
+  spec = importlib.util.spec_from_file_location("_posejax_import_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def save_to_workdir(imported: "VideoPose3DImport", workdir: str, *, config_path: str | None = None,
+                    keypoints: str | None = None, data_dir: str | None = None, source: str = "") -> str:
+  """Writes the imported pose model as a common-mode checkpoint usable by eval.py.
+
+  The config records the architecture read from the checkpoint, so evaluation builds the
+  same model; the data fields say which 2D source it expects.
+  """
+  from posejax import checkpointing
+  config = _load_config(config_path)
+  model = imported.model_pos
+  config.mode = "common"
+  config.actions = "*"
+  config.model.filter_widths = tuple(int(w) for w in model.filter_widths)
+  config.model.channels = int(model.channels)
+  config.model.causal = bool(model.causal)
+  config.model.dense = bool(model.dense)
+  config.model.dropout = float(model.dropout)
+  if keypoints:
+    config.data.keypoints = keypoints
+  if data_dir:
+    config.data.dir = data_dir
+  stacked = jax.tree.map(lambda x: np.asarray(x)[None], imported.variables_pos)
+  hparams = {"filter_widths": list(config.model.filter_widths), "channels": int(model.channels),
+             "causal": bool(model.causal), "dense": bool(model.dense), "dropout": float(model.dropout),
+             "num_joints_in": int(model.num_joints_in), "num_joints_out": int(model.num_joints_out)}
+  return checkpointing.save_imported(workdir, stacked, config, ["all"], source=source or "videopose3d",
+                                     model=hparams, step=int(imported.epoch or 0))
 
 
 if __name__ == "__main__":

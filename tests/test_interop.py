@@ -182,3 +182,25 @@ def test_main_reports_the_import(tmp_path, capsys):
   assert "model_traj: filter widths [3, 3]" in out
   assert interop.main(["--from-videopose3d", str(tmp_path / "none.bin")]) == 2
   assert "none.bin: file not found" in capsys.readouterr().err
+
+
+def test_workdir_checkpoint_restores_the_reference_outputs(tmp_path, capsys):
+  """`--workdir` writes a checkpoint whose restored model gives the torch model's outputs."""
+  from posejax import checkpointing
+  from posejax.model import TemporalModel
+  torch_model = _torch_model((3, 3)).eval()
+  path = _save(tmp_path / "epoch_3.bin", torch_model)
+  workdir = tmp_path / "imported"
+  assert interop.main(["--from-videopose3d", path, "--workdir", str(workdir), "--keypoints", "gt",
+                       "--data-dir", str(tmp_path / "data")]) == 0
+  assert "eval.py --workdir" in capsys.readouterr().out
+  config, stacked, actions, step, metadata = checkpointing.restore_for_eval(str(workdir), "latest")
+  assert actions == ["all"] and step == 3 and config.mode == "common"
+  assert tuple(config.model.filter_widths) == (3, 3) and config.model.channels == C
+  assert config.data.keypoints == "gt" and metadata["imported_from"] == path
+  model = TemporalModel(num_joints_in=K, num_joints_out=3, filter_widths=(3, 3), channels=C)
+  variables = jax.tree.map(lambda x: x[0], stacked)
+  x = _inputs(2, 12)
+  with torch.no_grad():
+    expected = torch_model(torch.from_numpy(x)).numpy()
+  np.testing.assert_allclose(model.apply(variables, x, train=False), expected, atol=1e-4, rtol=1e-4)

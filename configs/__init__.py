@@ -1,0 +1,1 @@
+"""Experiment configs (`get_config()` per file); variants import `configs.default`."""

@@ -1,0 +1,20 @@
+"""Seed experiment F=1, UE=15, action-based: 15 per-frame models, 15 epochs of their own action each.
+
+  python train.py --config configs/ab1.py --workdir runs/ab1
+
+Reference: `python run.py -e 15 -k cpn_ft_h36m_dbb -arc 1 -cho $ACTION` for each of the 15 actions,
+here one vmapped run. Budget "fixed" (unit_epochs = 15 per common epoch). Paper (Table I/II,
+Ours row): 73.2 mm MPJPE, 11.6 mm MPJVE (averages over the 15 models, oracle routing).
+One log point per AB epoch (15). Time: about 3,200 lock-step steps of 15 x 1024 samples.
+"""
+
+from configs import default
+
+
+def get_config():
+  config = default.get_config()
+  config.mode = "action_based"
+  config.model.filter_widths = (1,)
+  config.train.epochs = 1
+  config.train.logs_per_epoch = 15
+  return config

@@ -1,0 +1,19 @@
+"""Seed experiment F=27, UE=15, action-based: 15 models of 27 frames, 15 epochs of their action each.
+
+  python train.py --config configs/ab27.py --workdir runs/ab27
+
+Reference: `python run.py -e 15 -k cpn_ft_h36m_dbb -arc 3,3,3 -cho $ACTION` per action. Paper (Table
+I/II, Ours): 67.1 mm MPJPE (69.9 mm with the logged WalkDog value, action_based.md 9.2),
+3.63 mm MPJVE. Time: about 3,200 lock-step steps of 15 x 1024 samples.
+"""
+
+from configs import default
+
+
+def get_config():
+  config = default.get_config()
+  config.mode = "action_based"
+  config.model.filter_widths = (3, 3, 3)
+  config.train.epochs = 1
+  config.train.logs_per_epoch = 15
+  return config

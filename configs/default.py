@@ -1,0 +1,73 @@
+"""Reference VideoPose3D training: one model on all 15 actions (common mode), CPN detections.
+
+  python train.py --config configs/default.py --workdir runs/default
+
+Defaults of the reference `run.py` (videopose3d.md 15): `-k cpn_ft_h36m_dbb -arc 3,3,3`
+(receptive field 27), 1024 channels, batch 1024, 60 epochs, Adam/AMSGrad lr 1e-3 decaying
+0.95 per epoch, BN momentum 0.1 -> 0.001, dropout 0.25, flip augmentation, TTA at test time.
+Needs data/data_3d_h36m.npz and data/data_2d_h36m_cpn_ft_h36m_dbb.npz (see README).
+Expected: about 48.8 mm Protocol #1 (the reference's result for 27 frames); the reference
+needed about 6 hours on a Pascal GPU for 80 epochs.
+
+Every other config imports this one and changes what differs. Keys:
+  mode: 'common' (one model, all selected actions) or 'action_based' (one model per action).
+  actions: '*' or e.g. 'Sitting,Walking' (canonical names, exact match).
+  train.budget: 'fixed' (AB: epochs * unit_epochs own epochs per action), 'frame_matched'
+    (epochs * floor(sum f / f(a)), equation 2) or 'equal_samples' (every action draws the
+    samples of `epochs` common epochs; lr/BN schedules advance per unit of data).
+  train.logs_per_epoch: log points (validation, metrics.jsonl line) per common epoch.
+  checkpoint.every_epochs: checkpoint every N log points (and at the end, and on SIGTERM).
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.mode = "common"
+  config.actions = "*"
+  config.seed = 1234
+  config.distributed = False  # jax.distributed.initialize() for multi-host runs
+
+  config.data = ml_collections.ConfigDict()
+  config.data.dir = "data"
+  config.data.keypoints = "cpn_ft_h36m_dbb"
+  config.data.train_subjects = ("S1", "S5", "S6", "S7", "S8")
+  config.data.test_subjects = ("S9", "S11")
+  config.data.synthetic_frames = 0  # > 0: generate synthetic files of this length when missing
+  config.data.synthetic_seed = 0
+
+  config.model = ml_collections.ConfigDict()
+  config.model.filter_widths = (3, 3, 3)
+  config.model.channels = 1024
+  config.model.dropout = 0.25
+  config.model.causal = False
+  config.model.dense = False
+
+  config.train = ml_collections.ConfigDict()
+  config.train.epochs = 60
+  config.train.batch_size = 1024
+  config.train.lr = 1e-3
+  config.train.lr_decay = 0.95
+  config.train.bn_momentum_start = 0.1
+  config.train.bn_momentum_end = 0.001
+  config.train.augment = True
+  config.train.budget = "fixed"
+  config.train.unit_epochs = 15
+  config.train.logs_per_epoch = 1
+  config.train.progress = True
+
+  config.eval = ml_collections.ConfigDict()
+  config.eval.tta = True
+  config.eval.validate = True  # per-log-point test MPJPE/MPJVE (no TTA)
+  config.eval.by_subject = False
+  config.eval.chunk = 512
+  config.eval.batch = ml_collections.config_dict.placeholder(int)
+
+  config.checkpoint = ml_collections.ConfigDict()
+  config.checkpoint.every_epochs = 10
+  config.checkpoint.keep = 3
+
+  config.sharding = ml_collections.ConfigDict()
+  config.sharding.action_devices = 0  # 0: largest divisor of the device count <= models
+  return config

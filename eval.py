@@ -1,0 +1,85 @@
+"""Evaluates a training workdir, renders or exports its predictions, or compares two runs.
+
+  python eval.py --workdir runs/common [--config configs/quickstart.py] [--checkpoint best|latest|STEP]
+  python eval.py --workdir runs/common --config CONFIG --config.eval.by_subject=True
+  python eval.py --workdir runs/ab --render --viz_subject S11 --viz_action "Walking 1" --viz_camera 0 \
+      --viz_output walk.gif --viz_size 3 --viz_downsample 2 --viz_limit 60
+  python eval.py --workdir runs/ab --export predictions.npz
+  python eval.py --compare runs/common runs/ab --out runs/comparison
+
+The evaluation writes WORKDIR/eval/results.{json,csv,md}; `--config` is optional when the
+workdir holds config.json. The logic lives in posejax.eval_lib and posejax.compare.
+"""
+
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from posejax import compare, eval_lib
+from posejax.errors import PosejaxError
+
+config_flags.DEFINE_config_file("config", None, "Training config file (default: WORKDIR/config.json).")
+flags.DEFINE_string("workdir", None, "Training workdir to evaluate.")
+flags.DEFINE_string("checkpoint", None, "best, latest or a step number (default best; --compare: latest).")
+flags.DEFINE_string("compare", None, "DIR_COMMON DIR_AB (or DIR_COMMON,DIR_AB): build the comparison report.")
+flags.DEFINE_string("out", None, "Output folder (default WORKDIR/eval; --compare: DIR_AB/../comparison).")
+flags.DEFINE_string("compare_action", "Eating", "Single action of Table IV / Fig. 6 ('' for none).")
+flags.DEFINE_bool("by_subject", None, "Per-subject tables too (default: config.eval.by_subject).")
+flags.DEFINE_bool("render", False, "Render one sequence instead of evaluating.")
+flags.DEFINE_string("viz_subject", None, "Subject to render, e.g. S11.")
+flags.DEFINE_string("viz_action", None, "Sequence to render, e.g. 'Walking 1'.")
+flags.DEFINE_integer("viz_camera", 0, "Camera index.")
+flags.DEFINE_string("viz_output", None, "Animation file (.gif, or .mp4 with ffmpeg).")
+flags.DEFINE_float("viz_size", 5.0, "Figure size multiplier.")
+flags.DEFINE_integer("viz_downsample", 1, "Average every N frames.")
+flags.DEFINE_integer("viz_limit", -1, "Render only the first N frames (< 1: all).")
+flags.DEFINE_float("viz_azimuth", None, "3D view azimuth (default: the camera's).")
+flags.DEFINE_string("viz_video", None, "Background video (needs ffmpeg).")
+flags.DEFINE_integer("viz_skip", 0, "Skip the first N video frames.")
+flags.DEFINE_string("export", None, "Save predictions (camera and world coordinates) to FILE.npz: the "
+                    "rendered sequence with --render, else every test sequence.")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  extra = argv[1:]
+  if FLAGS.compare:
+    dirs = [d for d in FLAGS.compare.split(",") if d] + extra
+    if len(dirs) != 2:
+      raise PosejaxError(f"--compare needs two workdirs (common, then action-based), got {dirs}")
+    compare.compare_runs(dirs[0], dirs[1], FLAGS.out, action=FLAGS.compare_action or None,
+                         checkpoint=FLAGS.checkpoint or "latest")
+    return
+  if extra:
+    raise PosejaxError(f"unexpected arguments: {' '.join(extra)}")
+  if not FLAGS.workdir:
+    raise PosejaxError("--workdir is required (or --compare DIR_COMMON DIR_AB)")
+  which = FLAGS.checkpoint or "best"
+  if FLAGS.render:
+    if not FLAGS.viz_subject or not FLAGS.viz_action:
+      raise PosejaxError("--render needs --viz_subject and --viz_action")
+    if not FLAGS.viz_output and not FLAGS.export:
+      raise PosejaxError("--render needs --viz_output (.gif/.mp4) and/or --export FILE.npz")
+    options = eval_lib.RenderOptions(
+        subject=FLAGS.viz_subject, action=FLAGS.viz_action, camera=FLAGS.viz_camera, output=FLAGS.viz_output,
+        size=FLAGS.viz_size, downsample=FLAGS.viz_downsample, limit=FLAGS.viz_limit,
+        azimuth=FLAGS.viz_azimuth, video=FLAGS.viz_video, video_skip=FLAGS.viz_skip, export=FLAGS.export)
+    eval_lib.render_workdir(FLAGS.workdir, options, which, FLAGS.config)
+  elif FLAGS.export:
+    eval_lib.export_workdir(FLAGS.workdir, FLAGS.export, which, FLAGS.config)
+  else:
+    eval_lib.evaluate_workdir(FLAGS.workdir, which, FLAGS.config, out_dir=FLAGS.out,
+                              by_subject=FLAGS.by_subject)
+
+
+def run(argv):
+  try:
+    main(argv)
+  except PosejaxError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == "__main__":
+  app.run(run)

@@ -1,0 +1,174 @@
+"""End-to-end tests of posejax.trainer on tiny synthetic data: both modes, files, resume."""
+
+import glob
+import json
+import os
+import signal
+
+import jax
+import numpy as np
+import pytest
+
+from configs import default
+from posejax import checkpointing, sharding, trainer
+from posejax.data import synthetic
+from posejax.errors import PosejaxError
+
+TIMING = ("train_time_s", "wall_time_s", "compile_time_s", "eval_time_s")
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  path = str(tmp_path_factory.mktemp("synthetic"))
+  synthetic.generate(path, frames=16, seed=0)
+  return path
+
+
+@pytest.fixture(scope="module")
+def ab_workdir(data_dir, tmp_path_factory):
+  """One action-based run, shared: its files are checked, and it is the straight run to resume against."""
+  workdir = str(tmp_path_factory.mktemp("ab"))
+  summary = trainer.train_and_evaluate(_config(data_dir), workdir)
+  return workdir, summary
+
+
+def _config(data_dir, mode="action_based", **train):
+  config = default.get_config()
+  config.mode = mode
+  config.actions = "Eating,Walking"
+  config.data.dir = data_dir
+  config.data.keypoints = "synthetic"
+  config.model.filter_widths = (3,)
+  config.model.channels = 16
+  config.train.epochs = 2
+  config.train.unit_epochs = 1
+  config.train.batch_size = 32
+  config.train.progress = False
+  config.eval.chunk = 16
+  config.checkpoint.every_epochs = 1
+  for key, value in train.items():
+    config.train[key] = value
+  return config
+
+
+def _records(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [json.loads(line) for line in f]
+
+
+def _strip_timing(record):
+  return {k: v for k, v in record.items() if k not in TIMING}
+
+
+def test_action_based_run_writes_the_workdir(ab_workdir):
+  workdir, summary = ab_workdir
+  assert summary["mode"] == "action_based" and summary["slices"] == ["Eating", "Walking"]
+  assert set(summary["steps"]) == {"Eating", "Walking"} and summary["epochs"] == 2
+  assert summary["train_time_s"] > 0 and summary["compile_time_s"] > 0
+  assert summary["global_steps"] == max(summary["steps"].values())
+  records = _records(workdir)
+  assert [r["epoch"] for r in records] == [1, 2]
+  assert records[-1]["step"] == summary["global_steps"]
+  for action in ("Eating", "Walking"):
+    entry = records[-1]["per_action"][action]
+    assert {"loss", "mpjpe_valid", "mpjve_valid", "lr", "bn_momentum", "action_epoch", "samples",
+            "steps"} <= set(entry)
+    assert entry["steps"] == summary["steps"][action]
+    assert entry["action_epoch"] == pytest.approx(entry["samples"] / summary["examples_per_epoch"][action])
+    # 2 own epochs: the second logged lr is that of own epoch index 1 (0.95^1).
+    assert entry["lr"] == pytest.approx(1e-3 * 0.95)
+  assert records[-1]["mpjpe_valid"] == pytest.approx(
+      np.mean([records[-1]["per_action"][a]["mpjpe_valid"] for a in ("Eating", "Walking")]))
+  assert records[-1]["loss"] < records[0]["loss"]
+  assert glob.glob(os.path.join(workdir, "events.out.tfevents*"))
+  with open(os.path.join(workdir, "eval", "results.json")) as f:
+    results = json.load(f)
+  assert set(results["per_action"]) == {"Eating", "Walking"} and results["tta"] is True
+  config, variables, actions, step, meta = checkpointing.restore_for_eval(workdir, "latest")
+  assert actions == ["Eating", "Walking"] and step == summary["global_steps"]
+  assert variables["params"]["shrink"]["bias"].shape == (2, 51)
+  assert meta["model"]["channels"] == 16 and config.model.channels == 16
+
+
+def test_common_run(data_dir, tmp_path):
+  workdir = str(tmp_path / "common")
+  summary = trainer.train_and_evaluate(_config(data_dir, mode="common"), workdir)
+  assert summary["slices"] == ["all"] and summary["mesh"] == [1, 1]
+  record = _records(workdir)[-1]
+  assert {"loss", "lr", "samples"} <= set(record["per_action"]["all"])
+  assert {"mpjpe_valid", "mpjve_valid"} <= set(record["per_action"]["Walking"])
+  # Common mode: E epochs of all data, whatever unit_epochs says.
+  assert summary["own_epochs"] == {"all": 2.0}
+
+
+def test_killed_and_resumed_equals_straight(data_dir, ab_workdir, tmp_path, monkeypatch):
+  config = _config(data_dir)
+  straight, resumed = ab_workdir[0], str(tmp_path / "resumed")
+
+  calls = {"n": 0}
+  put = sharding.put_batch
+
+  def put_then_signal(batch, layout):
+    calls["n"] += 1
+    if calls["n"] == 7:  # mid-epoch: the accumulators must survive the restart too
+      os.kill(os.getpid(), signal.SIGTERM)
+    return put(batch, layout)
+
+  monkeypatch.setattr(sharding, "put_batch", put_then_signal)
+  first = trainer.train_and_evaluate(config, resumed)
+  assert first == {"interrupted": True, "step": 7}
+  assert not os.path.exists(os.path.join(resumed, "train_summary.json"))
+  monkeypatch.setattr(sharding, "put_batch", put)
+  trainer.train_and_evaluate(config, resumed)
+
+  want, got = _records(straight), _records(resumed)
+  assert [_strip_timing(r) for r in got] == [_strip_timing(r) for r in want]
+  a = checkpointing.restore_for_eval(straight, "latest")
+  b = checkpointing.restore_for_eval(resumed, "latest")
+  assert a[3] == b[3]
+  jax.tree.map(np.testing.assert_array_equal, b[1], a[1])
+
+  # Resuming with another architecture is refused and says what differs.
+  other = _config(data_dir)
+  other.model.channels = 32
+  with pytest.raises(PosejaxError, match="model channels=16 \\(config: 32\\)"):
+    trainer.train_and_evaluate(other, resumed)
+
+
+def test_missing_data_says_how_to_get_it(tmp_path):
+  config = _config(str(tmp_path / "no_data"))
+  with pytest.raises(PosejaxError, match="synthetic"):
+    trainer.train_and_evaluate(config, str(tmp_path / "w"))
+
+
+def test_bad_mode(data_dir, tmp_path):
+  with pytest.raises(PosejaxError, match="config.mode"):
+    trainer.train_and_evaluate(_config(data_dir, mode="per_action"), str(tmp_path / "w"))
+
+
+EXPECTED_CONFIGS = {  # name: (mode, filter widths, epochs)
+    "default": ("common", (3, 3, 3), 60), "quickstart": ("action_based", (3, 3, 3), 1),
+    "common1": ("common", (1,), 1), "ab1": ("action_based", (1,), 1),
+    "common27": ("common", (3, 3, 3), 1), "ab27": ("action_based", (3, 3, 3), 1),
+    "common81": ("common", (3, 3, 3, 3), 80), "ab81": ("action_based", (3, 3, 3, 3), 80),
+    "common243": ("common", (3, 3, 3, 3, 3), 80), "ab243": ("action_based", (3, 3, 3, 3, 3), 80)}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_CONFIGS))
+def test_configs(name):
+  import importlib
+  from posejax import schedules
+  module = importlib.import_module(f"configs.{name}")
+  config = module.get_config()
+  assert "python train.py --config configs/" in module.__doc__
+  mode, widths, epochs = EXPECTED_CONFIGS[name]
+  assert (config.mode, tuple(config.model.filter_widths), config.train.epochs) == (mode, widths, epochs)
+  for key in ("actions", "data.dir", "data.keypoints", "model.channels", "train.batch_size", "seed",
+              "train.budget", "train.unit_epochs", "eval.tta", "checkpoint.every_epochs", "distributed"):
+    node = config
+    for part in key.split("."):
+      node = node[part]
+  budget = schedules.make_budget(config.train.budget, config.mode, config.train.epochs,
+                                 config.train.unit_epochs, [1000, 2000], 100)
+  if name == "ab243":  # the seed's UE = 1200
+    assert budget.epochs.tolist() == [1200, 1200]
