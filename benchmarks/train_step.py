@@ -7,7 +7,9 @@ Cases (1024 channels, 17 keypoints, strided training model, random data):
   another (receptive field 27, batch per model `--ab_batch`, 256 by default).
 
 Each case is compiled and warmed up, then `--repeats` steps are timed one by one and the
-median reported (compilation excluded):
+median reported (compilation excluded). `--torch_reference` also times the reference PyTorch
+training step (TemporalModelOptimized1f + Adam/AMSGrad, videopose3d.md 8.5, 10.2) on the same
+machine when torch is installed:
 
   python benchmarks/train_step.py
   receptive_field=27 batch=256 channels=1024 mode=common: 612 samples/s
@@ -84,6 +86,51 @@ def time_steps(cases, repeats: int, warmup: int) -> float:
   return statistics.median(times)
 
 
+def torch_reference(widths, channels: int, batch: int, repeats: int, warmup: int) -> float:
+  """Samples/s of the reference PyTorch strided model's training step (CPU threads as set)."""
+  import torch
+  from torch import nn
+
+  class Optimized1f(nn.Module):
+    def __init__(self):
+      super().__init__()
+      self.expand = nn.Conv1d(KEYPOINTS * 2, channels, widths[0], stride=widths[0], bias=False)
+      self.convs = nn.ModuleList()
+      for w in widths[1:]:
+        self.convs.extend([nn.Conv1d(channels, channels, w, stride=w, bias=False),
+                           nn.Conv1d(channels, channels, 1, bias=False)])
+      self.bns = nn.ModuleList(nn.BatchNorm1d(channels) for _ in range(len(self.convs) + 1))
+      self.shrink, self.drop = nn.Conv1d(channels, 17 * 3, 1), nn.Dropout(0.25)
+
+    def forward(self, x):
+      x = x.reshape(x.shape[0], x.shape[1], -1).permute(0, 2, 1)
+      x = self.drop(torch.relu(self.bns[0](self.expand(x))))
+      for i, w in enumerate(widths[1:]):
+        res = x[:, :, w // 2::w]
+        x = self.drop(torch.relu(self.bns[2 * i + 1](self.convs[2 * i](x))))
+        x = res + self.drop(torch.relu(self.bns[2 * i + 2](self.convs[2 * i + 1](x))))
+      return self.shrink(x).permute(0, 2, 1).reshape(x.shape[0], -1, 17, 3)
+
+  model = Optimized1f()
+  opt = torch.optim.Adam(model.parameters(), lr=1e-3, amsgrad=True)
+  x = torch.randn(batch, receptive_field(widths), KEYPOINTS, 2)
+  y = torch.randn(batch, 1, 17, 3)
+
+  def step():
+    opt.zero_grad()
+    torch.mean(torch.norm(model(x) - y, dim=-1)).backward()
+    opt.step()
+
+  for _ in range(warmup):
+    step()
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    step()
+    times.append(time.perf_counter() - start)
+  return batch / statistics.median(times)
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--channels", type=int, default=1024)
@@ -92,6 +139,8 @@ def main() -> None:
   parser.add_argument("--ab_batch", type=int, default=256, help="batch per model in the 15-action comparison")
   parser.add_argument("--ab_rf", type=int, default=27, choices=sorted(WIDTHS))
   parser.add_argument("--skip_ab", action="store_true")
+  parser.add_argument("--torch_reference", action="store_true",
+                      help="also time the reference PyTorch step (needs torch)")
   args = parser.parse_args()
   device = jax.devices()[0]
   print(f"device: {len(jax.devices())} x {device.device_kind} ({device.platform}), jax {jax.__version__}", flush=True)
@@ -100,6 +149,12 @@ def main() -> None:
     seconds = time_steps([make_step(WIDTHS[rf], args.channels, batch, 1)], args.repeats, args.warmup)
     print(f"receptive_field={rf} batch={batch} channels={args.channels} mode=common: "
           f"{batch / seconds:.0f} samples/s ({1000 * seconds:.1f} ms/step)", flush=True)
+    if args.torch_reference:
+      import torch
+      rate = torch_reference(WIDTHS[rf], args.channels, batch, args.repeats, args.warmup)
+      print(f"receptive_field={rf} batch={batch} channels={args.channels} mode=common "
+            f"(reference PyTorch {torch.__version__}, {torch.get_num_threads()} threads): {rate:.0f} samples/s",
+            flush=True)
 
   if args.skip_ab:
     return

@@ -95,7 +95,10 @@ def record_at(records: Sequence[Mapping[str, Any]], epoch: float) -> dict[str, A
 def properties(records: Sequence[Mapping[str, Any]], summary: Mapping[str, Any]) -> dict[str, Any]:
   """Table III inputs of one run: time and errors (mm) at the half-way and final epochs."""
   final_epoch = summary.get("epochs", records[-1]["epoch"])
-  half = record_at(records, math.floor(final_epoch / 2))
+  # The paper's half point is floor(t / 2) epochs (40 of 80); runs shorter than 2 epochs
+  # (the UE=15 settings) log fractional epochs, and use the last log point at or before t / 2.
+  half_target = math.floor(final_epoch / 2) if final_epoch >= 2 else final_epoch / 2
+  half = record_at(records, half_target) if records[0]["epoch"] <= half_target + 1e-9 else dict(records[0])
   final = record_at(records, final_epoch)
   mm = lambda r, key: 1000.0 * float(r[key])
   return {"half_epoch": half["epoch"], "final_epoch": final["epoch"],

@@ -202,7 +202,7 @@ def _check_options(num_slices: int, batch_size: int, receptive_field: int, causa
 
 
 def _batch_fn(source: WindowSource, batch_size: int, receptive_field: int, causal_shift: int,
-              seed: int, steps: np.ndarray):
+              seed: int, steps: np.ndarray, stream_ids: np.ndarray):
   """The tf.data map function global step -> batch dict (see `train_batches`).
 
   The closure holds only TF tensors (eager constants, captured by the traced function rather
@@ -218,7 +218,7 @@ def _batch_fn(source: WindowSource, batch_size: int, receptive_field: int, causa
                                source.block_flip))
   slice_offset, examples = tf.constant(source.slice_offset), tf.constant(source.examples)
   steps_tf, max_steps = tf.constant(steps), int(steps.max())
-  slice_ids = tf.range(num_slices, dtype=tf.int64)
+  slice_ids = tf.constant(stream_ids, tf.int64)
   window_offsets = tf.range(receptive_field) - receptive_field // 2 - causal_shift
   flip_3d = tf.constant(flip_permutation(source.targets_3d.shape[1], source.joints_left,
                                          source.joints_right))
@@ -264,11 +264,12 @@ def _batch_fn(source: WindowSource, batch_size: int, receptive_field: int, causa
 def train_batches(dataset: PoseDataset, *, actions: Sequence[str], mode: str, batch_size: int,
                   receptive_field: int, causal_shift: int = 0, augment: bool = True,
                   seed: int = 1234, steps_per_action: Sequence[int] | None = None,
-                  start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
+                  start_step: int = 0,
+                  stream_ids: Sequence[int] | None = None) -> Iterator[dict[str, np.ndarray]]:
   """Endless training batches, one per global step s = start_step, start_step + 1, ...
 
   The example at stream position q = p_a * B + i of slice a is example
-  index_shuffle(q % n_a, seed=(seed, a, q // n_a)) of the slice's reference-ordered examples,
+  index_shuffle(q % n_a, seed=(seed, id_a, q // n_a)) of the slice's reference-ordered examples,
   so a stream started at step k yields exactly what an uninterrupted one yields there.
 
   Args:
@@ -283,6 +284,9 @@ def train_batches(dataset: PoseDataset, *, actions: Sequence[str], mode: str, ba
     seed: shuffle seed.
     steps_per_action: S_a per slice for the lock-step schedule; None: always active.
     start_step: first global step to produce.
+    stream_ids: id_a of each slice in the shuffle seed (default: the slice index a). The
+      trainer passes canonical action ids, so an action trained alone sees its data in the
+      same order as inside a run with other actions.
   Yields:
     {'poses_2d': (A, B, RF, K, 2) float32, 'poses_3d': (A, B, 1, J, 3) float32 (joint 0 zero),
      'position': (A,) int64 p_a(s), 'active': (A,) bool, 'epoch': (A,) int32,
@@ -291,7 +295,10 @@ def train_batches(dataset: PoseDataset, *, actions: Sequence[str], mode: str, ba
   steps = _check_options(len(slice_records(dataset, actions, mode)), batch_size, receptive_field,
                          causal_shift, steps_per_action, start_step)
   source = make_window_source(dataset, actions, mode, augment)
-  batch = _batch_fn(source, batch_size, receptive_field, causal_shift, seed, steps)
+  ids = np.arange(len(source.examples)) if stream_ids is None else np.asarray(stream_ids, np.int64)
+  if ids.shape != (len(source.examples),):
+    raise PosejaxError(f"stream_ids: expected {len(source.examples)} ids (one per slice), got {ids.shape}")
+  batch = _batch_fn(source, batch_size, receptive_field, causal_shift, seed, steps, ids)
   options = tf.data.Options()
   options.deterministic = True
   stream = (tf.data.Dataset.range(start_step, np.iinfo(np.int64).max)

@@ -348,7 +348,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         run.train_ds, actions=run.actions, mode=run.mode, batch_size=run.batch_size, receptive_field=run.rf,
         causal_shift=causal_shift(run.hparams["filter_widths"], run.hparams["causal"]),
         augment=bool(config.train.augment), seed=int(config.seed), steps_per_action=budget.steps,
-        start_step=step)
+        start_step=step, stream_ids=run.model_ids[:len(run.slices)])
     rng = jax.device_put(jax.random.key(int(config.seed) + 1), layout.replicated)
     loop = _Loop(run, batches, rng, timers)
     with checkpointing.StopRequest() as stop:

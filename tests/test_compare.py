@@ -138,3 +138,15 @@ def test_report_formats_agree():
   assert float(rows[4][3]) == results["average"]["mpjve"]
   with pytest.raises(PosejaxError, match="results.json"):
     report.load_results("/nonexistent/results.json")
+
+
+def test_half_way_point_of_runs_shorter_than_two_epochs():
+  """UE=15 runs train 1 common epoch: the half point is the last log point at or before 0.5."""
+  records = [{"epoch": e, "train_time_s": 10.0 * e, "mpjpe_valid": 0.1 / e, "mpjve_valid": 0.01 / e}
+             for e in (1 / 3, 2 / 3, 1)]
+  props = compare.properties(records, {"epochs": 1})
+  assert props["half_epoch"] == pytest.approx(1 / 3) and props["final_epoch"] == 1
+  assert props["time_half_s"] == pytest.approx(10 / 3) and props["mpjpe_half"] == pytest.approx(300.0)
+  eighty = [{"epoch": e, "train_time_s": float(e), "mpjpe_valid": 0.05, "mpjve_valid": 0.003}
+            for e in range(1, 81)]
+  assert compare.properties(eighty, {"epochs": 80})["half_epoch"] == 40

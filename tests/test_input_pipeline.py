@@ -238,3 +238,13 @@ def test_example_blocks_by_hand():
 def test_user_errors(kwargs, match):
   with pytest.raises(PosejaxError, match=match):
     batches(1, **kwargs)
+
+
+def test_stream_ids_make_an_action_alone_see_the_order_it_sees_beside_others():
+  together = batches(4, stream_ids=(2, 8, 13))  # Eating, Sitting, Walking ids
+  alone = batches(4, actions=("Sitting",), stream_ids=(8,))
+  assert stream(together, 1) == stream(alone, 0)
+  default_alone = batches(4, actions=("Sitting",))  # slice index 0 != id 8: another order
+  assert stream(default_alone, 0) != stream(alone, 0)
+  with pytest.raises(PosejaxError, match="stream_ids"):
+    batches(1, stream_ids=(1, 2))
