@@ -9,12 +9,11 @@ lr collapses below 1e-6 after about 150 AB epochs (9.3): --config.train.budget=e
 gives the budget-matched variant.
 """
 
-from configs import default
+from configs import common243
 
 
 def get_config():
-  config = default.get_config()
+  # The baseline's settings exactly, one model per action: the seed's controlled comparison.
+  config = common243.get_config()
   config.mode = "action_based"
-  config.model.filter_widths = (3, 3, 3, 3, 3)
-  config.train.epochs = 80
   return config
