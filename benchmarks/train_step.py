@@ -67,6 +67,18 @@ def make_step(widths, channels: int, batch: int, models: int):
   return compiled, state, acc, device_batch, rng
 
 
+def median_seconds(fn, repeats: int, warmup: int) -> float:
+  """Median wall seconds of `fn()` over `repeats` calls after `warmup` untimed calls."""
+  for _ in range(warmup):
+    fn()
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
+
+
 def time_steps(cases, repeats: int, warmup: int) -> float:
   """Median seconds of one round (one step of every case, one after another)."""
   states = [list(c[1:3]) for c in cases]
@@ -76,14 +88,7 @@ def time_steps(cases, repeats: int, warmup: int) -> float:
       s[0], s[1], metrics = compiled(s[0], s[1], batch, rng)
     jax.block_until_ready([s[1] for s in states])
 
-  for _ in range(warmup):
-    round_()
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    round_()
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
+  return median_seconds(round_, repeats, warmup)
 
 
 def torch_reference(widths, channels: int, batch: int, repeats: int, warmup: int) -> float:
@@ -121,14 +126,7 @@ def torch_reference(widths, channels: int, batch: int, repeats: int, warmup: int
     torch.mean(torch.norm(model(x) - y, dim=-1)).backward()
     opt.step()
 
-  for _ in range(warmup):
-    step()
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    step()
-    times.append(time.perf_counter() - start)
-  return batch / statistics.median(times)
+  return batch / median_seconds(step, repeats, warmup)
 
 
 def main() -> None:

@@ -28,6 +28,7 @@ from posejax.data.actions import ACTIONS
 from posejax.data.dataset import PoseDataset
 from posejax.errors import PosejaxError
 from posejax.model import TemporalModel, causal_shift, receptive_field
+from posejax.skeleton import flip_permutation
 
 METRICS = ("mpjpe", "p_mpjpe", "n_mpjpe", "mpjve")
 COMMON_SLICE = "all"
@@ -96,9 +97,7 @@ def plan_chunks(lengths_per_slice: Sequence[Sequence[int]], *, chunk: int, batch
 
 def _flip_array(x: jax.Array, left: tuple[int, ...], right: tuple[int, ...]) -> jax.Array:
   """Mirror (spec 7.3): negate x, swap the `left`/`right` entries of axis -2."""
-  perm = np.arange(x.shape[-2])
-  perm[list(left)], perm[list(right)] = list(right), list(left)
-  return x.at[..., 0].multiply(-1)[..., perm, :]
+  return x.at[..., 0].multiply(-1)[..., flip_permutation(x.shape[-2], left, right), :]
 
 
 @functools.partial(jax.jit, static_argnames=("model", "tta", "flip"))

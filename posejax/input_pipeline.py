@@ -24,6 +24,7 @@ os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
 
 from posejax.data.dataset import PoseDataset, SequenceRecord  # noqa: E402
 from posejax.errors import PosejaxError  # noqa: E402
+from posejax.skeleton import flip_permutation  # noqa: E402
 from posejax.tf_compat import tf  # noqa: E402
 
 MODES = ("common", "action_based")
@@ -92,13 +93,6 @@ def example_blocks(lengths: Sequence[int], augment: bool) -> tuple[np.ndarray, .
   example_start = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
   flip = np.tile(np.arange(copies, dtype=bool), len(frame_start))
   return example_start, np.repeat(frame_start, copies), lengths, flip
-
-
-def flip_permutation(num_joints: int, left: Sequence[int], right: Sequence[int]) -> np.ndarray:
-  """Column order of a mirrored pose: left and right columns swapped, (num_joints,) int32."""
-  perm = np.arange(num_joints, dtype=np.int32)
-  perm[list(left) + list(right)] = list(right) + list(left)
-  return perm
 
 
 def flip_poses(poses: np.ndarray, left: Sequence[int], right: Sequence[int]) -> np.ndarray:

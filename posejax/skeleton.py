@@ -10,7 +10,16 @@ from __future__ import annotations
 import dataclasses
 from typing import Sequence
 
+import numpy as np
+
 from posejax.errors import PosejaxError
+
+
+def flip_permutation(num_joints: int, left: Sequence[int], right: Sequence[int]) -> np.ndarray:
+  """Column order of a mirrored pose: left and right columns swapped, (num_joints,) int32."""
+  perm = np.arange(num_joints, dtype=np.int32)
+  perm[list(left) + list(right)] = list(right) + list(left)
+  return perm
 
 
 @dataclasses.dataclass(frozen=True)
