@@ -28,6 +28,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.actions = "*"
   config.seed = 1234
   config.distributed = False  # jax.distributed.initialize() for multi-host runs
+  # JAX's persistent compilation cache; None: ~/.cache/posejax/xla, '': off.
+  config.compilation_cache_dir = ml_collections.config_dict.placeholder(str)
 
   config.data = ml_collections.ConfigDict()
   config.data.dir = "data"
@@ -36,6 +38,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.test_subjects = ("S9", "S11")
   config.data.synthetic_frames = 0  # > 0: generate synthetic files of this length when missing
   config.data.synthetic_seed = 0
+  # Seed of the training data order (the reference fixes it); None: config.seed.
+  config.data.shuffle_seed = ml_collections.config_dict.placeholder(int)
 
   config.model = ml_collections.ConfigDict()
   config.model.filter_widths = (3, 3, 3)
@@ -43,6 +47,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.dropout = 0.25
   config.model.causal = False
   config.model.dense = False
+  # 'float32' (the reference's numbers; CPUs) or 'bfloat16' (GPUs/TPUs: bf16 convolutions and
+  # matmuls; parameters, optimizer state, BatchNorm statistics, loss and metrics stay float32).
+  config.model.compute_dtype = "float32"
 
   config.train = ml_collections.ConfigDict()
   config.train.epochs = 60
@@ -56,6 +63,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.unit_epochs = 15
   config.train.logs_per_epoch = 1
   config.train.progress = True
+  # Where training windows are gathered: 'device' (tables resident on the accelerator, the
+  # step gathers its windows), 'host' (tf.data), or 'auto' (device when the tables fit).
+  config.train.input = "auto"
+  config.train.slots = 0  # models per global step (0: the most with >= 97 % useful model-steps)
+  config.train.steps_per_call = 16  # global steps per compiled call on the device path
 
   config.eval = ml_collections.ConfigDict()
   config.eval.tta = True

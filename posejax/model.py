@@ -8,6 +8,12 @@ One module, two forms of the same function:
   frames; every block convolves with stride equal to its width, so only the
   time positions that reach the single output frame are computed.
 
+Mixed precision (`dtype=jnp.bfloat16`): convolutions and matmuls take bf16 operands and the
+activations between layers are bf16; parameters, BatchNorm statistics and the output stay
+float32. Dropout masks come from a counter-based hash of the element index and the dropout
+key (`hash_dropout`): elementwise integer arithmetic that XLA fuses into the surrounding
+kernels, instead of a separate pass of threefry bits as large as the activation.
+
 Both forms create the same parameter and `batch_stats` pytrees (names mirror
 the PyTorch state dict: `expand_conv`, `expand_bn`, `layers_conv_{k}`,
 `layers_bn_{k}`, `shrink`), so weights trained in one form evaluate in the other.
@@ -70,6 +76,42 @@ def _torch_uniform(fan_in: int):
   return init
 
 
+def _fmix32(h: jax.Array) -> jax.Array:
+  """MurmurHash3's 32-bit finaliser: a bijection with full avalanche."""
+  h = h ^ (h >> 16)
+  h = h * jnp.uint32(0x85EBCA6B)
+  h = h ^ (h >> 13)
+  h = h * jnp.uint32(0xC2B2AE35)
+  return h ^ (h >> 16)
+
+
+def _key_words(key: jax.Array) -> jax.Array:
+  """The uint32 words of a PRNG key (typed or raw)."""
+  if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+    key = jax.random.key_data(key)
+  return key.reshape(-1).astype(jnp.uint32)
+
+
+def hash_dropout(x: jax.Array, rate: float, key: jax.Array) -> jax.Array:
+  """Inverted dropout whose keep mask is hash(key, element index) >= rate * 2**32.
+
+  Each element's bit is a pure function of its index and the key, so the mask is the same
+  under vmap, jit or sharding, and costs a few integer operations fused into the consumer.
+  """
+  if rate <= 0.0:
+    return x
+  if rate >= 1.0:
+    return jnp.zeros_like(x)
+  index = jnp.zeros(x.shape, jnp.uint32)
+  for axis, size in enumerate(x.shape):
+    index = index * jnp.uint32(size) + jax.lax.broadcasted_iota(jnp.uint32, x.shape, axis)
+  h = index
+  for word in _key_words(key):
+    h = _fmix32(h ^ word)
+  keep = h >= jnp.uint32(min(int(round(rate * 2**32)), 2**32 - 1))
+  return jnp.where(keep, x / jnp.asarray(1.0 - rate, x.dtype), jnp.zeros_like(x))
+
+
 def _conv1d(x: jax.Array, kernel: jax.Array, dilation: int, stride: int) -> jax.Array:
   """Valid 1D cross-correlation over time.
 
@@ -102,15 +144,16 @@ class Conv1D(nn.Module):
   features: int
   width: int
   use_bias: bool = False
+  dtype: jnp.dtype = jnp.float32  # compute dtype of the operands; parameters stay float32
 
   @nn.compact
   def __call__(self, x: jax.Array, *, dilation: int = 1, stride: int = 1) -> jax.Array:
-    """x: (B, T, C_in) -> (B, T_out, features)."""
+    """x: (B, T, C_in) -> (B, T_out, features) in `dtype`."""
     fan_in = x.shape[-1] * self.width
     kernel = self.param("kernel", _torch_uniform(fan_in), (self.width, x.shape[-1], self.features))
-    y = _conv1d(x, kernel, dilation, stride)
+    y = _conv1d(x.astype(self.dtype), kernel.astype(self.dtype), dilation, stride)
     if self.use_bias:
-      y = y + self.param("bias", _torch_uniform(fan_in), (self.features,))
+      y = y + self.param("bias", _torch_uniform(fan_in), (self.features,)).astype(self.dtype)
     return y
 
 
@@ -126,8 +169,10 @@ class TorchBatchNorm(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool, momentum: float | jax.Array = 0.1) -> jax.Array:
-    """x: (B, T, C) -> (B, T, C); `momentum` may be a traced scalar."""
+    """x: (B, T, C) -> (B, T, C) in x's dtype; statistics in float32; `momentum` may be traced."""
     channels = x.shape[-1]
+    out_dtype = x.dtype
+    x = x.astype(jnp.float32)
     scale = self.param("scale", nn.initializers.ones, (channels,))
     bias = self.param("bias", nn.initializers.zeros, (channels,))
     ra_mean = self.variable("batch_stats", "mean", jnp.zeros, (channels,), jnp.float32)
@@ -144,7 +189,7 @@ class TorchBatchNorm(nn.Module):
         ra_var.value = (1.0 - m) * ra_var.value + m * var * (n / (n - 1))
     else:
       mean, var = ra_mean.value, ra_var.value
-    return (x - mean) * jax.lax.rsqrt(var + self.eps) * scale + bias
+    return ((x - mean) * jax.lax.rsqrt(var + self.eps) * scale + bias).astype(out_dtype)
 
 
 class TemporalModel(nn.Module):
@@ -163,6 +208,7 @@ class TemporalModel(nn.Module):
   channels: int = 1024
   dense: bool = False
   strided: bool = False
+  dtype: str = "float32"  # compute dtype: 'float32' or 'bfloat16' (config.model.compute_dtype)
 
   def __post_init__(self):
     # A tuple keeps the module hashable (jit caches on it) when configs pass lists.
@@ -190,14 +236,19 @@ class TemporalModel(nn.Module):
     self._check_input(poses_2d)
     batch, frames = poses_2d.shape[:2]
     x = poses_2d.reshape(batch, frames, self.num_joints_in * self.in_features)
+    dtype = jnp.dtype(self.dtype)
 
     def bn_relu_dropout(y: jax.Array, name: str) -> jax.Array:
-      y = TorchBatchNorm(name=name)(y, train=train, momentum=bn_momentum)
-      return nn.Dropout(self.dropout, deterministic=not train)(nn.relu(y))
+      y = nn.relu(TorchBatchNorm(name=name)(y, train=train, momentum=bn_momentum))
+      if not train or self.dropout <= 0:
+        return y
+      return hash_dropout(y, self.dropout, self.make_rng("dropout"))
 
     w0 = widths[0]
+    # The first and last layers stay float32: they are a few percent of the FLOPs, and bf16
+    # would round the 2D input coordinates (8-bit mantissa: pixels at 1000-pixel resolution).
     x = Conv1D(self.channels, w0, name="expand_conv")(x, stride=w0 if self.strided else 1)
-    x = bn_relu_dropout(x, "expand_bn")
+    x = bn_relu_dropout(x, "expand_bn").astype(dtype)
 
     blocks = zip(widths[1:], dilations(widths)[1:], pads(widths)[1:])
     for block, (w, d, pad) in enumerate(blocks):
@@ -214,9 +265,9 @@ class TemporalModel(nn.Module):
           conv_width, conv_kw = 2 * pad + 1, dict(dilation=1)
         else:
           conv_width, conv_kw = w, dict(dilation=d)
-      y = Conv1D(self.channels, conv_width, name=f"layers_conv_{k}")(x, **conv_kw)
+      y = Conv1D(self.channels, conv_width, dtype=dtype, name=f"layers_conv_{k}")(x, **conv_kw)
       y = bn_relu_dropout(y, f"layers_bn_{k}")
-      y = Conv1D(self.channels, 1, name=f"layers_conv_{k + 1}")(y)
+      y = Conv1D(self.channels, 1, dtype=dtype, name=f"layers_conv_{k + 1}")(y)
       y = bn_relu_dropout(y, f"layers_bn_{k + 1}")
       x = res + y
 

@@ -11,9 +11,7 @@ All functions are pure. A run trains A models (A = 1 in common mode) for a budge
   granularity of its own epochs, and its BN momentum follows the fraction of the budget used.
 
 `n_a` counts training examples per epoch (frames, doubled by flip augmentation). Action a
-takes `S_a = ceil(samples_a / B)` optimizer steps; the lock-step loop runs `S_max` global
-steps and spreads each action's steps evenly (DESIGN.md): at global step s action a is at
-position `floor(s * S_a / S_max)` and is active iff the next position is larger.
+takes `S_a = ceil(samples_a / B)` optimizer steps; `posejax.slices` schedules them.
 """
 
 from __future__ import annotations
@@ -29,7 +27,7 @@ import optax
 from posejax.errors import PosejaxError
 
 BUDGETS = ("fixed", "frame_matched", "equal_samples")
-MODES = ("common", "action_based")
+from posejax.slices import MODES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,16 +111,6 @@ def make_budget(rule: str, mode: str, epochs: int, unit_epochs: int,
                 steps=steps.astype(np.int64), lr_exponent_per_epoch=lr_rate)
 
 
-def lockstep_position(step: int | np.ndarray, steps: np.ndarray, total_steps: int) -> np.ndarray:
-  """Each model's own step count after `step` global steps: floor(step * S_a / S_max); (A,)."""
-  return (np.asarray(step, np.int64) * np.asarray(steps, np.int64)) // int(total_steps)
-
-
-def lockstep_active(step: int, steps: np.ndarray, total_steps: int) -> np.ndarray:
-  """(A,) bool: whether each model takes an optimizer step at global step `step`."""
-  return lockstep_position(step + 1, steps, total_steps) > lockstep_position(step, steps, total_steps)
-
-
 def log_steps(total_steps: int, epochs: int, logs_per_epoch: int = 1) -> list[tuple[float, int]]:
   """The log points: (common-equivalent epoch, global steps done), in increasing order.
 
@@ -150,8 +138,8 @@ def bn_momentum_schedule(start: float, end: float) -> optax.Schedule:
 
 
 def hyperparams_fn(budget: Budget, lr: float, lr_decay: float, bn_start: float, bn_end: float,
-                   num_models: int | None = None) -> Callable[[jax.Array], dict[str, jax.Array]]:
-  """A jit-friendly map from the models' own epochs (A',) to their lr and BN momentum.
+                   num_models: int | None = None) -> Callable[[jax.Array, jax.Array], dict[str, jax.Array]]:
+  """A jit-friendly map (own epochs (K,), model index (K,)) -> their lr and BN momentum (K,).
 
   Model a in its epoch e trains with lr * decay^(e * r_a) and BN momentum
   start * (end/start)^(e / E_a) (r_a = `lr_exponent_per_epoch`, E_a = `epochs`). Models past
@@ -164,9 +152,9 @@ def hyperparams_fn(budget: Budget, lr: float, lr_decay: float, bn_start: float, 
   lr_fn = learning_rate_schedule(lr, lr_decay)
   bn_fn = bn_momentum_schedule(bn_start, bn_end)
 
-  def fn(epoch: jax.Array) -> dict[str, jax.Array]:
+  def fn(epoch: jax.Array, model: jax.Array) -> dict[str, jax.Array]:
     e = jnp.asarray(epoch, jnp.float32)
-    return {"learning_rate": lr_fn(e * rate).astype(jnp.float32),
-            "bn_momentum": bn_fn(e / own_epochs).astype(jnp.float32)}
+    return {"learning_rate": lr_fn(e * jnp.asarray(rate)[model]).astype(jnp.float32),
+            "bn_momentum": bn_fn(e / jnp.asarray(own_epochs)[model]).astype(jnp.float32)}
 
   return fn

@@ -3,7 +3,7 @@
 Stacked model states are sharded over 'action' (each device group holds whole models) and
 batches over ('action', 'data'): the models on one action slice split their batch across
 the 'data' devices, and XLA inserts the reductions that BatchNorm statistics and gradients
-need. The action axis takes the largest divisor of the device count that does not exceed
+need. Training data tables are replicated. The action axis takes the largest divisor of the device count that does not exceed
 the number of models; the model axis is padded with inactive dummy models up to a multiple
 of it. On one device this is plain jit.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -114,50 +114,15 @@ def unpad_models(tree: PyTree, num_models: int) -> PyTree:
   return jax.tree.map(lambda x: x[:num_models], tree)
 
 
-def pad_batch(batch: Mapping[str, np.ndarray], padded: int) -> dict[str, np.ndarray]:
-  """Pads host batch arrays (A, ...) to (A', ...) with zeros; padded models are inactive."""
-  out = {}
-  for key, x in batch.items():
-    extra = padded - x.shape[0]
-    out[key] = x if extra == 0 else np.concatenate([x, np.zeros((extra,) + x.shape[1:], x.dtype)])
-  return out
+def put_global(tree: PyTree, sharding_: NamedSharding) -> PyTree:
+  """Global device arrays from host arrays that every process holds whole.
 
-
-def _sharding_for(layout: Layout, x: np.ndarray) -> NamedSharding:
-  return layout.batch_sharding if x.ndim >= 2 else layout.model_sharding
-
-
-def put_batch(batch: Mapping[str, np.ndarray], layout: Layout) -> dict[str, jax.Array]:
-  """Global device arrays from a host batch whose leading axis is the (padded) model axis.
-
-  Arrays of rank >= 2 are split over ('action', 'data'), vectors over 'action'. Every host
-  computes the same global batch (the pipeline is stateless); with several processes each
-  one only transfers the shards of its own devices.
+  One process: `device_put`. Several: each process transfers only its own devices' shards.
   """
-  out = {}
-  for key, x in batch.items():
-    sharding = _sharding_for(layout, x)
-    if jax.process_count() == 1:
-      out[key] = jax.device_put(x, sharding)
-    else:
-      out[key] = jax.make_array_from_callback(x.shape, sharding, lambda index, x=x: x[index])
-  return out
-
-
-def batch_shardings(batch: Mapping[str, np.ndarray], layout: Layout) -> dict[str, NamedSharding]:
-  return {k: _sharding_for(layout, x) for k, x in batch.items()}
-
-
-def jit_step(fn: Callable, layout: Layout, example_batch: Mapping[str, np.ndarray],
-             donate: bool = True) -> Callable:
-  """jit of fn(state, acc, batch, rng) -> (state, acc, metrics), sharded over the mesh.
-
-  State, accumulator and metrics are split over 'action'; the batch as `put_batch` puts it;
-  the rng key is replicated. The state and accumulator buffers are donated.
-  """
-  model = layout.model_sharding
-  return jax.jit(fn, in_shardings=(model, model, batch_shardings(example_batch, layout), layout.replicated),
-                 out_shardings=(model, model, model), donate_argnums=(0, 1) if donate else ())
+  if jax.process_count() == 1:
+    return jax.device_put(tree, sharding_)
+  return jax.tree.map(lambda x: jax.make_array_from_callback(np.shape(x), sharding_, lambda i: np.asarray(x)[i]),
+                      tree)
 
 
 def maybe_initialize_distributed(enabled: bool) -> None:

@@ -1,10 +1,11 @@
-"""The pure training step: one model (`train_step`) and A stacked models (`multi_train_step`).
+"""The pure training step: one model (`train_step`) and K slots of A stacked models (`slot_step`).
 
-Action-based training is `jax.vmap` of the same one-model step over a state whose leaves
-carry a leading model axis; common mode is the same with A = 1. Each model has an `active`
-flag per global step (the lock-step schedule): an inactive model keeps its whole state, so a
-model whose budget is spent stops while the others go on, and each model's sequence of
-updates is exactly that of an independent run.
+Action-based training is `jax.vmap` of the same one-model step over the K models that the
+schedule (`posejax.slices`) puts in this global step's slots: their states are gathered from
+the stacked state (leaves (A', ...)), stepped, and scattered back; models not in a slot are
+neither computed nor touched. Common mode is the same with A = K = 1. A model's updates depend
+only on its own step count (data, dropout, lr and BN momentum), so each model's sequence of
+updates is exactly that of an independent run, whatever the schedule.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from posejax import losses, optim
+from posejax import losses, optim, slices
 
 PyTree = Any
 
@@ -121,60 +122,85 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], hparams: Mappi
   return new_state, metrics
 
 
-def select_models(active: jax.Array, new: PyTree, old: PyTree) -> PyTree:
-  """Per model a: new[a] if active[a] else old[a]; leaves (A, ...), active (A,) bool."""
-  def pick(n, o):
-    mask = active.reshape(active.shape + (1,) * (n.ndim - 1))
-    return jnp.where(mask, n, o)
-  return jax.tree.map(pick, new, old)
+def gather_models(tree: PyTree, models: jax.Array, layout: slices.SlotLayout) -> PyTree:
+  """The slot models' entries of a stacked tree: leaves (A', ...) -> (K, ...).
+
+  models: (K,) global model index of each slot (A' for an empty slot: it gets a copy of its
+  group's last model, computed and dropped). Slot s reads only group s // (K / G): with the
+  model axis sharded over the G action-device groups, the gather stays on each group's devices.
+  """
+  g, m, k = layout.groups, layout.models_per_group, layout.slots_per_group
+  local = jnp.minimum(models.reshape(g, k) - (jnp.arange(g, dtype=models.dtype) * m)[:, None], m - 1)
+
+  def take(x):
+    grouped = x.reshape((g, m) + x.shape[1:])
+    return jax.vmap(lambda xs, i: xs[i])(grouped, local).reshape((g * k,) + x.shape[1:])
+
+  return jax.tree.map(take, tree)
 
 
-def multi_train_step(state: TrainState, batch: Mapping[str, jax.Array], rng: jax.Array, *,
-                     model: nn.Module, optimizer: optax.GradientTransformation,
-                     hyperparams_fn: Callable[[jax.Array], dict[str, jax.Array]],
-                     model_ids: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
-  """One global step of A stacked models.
+def scatter_models(tree: PyTree, models: jax.Array, values: PyTree, layout: slices.SlotLayout) -> PyTree:
+  """`tree` with the slot models' entries replaced by `values` (K, ...); empty slots dropped."""
+  g, m, k = layout.groups, layout.models_per_group, layout.slots_per_group
+  local = models.reshape(g, k) - (jnp.arange(g, dtype=models.dtype) * m)[:, None]  # >= m: empty
+
+  def put(x, v):
+    grouped, v = x.reshape((g, m) + x.shape[1:]), v.reshape((g, k) + v.shape[1:])
+    out = jax.vmap(lambda xs, i, vs: xs.at[i].set(vs, mode="drop"))(grouped, local, v)
+    return out.reshape(x.shape)
+
+  return jax.tree.map(put, tree, values)
+
+
+def slot_step(state: TrainState, batch: Mapping[str, jax.Array], slots: Mapping[str, jax.Array],
+              rng: jax.Array, *, model: nn.Module, optimizer: optax.GradientTransformation,
+              hyperparams_fn: Callable[[jax.Array, jax.Array], dict[str, jax.Array]],
+              model_ids: jax.Array, layout: slices.SlotLayout) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One global step: each of the K slots' models takes one optimizer step.
 
   Args:
-    state: stacked TrainState, leaves (A, ...).
-    batch: 'poses_2d' (A, B, RF, K, 2), 'poses_3d' (A, B, 1, J, 3), 'active' (A,) bool
-      (ignored when A = 1: a lone model steps every time), 'epoch' (A,) int, each model's own
-      epoch (drives its lr and BN momentum).
-    rng: the run's dropout key; model a uses fold_in(rng, model_ids[a]).
-    hyperparams_fn: (A,) epochs -> {'learning_rate': (A,), 'bn_momentum': (A,)}.
-    model_ids: (A,) int32 stable model ids.
+    state: stacked TrainState, leaves (A', ...).
+    batch: 'poses_2d' (K, B, RF, Kp, F), 'poses_3d' (K, B, 1, J, 3): each slot's batch.
+    slots: 'model' (K,) int32 global model index of each slot (A' for an empty slot),
+      'epoch' (K,) int32 its model's own epoch (drives its lr and BN momentum).
+    rng: the run's dropout key; model a uses fold_in(rng, model_ids[a]) folded with its own
+      step count, so its dropout does not depend on the schedule.
+    hyperparams_fn: ((K,) epochs, (K,) model index) -> {'learning_rate', 'bn_momentum'}.
+    model_ids: (A',) int32 stable model ids.
+    layout: how models and slots lie on the action-device groups.
 
   Returns:
-    (new state, metrics of (A,) values: 'loss', 'learning_rate', 'bn_momentum', 'active').
+    (new state, metrics of (K,) values: 'loss', 'learning_rate', 'bn_momentum').
   """
-  hparams = hyperparams_fn(batch["epoch"])
-  rngs = jax.vmap(lambda i: jax.random.fold_in(rng, i))(model_ids)
+  models = slots["model"]
+  num_models = layout.groups * layout.models_per_group
+  hparams = hyperparams_fn(slots["epoch"], jnp.minimum(models, num_models - 1))
+  rngs = jax.vmap(lambda i: jax.random.fold_in(rng, i))(model_ids[jnp.minimum(models, num_models - 1)])
   inputs = {"poses_2d": batch["poses_2d"], "poses_3d": batch["poses_3d"]}
   step = functools.partial(train_step, model=model, optimizer=optimizer)
-  active = batch["active"].astype(bool)
-  if active.shape[0] == 1:
-    # One model: the vmap is a squeeze. Unbatched, XLA folds the transposes of the weight
-    # gradients into the matmuls (batched, it leaves them to the optimizer's loops). A lone
-    # model is active at every step of its lock-step schedule, so no select either (it costs
-    # a pass over the state).
+  if num_models == 1 and layout.slots == 1:
+    # One model, stepping at every global step: no gather or scatter (a pass over the state
+    # each), and unbatched, so XLA folds the weight-gradient transposes into the matmuls.
     squeeze = lambda tree: jax.tree.map(lambda x: x[0], tree)
     new_state, metrics = step(*map(squeeze, (state, inputs, hparams, rngs)))
-    new_state, metrics = jax.tree.map(lambda x: x[None], (new_state, metrics))
-  else:
-    new_state, metrics = jax.vmap(step)(state, inputs, hparams, rngs)
-    new_state = select_models(active, new_state, state)
-  metrics["active"] = active
-  return new_state, metrics
+    return jax.tree.map(lambda x: x[None], (new_state, metrics))
+  new_slots, metrics = jax.vmap(step)(gather_models(state, models, layout), inputs, hparams, rngs)
+  return scatter_models(state, models, new_slots, layout), metrics
 
 
 def init_accumulator(num_models: int) -> dict[str, jax.Array]:
-  """Running sums of the per-model training loss between two log points."""
+  """Per-model sums between two log points, and the first global step with a non-finite loss."""
   return {"loss_sum": jnp.zeros((num_models,), jnp.float32),
-          "steps": jnp.zeros((num_models,), jnp.int32)}
+          "steps": jnp.zeros((num_models,), jnp.int32),
+          "first_nonfinite": jnp.full((num_models,), -1, jnp.int32)}
 
 
-def accumulate(acc: dict[str, jax.Array], metrics: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
-  """Adds the losses of the models that stepped (every step has the same batch size)."""
-  active = metrics["active"]
-  return {"loss_sum": acc["loss_sum"] + jnp.where(active, metrics["loss"], 0.0),
-          "steps": acc["steps"] + active.astype(jnp.int32)}
+def accumulate(acc: dict[str, jax.Array], models: jax.Array, loss: jax.Array,
+               global_step: jax.Array) -> dict[str, jax.Array]:
+  """Adds each slot's loss to its model (empty slots, index A', are dropped)."""
+  bad = ~jnp.isfinite(loss)
+  first = acc["first_nonfinite"]
+  marked = first.at[models].set(jnp.where(bad, global_step, -1), mode="drop")
+  return {"loss_sum": acc["loss_sum"].at[models].add(loss, mode="drop"),
+          "steps": acc["steps"].at[models].add(1, mode="drop"),
+          "first_nonfinite": jnp.where(first >= 0, first, marked)}

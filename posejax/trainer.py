@@ -1,13 +1,16 @@
 """The training loop: `train_and_evaluate(config, workdir)`.
 
-One loop serves both modes: A stacked models (one per action, or A = 1 in common mode) take
-lock-step global steps of one vmapped, sharded, jitted step (`train_step`, `sharding`). At
-every log point (one per common-equivalent epoch, or `train.logs_per_epoch` of them) the
-loop validates the dilated models on the test actions (no TTA), writes WORKDIR/metrics.jsonl
-and TensorBoard scalars, prints one line, and checkpoints every `checkpoint.every_epochs`
-log points. SIGTERM/SIGINT save a checkpoint at the next step boundary and stop; rerunning
-the same command resumes from the latest checkpoint and ends as an uninterrupted run would.
-After the last step: final evaluation with TTA, WORKDIR/eval/results.*, train_summary.json.
+One loop serves both modes: A stacked models (one per action, or A = 1 in common mode) are
+trained by one compiled, vmapped, sharded step (`engine`, `train_step`) that runs, at each
+global step, the K models the compacted schedule (`slices`) puts in its slots. The run is cut
+at its log points (one per common-equivalent epoch, or `train.logs_per_epoch` of them): at
+each one every model is at the same fraction of its budget, the loop validates the dilated
+models on the test actions (no TTA), writes WORKDIR/metrics.jsonl and TensorBoard scalars,
+prints one line, and checkpoints every `checkpoint.every_epochs` log points. Between log
+points the host only enqueues work: losses accumulate on the device. SIGTERM/SIGINT save a
+checkpoint at the next call boundary and stop; rerunning the same command resumes and ends as
+an uninterrupted run would. After the last step: final evaluation with TTA,
+WORKDIR/eval/results.*, train_summary.json.
 """
 
 from __future__ import annotations
@@ -19,25 +22,26 @@ import time
 from typing import Any, Mapping
 
 import jax
-import ml_collections
+import jax.numpy as jnp
 import numpy as np
 import tqdm
 
-from posejax import (checkpointing, evaluation, input_pipeline, optim, report, schedules, sharding,
+from posejax import (checkpointing, engine, evaluation, optim, report, sampling, schedules, sharding, slices,
                      train_step)
+from posejax.compilation_cache import enable_compilation_cache
 from posejax.data import h36m
-from posejax.data.actions import ABBREVIATIONS, ACTIONS, resolve_actions
+from posejax.data.actions import ABBREVIATIONS, resolve_actions
 from posejax.errors import PosejaxError
 from posejax.io_utils import atomic_write_text
+from posejax.metrics_writer import MetricsWriter, read_metrics
 from posejax.model import TemporalModel, causal_shift, count_params, receptive_field
-from posejax.tf_compat import tf
-from tensorflow.core.framework import summary_pb2  # noqa: E402  (after tf_compat hid the GPU)
 
-COMMON = evaluation.COMMON_SLICE
-DEVICE_KEYS = ("poses_2d", "poses_3d", "active", "epoch")
-METRICS_FILE, SUMMARY_FILE = "metrics.jsonl", "train_summary.json"
-_SCALAR_METADATA = summary_pb2.SummaryMetadata(
-    plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"))
+COMMON = slices.COMMON
+SUMMARY_FILE = "train_summary.json"
+DTYPES = ("float32", "bfloat16")
+# The device path keeps the training tables resident when they take at most this share of a
+# device's memory (when the device reports it); beyond, windows are gathered on the host.
+DEVICE_TABLE_SHARE = 0.4
 
 
 @dataclasses.dataclass
@@ -58,7 +62,7 @@ def _log(msg: str) -> None:
     print(msg, flush=True)
 
 
-def load_data(config: ml_collections.ConfigDict, actions: tuple[str, ...]):
+def load_data(config, actions: tuple[str, ...]):
   """(train dataset, test dataset, fingerprint); synthetic files are generated when configured."""
   data_dir, keypoints = config.data.dir, config.data.keypoints
   frames = int(config.data.get("synthetic_frames", 0) or 0)
@@ -76,117 +80,113 @@ def load_data(config: ml_collections.ConfigDict, actions: tuple[str, ...]):
           h36m.dataset_fingerprint(data_dir, keypoints))
 
 
-def model_hparams(config: ml_collections.ConfigDict, num_keypoints: int, num_joints: int) -> dict[str, Any]:
+def compute_dtype(config) -> str:
+  dtype = str(config.model.get("compute_dtype", "float32"))
+  if dtype not in DTYPES:
+    raise PosejaxError(f"--config.model.compute_dtype: {dtype!r} is not one of {', '.join(DTYPES)}")
+  return dtype
+
+
+def model_hparams(config, num_keypoints: int, num_joints: int) -> dict[str, Any]:
   m = config.model
   return {"filter_widths": [int(w) for w in m.filter_widths], "channels": int(m.channels),
           "causal": bool(m.causal), "dense": bool(m.dense), "dropout": float(m.dropout),
           "num_joints_in": int(num_keypoints), "num_joints_out": int(num_joints)}
 
 
-def build_model(hparams: Mapping[str, Any], *, strided: bool) -> TemporalModel:
+def build_model(hparams: Mapping[str, Any], *, strided: bool, dtype: str = "float32") -> TemporalModel:
   """The training form (strided, spec 8.6; dilated when dense) or the evaluation form."""
   return TemporalModel(num_joints_in=hparams["num_joints_in"], num_joints_out=hparams["num_joints_out"],
                        filter_widths=tuple(hparams["filter_widths"]), causal=hparams["causal"],
                        dropout=hparams["dropout"], channels=hparams["channels"], dense=hparams["dense"],
-                       strided=strided and not hparams["dense"])
+                       strided=strided and not hparams["dense"], dtype=dtype)
 
 
-def _mode_and_slices(config) -> tuple[str, tuple[str, ...], list[str]]:
-  mode = str(config.mode)
-  if mode not in schedules.MODES:
-    raise PosejaxError(f"--config.mode: {mode!r} is not one of {', '.join(schedules.MODES)}")
-  actions = resolve_actions(config.actions)
-  return mode, actions, [COMMON] if mode == "common" else list(actions)
-
-
-def _read_metrics(workdir: str, up_to_step: int) -> list[dict[str, Any]]:
-  path = os.path.join(workdir, METRICS_FILE)
-  if not os.path.isfile(path):
-    return []
-  with open(path) as f:
-    records = [json.loads(line) for line in f if line.strip()]
-  return [r for r in records if r["step"] <= up_to_step]
-
-
-class MetricsWriter:
-  """metrics.jsonl (rewritten atomically on resume, then appended) and TensorBoard scalars."""
-
-  def __init__(self, workdir: str, records: list[dict[str, Any]]):
-    self.path = os.path.join(workdir, METRICS_FILE)
-    self.enabled = jax.process_index() == 0
-    if self.enabled:
-      atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in records))
-      self.tb = tf.summary.create_file_writer(workdir)
-
-  def write(self, record: Mapping[str, Any]) -> None:
-    if not self.enabled:
-      return
-    with open(self.path, "a") as f:
-      f.write(json.dumps(record) + "\n")
-    scalars = {k: record[k] for k in ("loss", "mpjpe_valid", "mpjve_valid", "train_time_s", "epoch")
-               if record.get(k) is not None}
-    scalars.update({f"{name}/{k}": v for name, values in record["per_action"].items() for k, v in values.items()})
-    with self.tb.as_default(step=int(record["step"])):
-      for tag, value in scalars.items():
-        # tf.summary.write with the scalars plugin tag is what tf.summary.scalar does,
-        # without needing the tensorboard package at training time.
-        tf.summary.write(tag, tf.constant(float(value), tf.float32), metadata=_SCALAR_METADATA)
-    self.tb.flush()
-
-
-def _epoch_line(record: Mapping[str, Any], minutes: float, slices: list[str]) -> str:
+def _epoch_line(record: Mapping[str, Any], minutes: float, slice_names: list[str]) -> str:
   """The reference's per-epoch line (mm), then per-model train/valid pairs in AB mode."""
   per = record["per_action"]
-  lrs = sorted({round(per[s]["lr"], 9) for s in slices})
+  lrs = sorted({round(per[s]["lr"], 9) for s in slice_names})
   lr = f"{lrs[0]:.6f}" if len(lrs) == 1 else f"{lrs[0]:.6f}-{lrs[-1]:.6f}"
-  line = f"[{record['epoch']}] time {minutes:.2f} lr {lr} 3d_train {1000 * record['loss']:.2f}"
+  line = f"[{record['epoch']}] time {minutes:.2f} min lr {lr} 3d_train {1000 * record['loss']:.2f}"
   if record.get("mpjpe_valid") is not None:
     line += f" 3d_valid {1000 * record['mpjpe_valid']:.2f}"
-  if slices != [COMMON]:
+  if slice_names != [COMMON]:
     parts = [f"{ABBREVIATIONS.get(s, s)} {1000 * per[s]['loss']:.1f}"
-             + (f"/{1000 * per[s]['mpjpe_valid']:.1f}" if "mpjpe_valid" in per[s] else "") for s in slices]
+             + (f"/{1000 * per[s]['mpjpe_valid']:.1f}" if "mpjpe_valid" in per[s] else "") for s in slice_names]
     line += " | " + " ".join(parts)
   return line
 
 
-class Run:
-  """Static pieces of a run: data, budget, models, layout, jitted step."""
+def _input_mode(config, table: sampling.WindowTable) -> str:
+  """'device' or 'host' (config.train.input; 'auto' by the tables' size and the device's memory)."""
+  mode = str(config.train.get("input", "auto"))
+  if mode not in engine.INPUTS + ("auto",):
+    raise PosejaxError(f"--config.train.input: {mode!r} is not one of auto, {', '.join(engine.INPUTS)}")
+  if mode != "auto":
+    return mode
+  stats = jax.local_devices()[0].memory_stats() or {}
+  limit = stats.get("bytes_limit")
+  return "host" if limit and table.nbytes() > DEVICE_TABLE_SHARE * limit else "device"
 
-  def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+
+class Run:
+  """Static pieces of a run: data, budget, schedule, models, layout, compiled-step factory."""
+
+  def __init__(self, config, workdir: str):
     self.config, self.workdir = config, workdir
-    self.mode, self.actions, self.slices = _mode_and_slices(config)
+    self.mode = slices.check_mode(str(config.mode))
+    self.actions = resolve_actions(config.actions)
+    self.slices = slices.slice_names(self.mode, self.actions)
+    self.dtype = compute_dtype(config)
     self.train_ds, self.test_ds, self.fingerprint = load_data(config, self.actions)
     t = config.train
     self.batch_size = int(t.batch_size)
-    self.n = input_pipeline.examples_per_epoch(self.train_ds, self.actions, self.mode, bool(t.augment))
+    self.table = sampling.make_window_table(self.train_ds, self.actions, self.mode, bool(t.augment))
     self.budget = schedules.make_budget(str(t.budget), self.mode, int(t.epochs), int(t.unit_epochs),
-                                        self.n, self.batch_size)
+                                        self.table.examples, self.batch_size)
+    if int(self.budget.steps.max()) * self.batch_size >= 2**31:
+      raise PosejaxError(f"config.train: {int(self.budget.steps.max()):,} steps of batch {self.batch_size} "
+                         "exceed the 2**31 examples a stream can index")
     self.hparams = model_hparams(config, self.train_ds.num_keypoints, self.train_ds.skeleton.num_joints)
-    self.train_model = build_model(self.hparams, strided=True)
+    self.train_model = build_model(self.hparams, strided=True, dtype=self.dtype)
     self.eval_model = build_model(self.hparams, strided=False)
     self.rf = receptive_field(self.hparams["filter_widths"])
     self.layout = sharding.make_layout(len(self.slices), self.batch_size,
                                        action_devices=int(config.get("sharding", {}).get("action_devices", 0)))
     padded = self.layout.padded_models
-    ids = [ACTIONS.index(s) if s in ACTIONS else len(ACTIONS) for s in self.slices]
-    self.model_ids = np.asarray(ids + [100 + i for i in range(padded - len(ids))], np.int32)
+    self.model_ids = slices.model_ids(self.slices, padded)
+    self.points = schedules.log_steps(self.budget.total_steps, self.budget.common_epochs,
+                                      int(t.get("logs_per_epoch", 1)))
+    self.targets = slices.log_targets(self.budget.steps, [s for _, s in self.points])
+    self.slot_layout, self.useful = slices.choose_slots(self.targets, self.layout.action_size, padded,
+                                                        slots=int(t.get("slots", 0) or 0))
+    self.segment_lengths, _ = slices.run_length(self.targets, self.slot_layout, padded)
+    self.input = _input_mode(config, self.table)
     self.optimizer = optim.adam_amsgrad(float(t.lr))
+    shuffle_seed = config.data.get("shuffle_seed", None)
+    spec = sampling.window_spec(
+        self.table, batch_size=self.batch_size, receptive_field=self.rf,
+        causal_shift=causal_shift(self.hparams["filter_widths"], self.hparams["causal"]),
+        seed=int(config.seed if shuffle_seed is None else shuffle_seed), stream_ids=self.model_ids[:len(self.slices)])
     hp_fn = schedules.hyperparams_fn(self.budget, float(t.lr), float(t.lr_decay), float(t.bn_momentum_start),
                                      float(t.bn_momentum_end), num_models=padded)
-
-    def step_fn(state, acc, batch, rng):
-      state, metrics = train_step.multi_train_step(
-          state, batch, rng, model=self.train_model, optimizer=self.optimizer, hyperparams_fn=hp_fn,
-          model_ids=self.model_ids)
-      return state, train_step.accumulate(acc, metrics), metrics
-    self.step_fn = step_fn
+    self.hyperparams_fn = jax.jit(hp_fn)
+    self.engine = engine.Engine(self.train_model, self.optimizer, hp_fn, self.model_ids, self.layout,
+                                self.slot_layout, spec, self.table.examples,
+                                steps_per_call=int(t.get("steps_per_call", 16)))
     self.init_fn = lambda: train_step.init_stacked_state(
         self.train_model, self.optimizer, int(config.seed), self.model_ids,
-        (1, self.rf, self.hparams["num_joints_in"], 2))
+        (1, self.rf, self.hparams["num_joints_in"], self.table.frames_2d.shape[-1]))
+
+  def padded(self, per_model: np.ndarray) -> np.ndarray:
+    out = np.zeros(self.layout.padded_models, np.int64)
+    out[:len(per_model)] = per_model
+    return out
 
   def metadata(self, timers: Timers, wall_now: float) -> dict[str, Any]:
     return {"config": json.loads(self.config.to_json()), "actions": self.slices, "model": self.hparams,
-            "dataset_fingerprint": self.fingerprint, "mode": self.mode, **timers.as_dict(wall_now)}
+            "dataset_fingerprint": self.fingerprint, "mode": self.mode, "compute_dtype": self.dtype,
+            "slots": dataclasses.asdict(self.slot_layout), **timers.as_dict(wall_now)}
 
   def variables(self, state) -> dict[str, Any]:
     """Unpadded stacked {'params', 'batch_stats'} for evaluation."""
@@ -200,13 +200,12 @@ class Run:
 
 
 def _restore_or_init(run: Run, mngr, timers: Timers):
-  """(state, accumulator, start step) from the latest checkpoint, or fresh."""
+  """(state, accumulator, global step) from the latest checkpoint, or fresh."""
   layout = run.layout
   latest = mngr.latest_step()
   if latest is None:
     state = jax.jit(run.init_fn, out_shardings=layout.model_sharding)()
-    acc = jax.device_put(train_step.init_accumulator(layout.padded_models), layout.model_sharding)
-    return state, acc, 0
+    return state, engine.fresh_accumulator(layout), 0
   saved = checkpointing.restore_metadata(mngr, latest)
   checkpointing.check_compatible(saved, run.metadata(timers, 0.0), checkpointing.checkpoint_dir(run.workdir))
   template = jax.eval_shape(run.init_fn)
@@ -214,23 +213,24 @@ def _restore_or_init(run: Run, mngr, timers: Timers):
                                                  train_step.init_accumulator(layout.padded_models))
   timers.train, timers.compile = meta.get("train_time_s", 0.0), meta.get("compile_time_s", 0.0)
   timers.eval, timers.wall = meta.get("eval_time_s", 0.0), meta.get("wall_time_s", 0.0)
-  put = lambda tree: jax.device_put(sharding.pad_models(tree, layout.padded_models), layout.model_sharding)
+  put = lambda tree: sharding.put_global(sharding.pad_models(tree, layout.padded_models), layout.model_sharding)
   _log(f"resumed from {checkpointing.checkpoint_dir(run.workdir)} at global step {latest}")
   return put(state), put(acc), int(latest)
 
 
-def _log_record(run: Run, epoch, step: int, acc_host, last_metrics, valid, timers: Timers,
+def _log_record(run: Run, epoch, step: int, positions: np.ndarray, acc_host, valid, timers: Timers,
                 wall_now: float) -> dict[str, Any]:
   """The metrics.jsonl object of a log point (values in metres)."""
-  budget, a = run.budget, run.layout.num_models
-  position = schedules.lockstep_position(step, budget.steps, budget.total_steps)
+  a, budget = run.layout.num_models, run.budget
   loss = acc_host["loss_sum"][:a] / np.maximum(acc_host["steps"][:a], 1)
+  last_epoch = np.maximum(positions[:a] - 1, 0) * run.batch_size // budget.examples_per_epoch
+  hp = jax.tree.map(np.asarray, run.hyperparams_fn(jnp.asarray(last_epoch, jnp.int32), jnp.arange(a)))
   per = {}
   for i, name in enumerate(run.slices):
-    per[name] = {"loss": float(loss[i]), "lr": float(last_metrics["learning_rate"][i]),
-                 "bn_momentum": float(last_metrics["bn_momentum"][i]),
-                 "action_epoch": float(position[i] * run.batch_size / budget.examples_per_epoch[i]),
-                 "samples": int(position[i] * run.batch_size), "steps": int(position[i])}
+    per[name] = {"loss": float(loss[i]), "lr": float(hp["learning_rate"][i]),
+                 "bn_momentum": float(hp["bn_momentum"][i]),
+                 "action_epoch": float(positions[i] * run.batch_size / budget.examples_per_epoch[i]),
+                 "samples": int(positions[i] * run.batch_size), "steps": int(positions[i])}
   record = {"epoch": epoch, "step": int(step), **timers.as_dict(wall_now),
             "mpjpe_valid": None, "mpjve_valid": None, "loss": float(np.mean(loss))}
   if valid is not None:
@@ -239,6 +239,19 @@ def _log_record(run: Run, epoch, step: int, acc_host, last_metrics, valid, timer
       per.setdefault(action, {}).update(values)
   record["per_action"] = per
   return record
+
+
+def _check_finite(run: Run, acc_host, mngr) -> None:
+  """Stops at the first non-finite training loss (recorded on the device), saving nothing."""
+  bad = np.flatnonzero(acc_host["first_nonfinite"][:run.layout.num_models] >= 0)
+  if bad.size:
+    first = int(bad[np.argmin(acc_host["first_nonfinite"][bad])])
+    step = int(acc_host["first_nonfinite"][first])
+    latest = mngr.latest_step()
+    kept = f"the last good checkpoint is step {latest}" if latest is not None else "no checkpoint was saved"
+    raise PosejaxError(f"non-finite training loss at global step {step} in the model of "
+                       f"{run.slices[first]!r}; stopped without saving ({kept}); lower --config.train.lr "
+                       "or check the data")
 
 
 def _final_evaluation(run: Run, state, step: int, timers: Timers) -> dict[str, Any]:
@@ -260,7 +273,7 @@ def _final_evaluation(run: Run, state, step: int, timers: Timers) -> dict[str, A
 
 
 def _summary(run: Run, timers: Timers, document: Mapping[str, Any], wall_now: float) -> dict[str, Any]:
-  """train_summary.json: mode, budget, per-model samples/steps/epochs, timers, final averages."""
+  """train_summary.json: mode, budget, schedule, per-model samples/steps/epochs, timers, final averages."""
   budget, layout, config = run.budget, run.layout, run.config
   per_model = lambda values, cast: {s: cast(x) for s, x in zip(run.slices, values)}
   return {"mode": run.mode, "actions": list(run.actions), "slices": run.slices, **timers.as_dict(wall_now),
@@ -268,57 +281,63 @@ def _summary(run: Run, timers: Timers, document: Mapping[str, Any], wall_now: fl
           "own_epochs": per_model(budget.epochs, float),
           "examples_per_epoch": per_model(budget.examples_per_epoch, int),
           "epochs": budget.common_epochs, "budget": budget.rule, "unit_epochs": int(config.train.unit_epochs),
-          "global_steps": budget.total_steps, "batch_size": run.batch_size, "devices": len(jax.devices()),
+          "global_steps": int(run.segment_lengths.sum()), "slots": run.slot_layout.slots,
+          "useful_fraction": run.useful, "input": run.input, "compute_dtype": run.dtype,
+          "batch_size": run.batch_size, "devices": len(jax.devices()),
           "mesh": [layout.action_size, layout.data_size],
           "final": {"average": document["average"], "tta": document["tta"]}}
 
 
 class _Loop:
-  """Runs global steps: host batch -> padded, sharded device batch -> compiled step."""
+  """Runs the schedule's global steps through the compiled step (device or host input)."""
 
-  def __init__(self, run: Run, batches, rng: jax.Array, timers: Timers):
-    self.run, self.batches, self.rng, self.timers = run, batches, rng, timers
+  def __init__(self, run: Run, rng: jax.Array, timers: Timers):
+    self.run, self.rng, self.timers = run, rng, timers
     self.compiled = None
-    self.last_metrics = None
+    self.tables = engine.put_tables(run.table, run.layout) if run.input == "device" else None
 
-  def train_until(self, state, acc, step: int, end: int, stop: checkpointing.StopRequest, desc: str):
-    """Steps to global step `end` (or to the first step after a stop request).
+  def _compile(self, state, acc) -> None:
+    run, start = self.run, time.perf_counter()
+    if run.input == "device":
+      self.compiled = run.engine.compile_device(state, acc, self.tables, self.rng)
+    else:
+      self.compiled = run.engine.compile_host(state, acc, engine.host_batch_example(run.engine, run.table),
+                                              self.rng)
+    self.timers.compile += time.perf_counter() - start
+
+  def run_rows(self, state, acc, inputs: np.ndarray, step: int, stop: checkpointing.StopRequest, desc: str):
+    """Runs the rows `inputs` (T, K, 3) from global step `step`; returns (state, acc, rows done).
 
     Adds the time to `timers.train`, except the one-off compilation (`timers.compile`).
-    Returns (state, accumulator, step).
     """
-    run, layout = self.run, self.run.layout
-    start_time, samples = time.perf_counter(), 0
-    bar = tqdm.tqdm(total=end - step, desc=desc, unit="step", leave=False,
+    run = self.run
+    if self.compiled is None:
+      self._compile(state, acc)
+    start_time = time.perf_counter()
+    bar = tqdm.tqdm(total=len(inputs), desc=desc, unit="step", leave=False,
                     disable=not run.config.train.get("progress", True) or jax.process_index() != 0)
-    while step < end:
-      host = next(self.batches)
-      batch = sharding.pad_batch({k: host[k] for k in DEVICE_KEYS}, layout.padded_models)
-      device_batch = sharding.put_batch(batch, layout)
-      if self.compiled is None:
-        compile_start = time.perf_counter()
-        self.compiled = sharding.jit_step(run.step_fn, layout, batch).lower(
-            state, acc, device_batch, self.rng).compile()
-        self.timers.compile += time.perf_counter() - compile_start
-        start_time += time.perf_counter() - compile_start
-      state, acc, self.last_metrics = self.compiled(state, acc, device_batch, self.rng)
-      step += 1
-      samples += int(np.sum(host["active"])) * run.batch_size
-      bar.update(1)
-      if step % 25 == 0 or step == end:  # a host sync: not every step
-        sums = sharding.fetch(acc)
-        elapsed = max(time.perf_counter() - start_time, 1e-9)
-        bar.set_postfix(loss=f"{1000 * np.sum(sums['loss_sum']) / max(np.sum(sums['steps']), 1):.1f}mm",
-                        samples_s=f"{samples / elapsed:.0f}")
-      if stop.requested:
-        break
+    should_stop = lambda: stop.requested
+    if run.input == "device":
+      state, acc, done = engine.run_segment_device(run.engine, self.compiled, state, acc, self.tables, inputs,
+                                                   step, self.rng, should_stop=should_stop, on_chunk=bar.update)
+    else:
+      from posejax import input_pipeline  # tf.data only on this path
+      slice_index = np.minimum(inputs[..., 0], run.layout.num_models - 1)
+      batches = input_pipeline.host_batches(run.table, run.engine.spec, slice_index, inputs[..., 1])
+      state, acc, done = engine.run_segment_host(run.engine, self.compiled, state, acc, batches, inputs, step,
+                                                 self.rng, should_stop=should_stop, on_chunk=bar.update)
     jax.block_until_ready(acc)
     bar.close()
     self.timers.train += time.perf_counter() - start_time
-    return state, acc, step
+    return state, acc, done
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+def _positions(state, layout: sharding.Layout) -> np.ndarray:
+  """(A',) each model's own step count (host)."""
+  return np.asarray(sharding.fetch(state.step), np.int64).reshape(layout.padded_models)
+
+
+def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   """Trains (or resumes) the configured run in `workdir`; returns the train summary.
 
   Returns {'interrupted': True, 'step': s} instead when stopped by SIGTERM/SIGINT (after
@@ -326,63 +345,67 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   """
   wall_start = time.perf_counter()
   sharding.maybe_initialize_distributed(bool(config.get("distributed", False)))
-  os.makedirs(workdir, exist_ok=True)
+  enable_compilation_cache(config.get("compilation_cache_dir", None))
   run = Run(config, workdir)
+  os.makedirs(workdir, exist_ok=True)
   budget, layout = run.budget, run.layout
   _log(f"INFO: Receptive field: {run.rf} frames; {count_params(jax.eval_shape(run.init_fn).params) // len(run.model_ids):,}"
-       f" parameters per model; {len(run.slices)} model(s) ({run.mode}) on a {layout.action_size}x{layout.data_size}"
-       f" (action x data) mesh of {len(jax.devices())} {jax.devices()[0].platform} device(s)")
+       f" parameters per model; {len(run.slices)} model(s) ({run.mode}, {run.dtype}) on a {layout.action_size}x"
+       f"{layout.data_size} (action x data) mesh of {len(jax.devices())} {jax.devices()[0].platform} device(s)")
   _log(f"INFO: Training on {run.train_ds.frames():,} frames, testing on {run.test_ds.frames():,} frames; budget "
        f"'{budget.rule}': " + ", ".join(f"{ABBREVIATIONS.get(s, s)} {e:g} ep/{n:,} steps" for s, e, n in
                                         zip(run.slices, budget.epochs, budget.steps)))
+  _log(f"INFO: schedule: {run.slot_layout.slots} slot(s) per global step, {int(run.segment_lengths.sum()):,} global "
+       f"steps, useful fraction of model-steps {run.useful:.4f}; input on the {run.input} "
+       f"({run.table.nbytes() / 2**20:,.0f} MiB of training tables)")
   timers = Timers()
   mngr = checkpointing.manager(workdir, keep=int(config.checkpoint.keep))
   try:
     state, acc, step = _restore_or_init(run, mngr, timers)
     if jax.process_index() == 0:
       atomic_write_text(os.path.join(workdir, "config.json"), config.to_json(indent=2))
-    writer = MetricsWriter(workdir, _read_metrics(workdir, step))
-    all_points = schedules.log_steps(budget.total_steps, budget.common_epochs,
-                                     int(config.train.get("logs_per_epoch", 1)))
-    point_index = {end: i + 1 for i, (_, end) in enumerate(all_points)}
-    points = [p for p in all_points if p[1] > step]
+    writer = MetricsWriter(workdir, read_metrics(workdir, step), enabled=jax.process_index() == 0)
+    positions = _positions(state, layout)
     every = max(int(config.checkpoint.every_epochs), 1)
-    batches = input_pipeline.train_batches(
-        run.train_ds, actions=run.actions, mode=run.mode, batch_size=run.batch_size, receptive_field=run.rf,
-        causal_shift=causal_shift(run.hparams["filter_widths"], run.hparams["causal"]),
-        augment=bool(config.train.augment), seed=int(config.seed), steps_per_action=budget.steps,
-        start_step=step, stream_ids=run.model_ids[:len(run.slices)])
-    rng = jax.device_put(jax.random.key(int(config.seed) + 1), layout.replicated)
-    loop = _Loop(run, batches, rng, timers)
+    rng = jax.jit(lambda: jax.random.key(int(config.seed) + 1), out_shardings=layout.replicated)()
+    loop = _Loop(run, rng, timers)
     with checkpointing.StopRequest() as stop:
-      for epoch, end in points:
+      for index, ((epoch, _), target) in enumerate(zip(run.points, run.targets)):
+        target = run.padded(target)
+        if np.all(positions >= target):
+          continue  # reached before a resume
         seg_wall = time.perf_counter()
-        state, acc, step = loop.train_until(state, acc, step, end, stop, f"epoch {epoch}")
-        if stop.requested:
+        rows = slices.segment_rows(positions, target, run.slot_layout)
+        inputs = run.engine.schedule_inputs(rows, positions)
+        state, acc, done = loop.run_rows(state, acc, inputs, step, stop, f"epoch {epoch}")
+        step += done
+        positions = positions + np.bincount(rows[:done].ravel(), minlength=layout.padded_models + 1)[:-1]
+        if done < len(rows):  # stopped by a signal
           checkpointing.save(mngr, step, state, acc, layout.num_models,
                              run.metadata(timers, time.perf_counter() - wall_start))
           mngr.wait_until_finished()
           _log(f"stopped by signal {stop.signal} at global step {step}; checkpoint saved in "
                f"{checkpointing.checkpoint_dir(workdir)} (rerun the same command to resume)")
           return {"interrupted": True, "step": step}
+        acc_host = sharding.fetch(acc)
+        _check_finite(run, acc_host, mngr)
         valid = None
         if config.eval.get("validate", True):
           start = time.perf_counter()
           valid = run.validate(state)
           timers.eval += time.perf_counter() - start
-        acc_host = sharding.fetch(acc)
-        record = _log_record(run, epoch, step, acc_host, sharding.fetch(loop.last_metrics), valid, timers,
+        record = _log_record(run, epoch, step, positions, acc_host, valid, timers,
                              time.perf_counter() - wall_start)
         writer.write(record)
         _log(_epoch_line(record, (time.perf_counter() - seg_wall) / 60, run.slices))
-        acc = jax.device_put(train_step.init_accumulator(layout.padded_models), layout.model_sharding)
-        if point_index[end] % every == 0 or end == budget.total_steps:
+        acc = engine.fresh_accumulator(layout)
+        if (index + 1) % every == 0 or index + 1 == len(run.points):
           checkpointing.save(mngr, step, state, acc, layout.num_models,
                              run.metadata(timers, time.perf_counter() - wall_start),
                              metrics=None if valid is None else {"mpjpe_valid": valid["mpjpe_valid"]})
     mngr.wait_until_finished()
-    if step < budget.total_steps:
-      raise PosejaxError(f"training stopped at step {step} of {budget.total_steps}")
+    if np.any(positions[:layout.num_models] < budget.steps):
+      raise PosejaxError(f"training stopped at global step {step} before every model finished its budget")
     document = _final_evaluation(run, state, step, timers)
   finally:
     mngr.close()

@@ -42,7 +42,8 @@ def _meta(**kw):
 
 def test_round_trip_drops_padding_and_restores_exactly(tmp_path):
   state = _state(models=3)  # 2 real models + 1 padding model
-  acc = {"loss_sum": jnp.array([1.5, 2.5, 9.0]), "steps": jnp.array([3, 4, 0], jnp.int32)}
+  acc = {"loss_sum": jnp.array([1.5, 2.5, 9.0]), "steps": jnp.array([3, 4, 0], jnp.int32),
+         "first_nonfinite": jnp.array([-1, -1, -1], jnp.int32)}
   mngr = ck.manager(str(tmp_path))
   ck.save(mngr, 7, state, acc, 2, _meta(train_time_s=3.0))
   mngr.wait_until_finished()

@@ -1,4 +1,4 @@
-"""Tests for posejax.input_pipeline against NumPy references written here.
+"""Tests for the host tf.data windows (posejax.input_pipeline) against NumPy references written here.
 
 Every frame carries a recognisable code = 1000 * record_id + t: 2D keypoint k of frame t is
 (code, k), 3D joint j is (code, j, 0.5). The 3D target's joint 3 (in no flip list) therefore
@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from posejax import input_pipeline as ip
+from posejax import sampling, slices
 from posejax.data.dataset import PoseDataset, SequenceRecord
 from posejax.errors import PosejaxError
 from posejax.skeleton import Skeleton
@@ -111,10 +112,10 @@ def test_windows_and_targets_match_numpy_slicing(rf, shift):
 
 def test_flip_mirrors_x_and_swaps_columns():
   poses = np.arange(2 * K * 2, dtype=np.float32).reshape(2, K, 2)
-  flipped = ip.flip_poses(poses, KPS_LEFT, KPS_RIGHT)
+  flipped = sampling.flip_poses(poses, KPS_LEFT, KPS_RIGHT)
   np.testing.assert_array_equal(flipped[:, 0], poses[:, 0] * [-1, 1])
   np.testing.assert_array_equal(flipped[:, [1, 2, 3, 4]], poses[:, [3, 4, 1, 2]] * [-1, 1])
-  np.testing.assert_array_equal(ip.flip_poses(flipped, KPS_LEFT, KPS_RIGHT), poses)
+  np.testing.assert_array_equal(sampling.flip_poses(flipped, KPS_LEFT, KPS_RIGHT), poses)
   b = batches(6, batch_size=3)
   flips = [(b_["poses_3d"][a, i], e) for b_ in b for a, row in enumerate(decode(b_["poses_3d"]))
            for i, e in enumerate(row) if e[2]]
@@ -129,7 +130,7 @@ def test_flip_mirrors_x_and_swaps_columns():
 
 @pytest.mark.parametrize("augment", [True, False])
 def test_each_slice_is_a_fresh_permutation_of_its_action_every_epoch(augment):
-  n = ip.examples_per_epoch(DATASET, ACTIONS, "action_based", augment)
+  n = slices.examples_per_epoch(DATASET, ACTIONS, "action_based", augment)
   batch_size = 4
   out = batches(int(np.ceil(3 * n.max() / batch_size)), augment=augment, batch_size=batch_size)
   for a, action in enumerate(ACTIONS):
@@ -140,12 +141,6 @@ def test_each_slice_is_a_fresh_permutation_of_its_action_every_epoch(augment):
     for epoch in epochs:
       assert sorted(epoch) == expected  # only its own action, each example once
     assert epochs[0] != epochs[1] and epochs[1] != epochs[2]
-  for step, b in enumerate(out):
-    np.testing.assert_array_equal(b["position"], [step] * 3)
-    assert b["active"].all()
-    np.testing.assert_array_equal(b["examples_seen"], [step * batch_size] * 3)
-    np.testing.assert_array_equal(b["epoch"], step * batch_size // n)
-    assert b["epoch"].dtype == np.int32 and b["position"].dtype == np.int64
 
 
 def test_order_is_the_contract_index_shuffle_per_seed_action_epoch():
@@ -163,7 +158,7 @@ def test_order_is_the_contract_index_shuffle_per_seed_action_epoch():
 
 
 def test_common_mode_mixes_all_selected_actions_in_one_slice():
-  n = ip.examples_per_epoch(DATASET, ACTIONS, "common", True)
+  n = slices.examples_per_epoch(DATASET, ACTIONS, "common", True)
   out = batches(int(np.ceil(n[0] / 8)) + 1, mode="common", batch_size=8)
   assert out[0]["poses_2d"].shape == (1, 8, 5, K, 2)
   epoch = stream(out, 0)[:n[0]]
@@ -181,47 +176,25 @@ def test_deterministic_for_a_seed_and_seeds_differ():
 
 
 def test_start_step_resumes_the_uninterrupted_stream():
-  kwargs = dict(steps_per_action=(9, 4, 6), batch_size=3)
-  straight = batches(9, **kwargs)
+  straight = batches(9, batch_size=3)
   for k in (1, 5):
-    resumed = batches(9 - k, start_step=k, **kwargs)
+    resumed = batches(9 - k, start_step=k, batch_size=3)
     for x, y in zip(straight[k:], resumed):
       for key in x:
         np.testing.assert_array_equal(x[key], y[key])
 
 
-def test_schedule_formula_by_hand():
-  positions, active = zip(*(ip.schedule(s, np.array([4, 2, 3]), 4) for s in range(4)))
-  np.testing.assert_array_equal(positions, [[0, 0, 0], [1, 0, 0], [2, 1, 1], [3, 1, 2]])
-  np.testing.assert_array_equal(active, [[1, 0, 0], [1, 1, 1], [1, 0, 1], [1, 1, 1]])
-
-
-def test_lock_step_schedule_in_batches():
-  steps = np.array([7, 3, 5])
-  out = batches(7, steps_per_action=tuple(steps), batch_size=2)
-  for s, b in enumerate(out):
-    np.testing.assert_array_equal(b["position"], s * steps // 7)
-    np.testing.assert_array_equal(b["active"], (s + 1) * steps // 7 > s * steps // 7)
-  for a in range(3):
-    active = [b for b in out if b["active"][a]]
-    assert [int(b["position"][a]) for b in active] == list(range(steps[a]))
-    # Each action's updates see exactly the batches of its own uninterrupted stream.
-    own = batches(steps[a], batch_size=2)
-    for b, o in zip(active, own):
-      np.testing.assert_array_equal(b["poses_2d"][a], o["poses_2d"][a])
-
-
 def test_examples_per_epoch_by_hand():
-  np.testing.assert_array_equal(ip.examples_per_epoch(DATASET, ACTIONS, "action_based", False),
+  np.testing.assert_array_equal(slices.examples_per_epoch(DATASET, ACTIONS, "action_based", False),
                                 [5, 9, 11])
-  np.testing.assert_array_equal(ip.examples_per_epoch(DATASET, ACTIONS, "action_based", True),
+  np.testing.assert_array_equal(slices.examples_per_epoch(DATASET, ACTIONS, "action_based", True),
                                 [10, 18, 22])
-  np.testing.assert_array_equal(ip.examples_per_epoch(DATASET, ACTIONS, "common", True), [50])
-  np.testing.assert_array_equal(ip.examples_per_epoch(DATASET, ("Walking",), "common", False), [11])
+  np.testing.assert_array_equal(slices.examples_per_epoch(DATASET, ACTIONS, "common", True), [50])
+  np.testing.assert_array_equal(slices.examples_per_epoch(DATASET, ("Walking",), "common", False), [11])
 
 
 def test_example_blocks_by_hand():
-  start, frame, length, flip = ip.example_blocks([3, 2], augment=True)
+  start, frame, length, flip = sampling.example_blocks([3, 2], augment=True)
   np.testing.assert_array_equal(start, [0, 3, 6, 8])
   np.testing.assert_array_equal(frame, [0, 0, 3, 3])
   np.testing.assert_array_equal(length, [3, 3, 2, 2])
@@ -233,7 +206,6 @@ def test_example_blocks_by_hand():
     (dict(actions=("Eating", "Greeting")), "Greeting"),
     (dict(receptive_field=4), "odd"),
     (dict(batch_size=0), "batch_size"),
-    (dict(steps_per_action=(1, 2)), "steps per action"),
 ])
 def test_user_errors(kwargs, match):
   with pytest.raises(PosejaxError, match=match):

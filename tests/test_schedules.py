@@ -68,18 +68,6 @@ def test_bad_budget_arguments(kw, msg):
     schedules.make_budget(**args)
 
 
-def test_lockstep_spreads_each_models_steps_evenly():
-  steps = np.array([10, 4, 7, 1])
-  total = 10
-  active = np.stack([schedules.lockstep_active(s, steps, total) for s in range(total)])
-  np.testing.assert_array_equal(active.sum(0), steps)  # every model gets exactly its budget
-  np.testing.assert_array_equal(schedules.lockstep_position(total, steps, total), steps)
-  positions = np.stack([schedules.lockstep_position(s, steps, total) for s in range(total + 1)])
-  np.testing.assert_array_equal(np.diff(positions, axis=0), active)
-  # Half-way through, each model has done half of its steps (rounded down).
-  np.testing.assert_array_equal(schedules.lockstep_position(5, steps, total), steps // 2)
-
-
 def test_log_steps():
   assert schedules.log_steps(10, 2) == [(1, 5), (2, 10)]
   assert schedules.log_steps(9, 2, logs_per_epoch=2) == [(0.5, 3), (1, 5), (1.5, 7), (2, 9)]
@@ -91,7 +79,7 @@ def test_learning_rate_and_bn_momentum_reference_values():
   # Spec 10.5 / 10.6, E = 80: lr 1.738e-5 in epoch index 79; momentum 0.1, 0.0944, 0.01, 0.00106.
   b = schedules.make_budget("fixed", "common", 80, 15, [1000], 100)
   fn = jax.jit(schedules.hyperparams_fn(b, 1e-3, 0.95, 0.1, 0.001))
-  hp = jax.vmap(fn)(jnp.array([[0], [1], [40], [79]]))
+  hp = jax.vmap(fn)(jnp.array([[0], [1], [40], [79]]), jnp.zeros((4, 1), jnp.int32))
   np.testing.assert_allclose(hp["learning_rate"][:, 0], [1e-3, 9.5e-4, 1e-3 * 0.95**40, 1.7384e-5],
                              rtol=1e-4)
   np.testing.assert_allclose(hp["bn_momentum"][:, 0], [0.1, 0.094406, 0.01, 0.00105925], rtol=1e-4)
@@ -101,7 +89,7 @@ def test_hyperparams_per_action_and_padding():
   n = np.array([100, 300])
   b = schedules.make_budget("equal_samples", "action_based", 4, 15, n, 10)
   fn = schedules.hyperparams_fn(b, 1e-3, 0.95, 0.1, 0.001, num_models=3)
-  hp = fn(jnp.array([4, 2, 0]))
+  hp = fn(jnp.array([4, 2, 0]), jnp.arange(3))
   # Model 0 (1/4 of the data): 4 own epochs = 1 common epoch of data; budget 16 own epochs.
   np.testing.assert_allclose(hp["learning_rate"][:2], [1e-3 * 0.95, 1e-3 * 0.95**1.5], rtol=1e-5)
   np.testing.assert_allclose(hp["bn_momentum"][:2], [0.1 * 0.01**(4 / 16), 0.1 * 0.01**(2 / (16 / 3))],

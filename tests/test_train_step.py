@@ -1,4 +1,4 @@
-"""Tests for posejax.train_step: one-model step, vmapped stacked step, active masks, lock-step.
+"""Tests for posejax.train_step: one-model step, the slot step over stacked models, accumulators.
 
 Every jitted function is built once per shape (XLA:CPU compilations dominate the run time).
 """
@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from posejax import optim, schedules, train_step as ts
+from posejax import optim, schedules, slices, train_step as ts
 from posejax.model import TemporalModel, receptive_field
 
 K, J, C, B = 4, 3, 16, 8
@@ -35,14 +35,15 @@ def _state(seed=0):
 
 
 @functools.lru_cache(maxsize=None)
-def _multi(ids):
-  """Jitted stacked step for models with 1-epoch budgets (lr 1e-3 * 0.95^e, BN 0.1 * 0.01^e)."""
+def _slot_step(ids, slots):
+  """Jitted slot step for models with 1-epoch budgets (lr 1e-3 * 0.95^e, BN 0.1 * 0.01^e)."""
   n = len(ids)
   budget = schedules.Budget("fixed", 1, B, np.full(n, 100), np.ones(n), np.full(n, B),
                             np.ones(n, np.int64), np.ones(n))
   fn = schedules.hyperparams_fn(budget, 1e-3, 0.95, 0.1, 0.001)
-  return jax.jit(functools.partial(ts.multi_train_step, model=MODEL, optimizer=TX, hyperparams_fn=fn,
-                                   model_ids=jnp.asarray(ids)))
+  layout = slices.SlotLayout(groups=1, models_per_group=n, slots_per_group=slots)
+  return jax.jit(functools.partial(ts.slot_step, model=MODEL, optimizer=TX, hyperparams_fn=fn,
+                                   model_ids=jnp.asarray(ids), layout=layout))
 
 
 def test_loss_is_mpjpe_against_root_zeroed_target():
@@ -84,61 +85,71 @@ def test_training_reduces_the_loss():
   assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:5])
 
 
-def test_vmapped_step_equals_separate_models_and_masks_inactive():
+def test_slot_step_steps_the_slot_models_and_leaves_the_others_bit_for_bit():
   stacked = ts.init_stacked_state(MODEL, TX, 7, jnp.asarray(IDS), (1, RF, K, 2))
-  batch = _batch(1, models=3)
-  batch.update(active=np.array([True, False, True]), epoch=np.array([0, 0, 2]))
+  batch = _batch(1, models=2)
+  slots = {"model": jnp.array([2, 0], jnp.int32), "epoch": jnp.array([2, 0], jnp.int32)}
   rng = jax.random.key(11)
-  new, metrics = _multi(IDS)(stacked, batch, rng)
-  for a in range(3):
+  new, metrics = _slot_step(IDS, 2)(stacked, batch, slots, rng)
+  for k, a in enumerate([2, 0]):
     state_a = jax.tree.map(lambda x: x[a], stacked)
-    e = int(batch["epoch"][a])
+    e = int(slots["epoch"][k])
     hp = {"learning_rate": jnp.float32(1e-3 * 0.95**e), "bn_momentum": jnp.float32(0.1 * 0.01**e)}
-    want, m = STEP(state_a, {k: batch[k][a] for k in ("poses_2d", "poses_3d")}, hp,
+    want, m = STEP(state_a, {key: batch[key][k] for key in ("poses_2d", "poses_3d")}, hp,
                    jax.random.fold_in(rng, IDS[a]))
-    got = jax.tree.map(lambda x: x[a], new)
-    if not batch["active"][a]:
-      want = state_a  # bit for bit unchanged
-      jax.tree.map(np.testing.assert_array_equal, got, want)
-    jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=2e-5, atol=2e-6), got, want)
-    np.testing.assert_allclose(metrics["loss"][a], m["loss"], rtol=1e-5)
-  assert metrics["active"].tolist() == [True, False, True]
+    jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=2e-5, atol=2e-6),
+                 jax.tree.map(lambda x: x[a], new), want)
+    np.testing.assert_allclose(metrics["loss"][k], m["loss"], rtol=1e-5)
+  # Model 1 is in no slot: untouched.
+  jax.tree.map(np.testing.assert_array_equal, jax.tree.map(lambda x: x[1], new),
+               jax.tree.map(lambda x: x[1], stacked))
   # Models start from different keys, each as if initialised alone.
   assert not np.allclose(stacked.params["shrink"]["bias"][0], stacked.params["shrink"]["bias"][1])
   alone = ts.init_state(MODEL, TX, ts.model_key(7, IDS[1]), (1, RF, K, 2))
   jax.tree.map(np.testing.assert_array_equal, jax.tree.map(lambda x: x[1], stacked), alone)
 
 
-def test_lockstep_model_equals_its_independent_run():
-  """A model with 2 of 4 global steps ends as the same model trained alone for 2 steps.
+def test_empty_slots_change_nothing():
+  stacked = ts.init_stacked_state(MODEL, TX, 7, jnp.asarray(IDS), (1, RF, K, 2))
+  slots = {"model": jnp.array([1, 3], jnp.int32), "epoch": jnp.zeros(2, jnp.int32)}  # 3 = empty
+  new, _ = _slot_step(IDS, 2)(stacked, _batch(2, models=2), slots, jax.random.key(0))
+  for a in (0, 2):
+    jax.tree.map(np.testing.assert_array_equal, jax.tree.map(lambda x: x[a], new),
+                 jax.tree.map(lambda x: x[a], stacked))
+  assert new.step.tolist() == [0, 1, 0]
 
-  The stacked run is vmapped, the lone run takes the one-model path of `multi_train_step`.
-  """
-  steps, total = np.array([4, 2, 3]), 4
+
+def test_a_scheduled_model_equals_its_independent_run():
+  """Model 1, packed into slots beside others, ends as the same model trained alone."""
+  counts, slot_count = np.array([4, 2, 3]), 2
+  rows = slices.pack_segment(counts, slot_count)
   state = ts.init_stacked_state(MODEL, TX, 5, jnp.asarray(IDS), (1, RF, K, 2))
   alone = jax.tree.map(lambda x: x[1:2], state)
   rng = jax.random.key(2)
+  positions = slices.row_positions(rows, np.zeros(3, np.int64))
   seen = []
-  for s in range(total):
-    pos = schedules.lockstep_position(s, steps, total)
-    batch = _batch(100 + int(pos[1]), models=3)  # model 1's data depends on its own position only
-    batch.update(active=schedules.lockstep_active(s, steps, total), epoch=np.zeros(3, np.int32))
-    state, _ = _multi(IDS)(state, batch, rng)
-    if batch["active"][1]:
-      seen.append(int(pos[1]))
+  for row, pos in zip(rows, positions):
+    # A slot's data depend on its model's own step only.
+    batch = {k: np.stack([_batch(100 * m + p)[k] for m, p in zip(row, pos)]) for k in ("poses_2d", "poses_3d")}
+    slots = {"model": jnp.asarray(row), "epoch": jnp.zeros(slot_count, jnp.int32)}
+    state, _ = _slot_step(IDS, slot_count)(state, batch, slots, rng)
+    seen += [int(p) for m, p in zip(row, pos) if m == 1]
   assert seen == [0, 1]
   for p in range(2):
-    b = {k: v[1:2] for k, v in _batch(100 + p, models=3).items()}
-    b.update(active=np.array([True]), epoch=np.zeros(1, np.int32))
-    alone, _ = _multi(IDS[1:2])(alone, b, rng)
+    b = {k: v[None] for k, v in _batch(100 + p).items()}
+    alone, _ = _slot_step(IDS[1:2], 1)(alone, b, {"model": jnp.zeros(1, jnp.int32),
+                                                  "epoch": jnp.zeros(1, jnp.int32)}, rng)
   jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-5, atol=1e-6),
                jax.tree.map(lambda x: x[1:2], state), alone)
   assert state.step.tolist() == [4, 2, 3]
 
 
-def test_accumulate_counts_active_models_only():
-  acc = ts.init_accumulator(2)
-  acc = ts.accumulate(acc, {"loss": jnp.array([1.0, 2.0]), "active": jnp.array([True, False])})
-  acc = ts.accumulate(acc, {"loss": jnp.array([3.0, 4.0]), "active": jnp.array([True, True])})
-  np.testing.assert_allclose(acc["loss_sum"], [4.0, 4.0])
-  assert acc["steps"].tolist() == [2, 1]
+def test_accumulate_adds_slot_losses_to_their_models_and_flags_non_finite():
+  acc = ts.init_accumulator(3)
+  acc = ts.accumulate(acc, jnp.array([0, 3]), jnp.array([1.0, 9.0]), 0)  # slot 2 empty
+  acc = ts.accumulate(acc, jnp.array([2, 0]), jnp.array([3.0, 4.0]), 1)
+  acc = ts.accumulate(acc, jnp.array([1, 2]), jnp.array([jnp.nan, jnp.inf]), 2)
+  acc = ts.accumulate(acc, jnp.array([1, 2]), jnp.array([jnp.nan, 1.0]), 3)
+  np.testing.assert_allclose(acc["loss_sum"][0], 5.0)
+  assert acc["steps"].tolist() == [2, 2, 3]
+  assert acc["first_nonfinite"].tolist() == [-1, 2, 2]

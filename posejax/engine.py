@@ -1,0 +1,167 @@
+"""The compiled training loop of a run: slots of stacked models over resident or host data.
+
+Two input paths feed the same step (`train_step.slot_step`):
+
+* 'device' (default): the frame tables (`sampling.WindowTable`) live on the device; a compiled
+  call runs up to `steps_per_call` global steps in a `fori_loop`, each gathering its windows
+  on the device from the schedule rows (slot model, its own step count, its own epoch). The
+  host sends a few hundred bytes of schedule per step and never waits between log points.
+* 'host': tf.data gathers the same windows on the host (`input_pipeline`), one call per step;
+  for tables that do not fit the device.
+
+No TensorFlow or ml_collections here: benchmarks drive this module directly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Iterator
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from posejax import sampling, sharding, slices, train_step
+
+PyTree = Any
+INPUTS = ("device", "host")
+
+
+@dataclasses.dataclass(frozen=True)
+class Engine:
+  """Everything static about a run's steps.
+
+  Attributes:
+    model: the training model (strided form).
+    optimizer: `optim.adam_amsgrad()`.
+    hyperparams_fn: ((K,) epochs, (K,) models) -> lr and BN momentum.
+    model_ids: (A',) int32 stable model ids.
+    layout: the device mesh and model padding.
+    slots: how the K slots lie on the mesh's action groups.
+    spec: the windows' static description.
+    examples: (A,) n_a of the real models.
+    steps_per_call: global steps per compiled call on the device path.
+  """
+  model: nn.Module
+  optimizer: optax.GradientTransformation
+  hyperparams_fn: Callable
+  model_ids: np.ndarray
+  layout: sharding.Layout
+  slots: slices.SlotLayout
+  spec: sampling.WindowSpec
+  examples: np.ndarray
+  steps_per_call: int = 16
+
+  @property
+  def num_models(self) -> int:
+    return len(self.examples)
+
+  def schedule_inputs(self, rows: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """(T, K, 3) int32 per slot: global model index (A' empty), own step count, own epoch."""
+    at = slices.row_positions(rows, positions).astype(np.int64)
+    n = np.asarray(self.examples, np.int64)[np.minimum(rows, self.num_models - 1)]
+    epoch = at * self.spec.batch_size // n
+    return np.stack([rows, at, np.where(rows < len(positions), epoch, 0)], axis=-1).astype(np.int32)
+
+  def _one_step(self, state, acc, batch, row, global_step, rng):
+    slots_in = {"model": row[:, 0], "epoch": row[:, 2]}
+    state, metrics = train_step.slot_step(
+        state, batch, slots_in, rng, model=self.model, optimizer=self.optimizer,
+        hyperparams_fn=self.hyperparams_fn, model_ids=jnp.asarray(self.model_ids), layout=self.slots)
+    return state, train_step.accumulate(acc, row[:, 0], metrics["loss"], global_step)
+
+  def _batch_sharding(self) -> NamedSharding:
+    return NamedSharding(self.layout.mesh, P("action", "data"))
+
+  def device_batch(self, tables, row):
+    """The slots' windows gathered on the device from the resident tables."""
+    slice_index = jnp.minimum(row[:, 0], self.num_models - 1)
+    batch = sampling.device_batch(tables, self.spec, slice_index, row[:, 1])
+    return jax.lax.with_sharding_constraint(batch, self._batch_sharding())
+
+  def _run_rows(self, state, acc, tables, rows, count, base_step, rng):
+    """Global steps rows[0:count] (rows: (C, K, 3), a fixed C: one compilation)."""
+    def body(i, carry):
+      state, acc = carry
+      row = rows[i]
+      return self._one_step(state, acc, self.device_batch(tables, row), row, base_step + i, rng)
+    return jax.lax.fori_loop(0, count, body, (state, acc))
+
+  def compile_device(self, state, acc, tables, rng):
+    """The compiled `fn(state, acc, tables, rows (C,K,3), count, base_step, rng) -> (state, acc)`."""
+    model, replicated = self.layout.model_sharding, self.layout.replicated
+    fn = jax.jit(self._run_rows, in_shardings=(model, model, replicated, replicated, replicated, replicated,
+                                               replicated),
+                 out_shardings=(model, model), donate_argnums=(0, 1))
+    rows = np.zeros((self.steps_per_call, self.slots.slots, 3), np.int32)
+    return fn.lower(state, acc, tables, rows, np.int32(0), np.int32(0), rng).compile()
+
+  def compile_host(self, state, acc, batch, rng):
+    """The compiled `fn(state, acc, batch, row (K,3), global_step, rng) -> (state, acc)`."""
+    model, replicated = self.layout.model_sharding, self.layout.replicated
+    batch_sharding = jax.tree.map(lambda _: self._batch_sharding(), batch)
+    fn = jax.jit(self._one_step, in_shardings=(model, model, batch_sharding, replicated, replicated, replicated),
+                 out_shardings=(model, model), donate_argnums=(0, 1))
+    row = np.zeros((self.slots.slots, 3), np.int32)
+    return fn.lower(state, acc, batch, row, np.int32(0), rng).compile()
+
+
+def put_tables(table: sampling.WindowTable, layout: sharding.Layout) -> dict[str, jax.Array]:
+  """The frame tables on every device (replicated; the flip is applied on the fly)."""
+  return sharding.put_global(table.arrays(), layout.replicated)
+
+
+def run_segment_device(engine: Engine, compiled, state, acc, tables, inputs: np.ndarray, base_step: int,
+                       rng, should_stop: Callable[[], bool] = lambda: False,
+                       on_chunk: Callable[[int], None] = lambda n: None):
+  """Runs the schedule rows `inputs` (T, K, 3) in calls of `steps_per_call` rows.
+
+  Returns (state, acc, rows done); stops early (at a call boundary) when `should_stop()`.
+  """
+  c = engine.steps_per_call
+  done = 0
+  replicated = engine.layout.replicated
+  while done < len(inputs):
+    count = min(c, len(inputs) - done)
+    chunk = np.zeros((c,) + inputs.shape[1:], np.int32)
+    chunk[:count] = inputs[done:done + count]
+    # Small host arrays: their transfer is asynchronous; the loop never reads a result here.
+    state, acc = compiled(state, acc, tables, sharding.put_global(chunk, replicated),
+                          np.int32(count), np.int32(base_step + done), rng)
+    done += count
+    on_chunk(count)
+    if should_stop():
+      break
+  return state, acc, done
+
+
+def run_segment_host(engine: Engine, compiled, state, acc, batches: Iterator[dict[str, np.ndarray]],
+                     inputs: np.ndarray, base_step: int, rng, should_stop: Callable[[], bool] = lambda: False,
+                     on_chunk: Callable[[int], None] = lambda n: None):
+  """Runs the rows `inputs` (T, K, 3) one step per call, windows from the host `batches`."""
+  done = 0
+  batch_sharding = NamedSharding(engine.layout.mesh, P("action", "data"))
+  while done < len(inputs):
+    host = next(batches)
+    batch = sharding.put_global({k: host[k] for k in ("poses_2d", "poses_3d")}, batch_sharding)
+    state, acc = compiled(state, acc, batch, inputs[done], np.int32(base_step + done), rng)
+    done += 1
+    on_chunk(1)
+    if should_stop():
+      break
+  return state, acc, done
+
+
+def host_batch_example(engine: Engine, table: sampling.WindowTable) -> dict[str, jax.ShapeDtypeStruct]:
+  """Shapes of one host batch (for compiling the host step before the first batch)."""
+  k, b, rf = engine.slots.slots, engine.spec.batch_size, engine.spec.receptive_field
+  return {"poses_2d": jax.ShapeDtypeStruct((k, b, rf) + table.frames_2d.shape[1:], jnp.float32),
+          "poses_3d": jax.ShapeDtypeStruct((k, b, 1) + table.targets_3d.shape[1:], jnp.float32)}
+
+
+def fresh_accumulator(layout: sharding.Layout) -> dict[str, jax.Array]:
+  return jax.jit(lambda: train_step.init_accumulator(layout.padded_models),
+                 out_shardings=layout.model_sharding)()
