@@ -17,6 +17,12 @@ Every other config imports this one and changes what differs. Keys:
     samples of `epochs` common epochs; lr/BN schedules advance per unit of data).
   train.logs_per_epoch: log points (validation, metrics.jsonl line) per common epoch.
   checkpoint.every_epochs: checkpoint every N log points (and at the end, and on SIGTERM).
+  data.source: 'npz' (data.dir holds data_3d_h36m.npz and data_2d_h36m_<keypoints>.npz) or
+    'tfds' (data.dir is a TFDS data dir, local or gs://..., holding h36m_posejax/<keypoints>
+    built by `python -m posejax.data.tfds_h36m --data-dir NPZ_DIR --out DIR`). Both give the
+    same records and dataset fingerprint; data.synthetic_frames applies to 'npz' only.
+  data.synthetic_frames: > 0 generates synthetic files when missing, only into a missing or
+    empty data.dir or one the generator wrote before (.posejax_synthetic.json).
 """
 
 import ml_collections
@@ -32,6 +38,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.compilation_cache_dir = ml_collections.config_dict.placeholder(str)
 
   config.data = ml_collections.ConfigDict()
+  config.data.source = "npz"  # or "tfds": data.dir is then a TFDS data dir (see above)
   config.data.dir = "data"
   config.data.keypoints = "cpn_ft_h36m_dbb"
   config.data.train_subjects = ("S1", "S5", "S6", "S7", "S8")

@@ -1,5 +1,6 @@
 """Tests for posejax.data.synthetic: published file structure, geometry, determinism, actions."""
 
+import hashlib
 import os
 
 import numpy as np
@@ -230,4 +231,70 @@ def test_main_writes_and_overwrites(tmp_path, capsys):
   second = _load(os.path.join(out, "data_3d_h36m.npz"))["positions_3d"]
   assert set(first) == set(second) == {"S1", "S5", "S6", "S7", "S8", "S9", "S11"}
   assert not np.array_equal(first["S9"]["Walking"][:16], second["S9"]["Walking"][:16])
-  assert sorted(os.listdir(out)) == sorted(synthetic.FILE_NAMES.values())  # no temporary files left
+  # No temporary files left; the marker records the second generation.
+  assert sorted(os.listdir(out)) == sorted([*synthetic.FILE_NAMES.values(), synthetic.MARKER])
+  marker = synthetic.read_marker(out)
+  assert (marker["frames"], marker["seed"], marker["complete"]) == (16, 4, True)
+  assert marker["files"]["data_3d_h36m.npz"] == hashlib.sha256(
+      open(os.path.join(out, "data_3d_h36m.npz"), "rb").read()).hexdigest()
+
+
+def _snapshot(directory):
+  """name -> (bytes, mtime_ns) of every entry: proves nothing was written or replaced."""
+  out = {}
+  for name in sorted(os.listdir(directory)):
+    path = os.path.join(directory, name)
+    with open(path, "rb") as f:
+      out[name] = (f.read(), os.stat(path).st_mtime_ns)
+  return out
+
+
+def test_never_writes_into_a_directory_with_other_files(tmp_path):
+  out = tmp_path / "data"
+  out.mkdir()
+  (out / "notes.txt").write_text("mine")
+  (out / "data_2d_h36m_cpn_ft_h36m_dbb.npz").write_bytes(b"user data")
+  before = _snapshot(out)
+  for overwrite in (False, True):
+    with pytest.raises(PosejaxError, match="did not write .*notes.txt"):
+      synthetic.generate(str(out), frames=16, subjects=("S1",), overwrite=overwrite)
+  assert _snapshot(out) == before
+
+
+def test_replaces_only_its_own_unchanged_files(tmp_path):
+  out = str(tmp_path / "data")
+  synthetic.generate(out, frames=16, seed=1, subjects=("S1",))
+  # A file the user put into the marked directory is kept when the generator reruns.
+  with open(os.path.join(out, "data_2d_h36m_mine.npz"), "wb") as f:
+    f.write(b"user data")
+  synthetic.generate(out, frames=16, seed=2, subjects=("S1",), overwrite=True)
+  assert open(os.path.join(out, "data_2d_h36m_mine.npz"), "rb").read() == b"user data"
+  # A generated file the user replaced is no longer the generator's to overwrite.
+  path_3d = os.path.join(out, "data_3d_h36m.npz")
+  with open(path_3d, "wb") as f:
+    f.write(b"real data")
+  before = _snapshot(out)
+  with pytest.raises(PosejaxError, match="data_3d_h36m.npz changed since"):
+    synthetic.generate(out, frames=16, seed=3, subjects=("S1",), overwrite=True)
+  assert _snapshot(out) == before
+
+
+def test_an_interrupted_generation_can_be_redone(tmp_path, monkeypatch):
+  out = str(tmp_path / "data")
+  calls = []
+
+  def failing_savez(path, **arrays):
+    calls.append(path)
+    if len(calls) == 2:
+      raise KeyboardInterrupt
+    real_savez(path, **arrays)
+
+  real_savez = synthetic.atomic_savez
+  monkeypatch.setattr(synthetic, "atomic_savez", failing_savez)
+  with pytest.raises(KeyboardInterrupt):
+    synthetic.generate(out, frames=16, subjects=("S1",))
+  assert synthetic.read_marker(out)["complete"] is False
+  assert sorted(os.listdir(out)) == sorted(["data_3d_h36m.npz", synthetic.MARKER])
+  monkeypatch.setattr(synthetic, "atomic_savez", real_savez)
+  synthetic.generate(out, frames=16, subjects=("S1",), overwrite=True)
+  assert synthetic.read_marker(out)["complete"] is True

@@ -92,6 +92,28 @@ def test_custom_keypoint_source(dirs):
   records = tfds_h36m.load_records(tfds_dir, "my_keypoints", ["S1"], ["Sitting"], manual_dir=raw)
   assert records.num_keypoints == 16 and records.sequences[0].poses_2d.shape[1:] == (16, 2)
   assert_same_dataset(records, load_h36m(raw, "my_keypoints", ["S1"], ["Sitting"]))
+  # Once built, the custom source is read without the npz files (sized from the built dataset).
+  again = tfds_h36m.load_records(tfds_dir, "my_keypoints", ["S1"], ["Sitting"])
+  assert_same_dataset(again, records)
+
+
+def test_dataset_records_the_npz_fingerprint(dirs):
+  from posejax.data.h36m import dataset_fingerprint
+
+  raw, tfds_dir = dirs
+  builder = tfds_h36m.prepared_builder(tfds_dir, "gt", manual_dir=raw)
+  assert tfds_h36m.dataset_fingerprint(builder) == dataset_fingerprint(raw, "gt")
+
+
+def test_required_actions_are_checked_like_the_direct_loader(dirs):
+  raw, tfds_dir = dirs
+  builder = tfds_h36m.prepared_builder(tfds_dir, "gt", manual_dir=raw)
+  with pytest.raises(PosejaxError, match="Greeting have no sequences for subject S1"):
+    tfds_h36m.read_records(builder, ["S1"], ["Walking", "Greeting"], require_actions=True)
+  with pytest.raises(PosejaxError, match="Greeting"):
+    load_h36m(raw, "gt", ["S1"], ["Walking", "Greeting"])
+  lenient = tfds_h36m.read_records(builder, ["S1"], ["Walking", "Greeting"])
+  assert_same_dataset(lenient, load_h36m(raw, "gt", ["S1"], ["Walking"]))
 
 
 def test_split_names_follow_subject_then_action_table_order():
@@ -103,8 +125,10 @@ def test_user_errors(dirs, tmp_path):
   raw, tfds_dir = dirs
   with pytest.raises(PosejaxError, match="S7"):
     tfds_h36m.load_records(tfds_dir, "gt", ["S7"], manual_dir=raw)
-  with pytest.raises(PosejaxError, match="not built"):
+  with pytest.raises(PosejaxError, match="not built; build it with `python -m posejax.data.tfds_h36m"):
     tfds_h36m.load_records(str(tmp_path / "empty"), "gt")
+  with pytest.raises(PosejaxError, match="h36m_posejax/unbuilt_source .*not built"):
+    tfds_h36m.load_records(str(tmp_path / "empty"), "unbuilt_source")
   with pytest.raises(PosejaxError, match="Hopping"):
     tfds_h36m.load_split_names(["S1"], ["Greeting", "Hopping"])
 
@@ -120,3 +144,16 @@ def test_pipeline_batches_from_tfds_equal_those_from_the_files(dirs):
   from_files = next(input_pipeline.train_batches(load_h36m(raw, "gt", ["S1", "S5"]), **kwargs))
   for key in from_files:
     np.testing.assert_array_equal(from_tfds[key], from_files[key])
+
+
+def test_command_line_builds_every_source_by_default(tmp_path, capsys):
+  raw = tmp_path / "raw"
+  raw.mkdir()
+  write_published_files(raw, [("gt", 17, H36M_SYMMETRY), ("my_keypoints", 16, MPII_SYMMETRY)])
+  out = str(tmp_path / "tfds")
+  assert tfds_h36m.main(["--data-dir", str(raw), "--out", out]) == 0
+  lines = [line for line in capsys.readouterr().out.splitlines() if ": " + out in line]  # not TFDS's
+  assert [line.split(":")[0] for line in lines] == ["gt", "my_keypoints"]
+  assert all("40 examples in 6 splits" in line for line in lines)
+  assert tfds_h36m.main(["--data-dir", str(tmp_path / "none"), "--out", out]) == 2
+  assert "no data_2d_h36m_<source>.npz files" in capsys.readouterr().err

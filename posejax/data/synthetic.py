@@ -16,6 +16,12 @@ Files written to `--out` (videopose3d.md section 4):
 * `data_2d_h36m_synthetic.npz`: detector-like 2D (correlated jitter, outliers, larger
   errors on wrists and ankles), videos a few frames longer than the mocap.
 * `data_2d_custom_synthetic.npz`: two in-the-wild style videos in COCO keypoint order.
+* `.posejax_synthetic.json`: the marker (generator parameters, SHA-256 of each file).
+
+The generator never writes over files it did not write: it writes only into a missing or
+empty directory, or into one that holds its marker, and there replaces only the files the
+marker records unchanged. The marker is written before the files (listing them, without
+digests) and again after them with their digests, so an interrupted run can be redone.
 
 Usage: `python -m posejax.data.synthetic --out DIR [--frames N] [--seed S] [--overwrite]`.
 """
@@ -23,6 +29,8 @@ Usage: `python -m posejax.data.synthetic --out DIR [--frames N] [--seed S] [--ov
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import os
 import sys
 import time
@@ -36,7 +44,7 @@ from posejax.data import motions
 from posejax.data.actions import ACTIONS
 from posejax.data.h36m_cameras import H36M_SUBJECTS, TRAIN_SUBJECTS, CameraParams, h36m_cameras
 from posejax.errors import PosejaxError
-from posejax.io_utils import atomic_savez
+from posejax.io_utils import atomic_savez, atomic_write_text
 from posejax.skeleton import H36M_KEPT_JOINTS, H36M_SKELETON_32, LAYOUTS
 
 PARENTS = np.asarray(H36M_SKELETON_32.parents)
@@ -288,6 +296,9 @@ def coco_keypoints(positions: np.ndarray, rotations: np.ndarray, offsets: np.nda
 
 FILE_NAMES = {"positions_3d": "data_3d_h36m.npz", "gt": "data_2d_h36m_gt.npz",
               "synthetic": "data_2d_h36m_synthetic.npz", "custom": "data_2d_custom_synthetic.npz"}
+SOURCES_2D = ("gt", "synthetic")  # the `data_2d_h36m_<source>.npz` files written
+MARKER = ".posejax_synthetic.json"
+_GENERATOR = "posejax.data.synthetic"
 CUSTOM_VIDEOS = {"walk_demo.mp4": "Walking", "wave_demo.mp4": "Greeting"}
 _H36M_LAYOUT, _COCO_LAYOUT = LAYOUTS["h36m"], LAYOUTS["coco"]
 
@@ -343,33 +354,102 @@ def _summary(positions_3d: dict, paths: dict[str, str], seed: int) -> str:
           + "; ".join(parts) + ". Wrote " + ", ".join(paths.values()) + ".")
 
 
+def _sha256(path: str) -> str:
+  digest = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      digest.update(block)
+  return digest.hexdigest()
+
+
+def read_marker(out_dir: str) -> dict | None:
+  """The marker of `out_dir` ({'frames', 'seed', 'subjects', 'complete', 'files'}), or None."""
+  path = os.path.join(out_dir, MARKER)
+  if not os.path.isfile(path):
+    return None
+  try:
+    with open(path) as f:
+      marker = json.load(f)
+  except (OSError, ValueError) as e:
+    raise PosejaxError(f"{path}: unreadable synthetic-data marker ({e})") from None
+  if not isinstance(marker, dict) or marker.get("generator") != _GENERATOR or not isinstance(
+      marker.get("files"), dict):
+    raise PosejaxError(f"{path}: not a marker written by {_GENERATOR}")
+  return marker
+
+
+def unwritable_reason(out_dir: str) -> str | None:
+  """Why `generate` may not write into `out_dir`, or None when it may.
+
+  It may write into a missing or empty directory, or into one holding its marker where every
+  file of `FILE_NAMES` present is recorded in the marker (with its digest, unchanged, when the
+  generation completed). Other files of a marked directory are left alone.
+  """
+  if not os.path.exists(out_dir):
+    return None
+  if not os.path.isdir(out_dir):
+    return f"{out_dir} is not a directory"
+  marker = read_marker(out_dir)
+  if marker is None:
+    entries = sorted(os.listdir(out_dir))
+    if not entries:
+      return None
+    shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+    return (f"{out_dir} holds files {_GENERATOR} did not write ({shown}); it writes only into an "
+            f"empty directory or one it generated (marked by {MARKER})")
+  for name in FILE_NAMES.values():
+    path = os.path.join(out_dir, name)
+    if not os.path.lexists(path):
+      continue
+    if name not in marker["files"] or not os.path.isfile(path):
+      return f"{path} was not written by {_GENERATOR} (not recorded in {MARKER})"
+    digest = marker["files"][name]
+    if marker.get("complete") and digest != _sha256(path):
+      return f"{path} changed since {_GENERATOR} wrote it (SHA-256 differs from {MARKER})"
+  return None
+
+
+def _write_marker(out_dir: str, frames: int, seed: int, subjects: tuple[str, ...],
+                  digests: dict[str, str | None]) -> None:
+  marker = {"generator": _GENERATOR, "frames": frames, "seed": seed, "subjects": list(subjects),
+            "complete": all(d is not None for d in digests.values()), "files": digests}
+  atomic_write_text(os.path.join(out_dir, MARKER), json.dumps(marker, indent=1) + "\n")
+
+
 def generate(out_dir: str, *, frames: int = 600, seed: int = 0, subjects: Sequence[str] = H36M_SUBJECTS,
              overwrite: bool = False, log: Callable[[str], None] | None = None) -> dict[str, str]:
-  """Writes the four synthetic files into `out_dir`; returns kind -> path.
+  """Writes the four synthetic files and the marker into `out_dir`; returns kind -> path.
 
-  Kinds: 'positions_3d', 'gt', 'synthetic', 'custom' (file names in `FILE_NAMES`).
+  Kinds: 'positions_3d', 'gt', 'synthetic', 'custom' (file names in `FILE_NAMES`). `overwrite`
+  replaces files of an earlier generation (see `unwritable_reason`), never other files.
 
   Raises:
-    PosejaxError: bad arguments, or a file exists and `overwrite` is False.
+    PosejaxError: bad arguments, a directory it may not write into, or a file of an earlier
+      generation exists and `overwrite` is False.
   """
   subjects = _check_args(frames, seed, subjects)
-  if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-    raise PosejaxError(f"--out {out_dir}: exists and is not a directory")
+  frames, seed = int(frames), int(seed)
+  reason = unwritable_reason(out_dir)
+  if reason is not None:
+    raise PosejaxError(f"--out {out_dir}: not writing synthetic data: {reason}")
   paths = {kind: os.path.join(out_dir, name) for kind, name in FILE_NAMES.items()}
   existing = [p for p in paths.values() if os.path.exists(p)]
   if existing and not overwrite:
     raise PosejaxError(f"{existing[0]}: already exists (pass --overwrite to replace the synthetic files)")
-  positions_3d, gt, detected = _build(int(frames), int(seed), subjects)
+  positions_3d, gt, detected = _build(frames, seed, subjects)
   h36m_meta = {"num_joints": 17, "keypoints_symmetry": _symmetry(_H36M_LAYOUT)}
-  videos = _custom_videos(int(seed), int(frames))
+  videos = _custom_videos(seed, frames)
   custom_meta = {"layout_name": "coco", "num_joints": 17, "keypoints_symmetry": _symmetry(_COCO_LAYOUT),
                  "video_metadata": {v: {"w": 1000, "h": 1002} for v in videos}}
+  os.makedirs(out_dir, exist_ok=True)
+  _write_marker(out_dir, frames, seed, subjects, {name: None for name in FILE_NAMES.values()})
   atomic_savez(paths["positions_3d"], positions_3d=positions_3d)
   atomic_savez(paths["gt"], positions_2d=gt, metadata=h36m_meta)
   atomic_savez(paths["synthetic"], positions_2d=detected, metadata={"layout_name": "h36m", **h36m_meta})
   atomic_savez(paths["custom"], positions_2d={v: {"custom": [k]} for v, k in videos.items()}, metadata=custom_meta)
+  _write_marker(out_dir, frames, seed, subjects, {os.path.basename(p): _sha256(p) for p in paths.values()})
   if log is not None:
-    log(_summary(positions_3d, paths, int(seed)))
+    log(_summary(positions_3d, paths, seed))
   return paths
 
 
@@ -380,7 +460,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument("--out", required=True, help="output directory")
   parser.add_argument("--frames", type=int, default=600, help="mocap frames per sequence (varies +-15%%)")
   parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--overwrite", action="store_true", help="replace existing files")
+  parser.add_argument("--overwrite", action="store_true",
+                      help="replace the files of an earlier generation in --out (never other files)")
   args = parser.parse_args(argv)
   start = time.perf_counter()
   try:
