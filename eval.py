@@ -1,14 +1,18 @@
 """Evaluates a training workdir, renders or exports its predictions, or compares two runs.
 
-  python eval.py --workdir runs/common [--config configs/quickstart.py] [--checkpoint best|latest|STEP]
+  python eval.py --workdir runs/common [--config configs/quickstart.py] [--checkpoint latest|STEP|best]
   python eval.py --workdir runs/common --config CONFIG --config.eval.by_subject=True
   python eval.py --workdir runs/ab --render --viz_subject S11 --viz_action "Walking 1" --viz_camera 0 \
       --viz_output walk.gif --viz_size 3 --viz_downsample 2 --viz_limit 60
   python eval.py --workdir runs/ab --export predictions.npz
   python eval.py --compare runs/common runs/ab --out runs/comparison
 
-The evaluation writes WORKDIR/eval/results.{json,csv,md}; `--config` is optional when the
-workdir holds config.json. The logic lives in posejax.eval_lib and posejax.compare.
+The default checkpoint is the latest: the final model of a finished run, as the reference
+evaluates. `best` (lowest held-out validation MPJPE) exists only for runs with a validation
+split (config.data.valid_subjects); the test set never selects a checkpoint. The evaluation of
+checkpoint step N writes WORKDIR/eval/step_N/results.{json,csv,md}; `--compare` uses each run's
+final checkpoint. `--config` is optional when the workdir holds config.json. The logic lives in
+posejax.eval_lib and posejax.compare.
 """
 
 import sys
@@ -21,9 +25,10 @@ from posejax.errors import PosejaxError
 
 config_flags.DEFINE_config_file("config", None, "Training config file (default: WORKDIR/config.json).")
 flags.DEFINE_string("workdir", None, "Training workdir to evaluate.")
-flags.DEFINE_string("checkpoint", None, "best, latest or a step number (default best; --compare: latest).")
+flags.DEFINE_string("checkpoint", None, "latest (default: the final model), a step number, or best "
+                    "(runs with config.data.valid_subjects only). Not with --compare (final checkpoints).")
 flags.DEFINE_string("compare", None, "DIR_COMMON DIR_AB (or DIR_COMMON,DIR_AB): build the comparison report.")
-flags.DEFINE_string("out", None, "Output folder (default WORKDIR/eval; --compare: DIR_AB/../comparison).")
+flags.DEFINE_string("out", None, "Output folder (default WORKDIR/eval/step_N; --compare: DIR_AB/../comparison).")
 flags.DEFINE_string("compare_action", "Eating", "Single action of Table IV / Fig. 6 ('' for none).")
 flags.DEFINE_bool("by_subject", None, "Per-subject tables too (default: config.eval.by_subject).")
 flags.DEFINE_bool("render", False, "Render one sequence instead of evaluating.")
@@ -48,14 +53,15 @@ def main(argv):
     dirs = [d for d in FLAGS.compare.split(",") if d] + extra
     if len(dirs) != 2:
       raise PosejaxError(f"--compare needs two workdirs (common, then action-based), got {dirs}")
-    compare.compare_runs(dirs[0], dirs[1], FLAGS.out, action=FLAGS.compare_action or None,
-                         checkpoint=FLAGS.checkpoint or "latest")
+    if FLAGS.checkpoint:
+      raise PosejaxError("--checkpoint does not apply to --compare, which uses each run's final checkpoint")
+    compare.compare_runs(dirs[0], dirs[1], FLAGS.out, action=FLAGS.compare_action or None)
     return
   if extra:
     raise PosejaxError(f"unexpected arguments: {' '.join(extra)}")
   if not FLAGS.workdir:
     raise PosejaxError("--workdir is required (or --compare DIR_COMMON DIR_AB)")
-  which = FLAGS.checkpoint or "best"
+  which = FLAGS.checkpoint or eval_lib.DEFAULT_CHECKPOINT
   if FLAGS.render:
     if not FLAGS.viz_subject or not FLAGS.viz_action:
       raise PosejaxError("--render needs --viz_subject and --viz_action")

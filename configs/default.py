@@ -43,6 +43,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.keypoints = "cpn_ft_h36m_dbb"
   config.data.train_subjects = ("S1", "S5", "S6", "S7", "S8")
   config.data.test_subjects = ("S9", "S11")
+  # Held-out validation split for checkpoint selection (eval.py --checkpoint=best), e.g. ("S8",)
+  # moved out of train_subjects. Empty (the reference): no selection, the final model is evaluated;
+  # the test subjects are never used to choose a checkpoint.
+  config.data.valid_subjects = ()
   config.data.synthetic_frames = 0  # > 0: generate synthetic files of this length when missing
   config.data.synthetic_seed = 0
   # Seed of the training data order (the reference fixes it); None: config.seed.

@@ -11,8 +11,8 @@ Each checkpoint holds three items:
   fingerprint, global step and timers.
 
 Checkpoints are device-layout independent (no padding models), so a run can resume on
-another number of devices. The last `keep` checkpoints are kept, plus the one with the best
-validation MPJPE.
+another number of devices. The last `keep` checkpoints are kept, plus the one with the lowest
+held-out validation MPJPE when the run has a validation split (never the test set).
 """
 
 from __future__ import annotations
@@ -44,18 +44,30 @@ def checkpoint_dir(workdir: str) -> str:
   return os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
 
 
+# The only metric a checkpoint may be selected by: MPJPE on config.data.valid_subjects, a split
+# disjoint from the test subjects. Runs without one save no metrics.
+BEST_METRIC = "mpjpe_heldout"
+
+
 def _best_metric(metrics: Mapping[str, Any]) -> float:
-  return float(metrics["mpjpe_valid"])
+  # Metrics without the key (older runs logged the test MPJPE) never rank as best.
+  return float(metrics.get(BEST_METRIC, float("inf")))
 
 
-def manager(workdir: str, keep: int = 3, *, read_only: bool = False) -> ocp.CheckpointManager:
-  """The run's CheckpointManager: keeps the last `keep` steps and the best by 'mpjpe_valid'."""
+def manager(workdir: str, keep: int = 3, *, read_only: bool = False,
+            select_best: bool = True) -> ocp.CheckpointManager:
+  """The run's CheckpointManager: keeps the last `keep` steps, and the best by BEST_METRIC.
+
+  Checkpoints saved without metrics fall under the last-`keep` rule only. `select_best=False`
+  (runs without a validation split) keeps the last `keep` steps and saves no metrics.
+  """
+  latest = checkpoint_managers.LatestN(n=max(int(keep), 1))
   policy = checkpoint_managers.AnyPreservationPolicy([
-      checkpoint_managers.LatestN(n=max(int(keep), 1)),
-      checkpoint_managers.BestN(get_metric_fn=_best_metric, reverse=True, n=1,
-                                keep_checkpoints_without_metrics=False)])
+      latest, checkpoint_managers.BestN(get_metric_fn=_best_metric, reverse=True, n=1,
+                                        keep_checkpoints_without_metrics=False)]) if select_best else latest
   options = ocp.CheckpointManagerOptions(
-      best_fn=_best_metric, best_mode="min", preservation_policy=None if read_only else policy,
+      best_fn=_best_metric if select_best else None, best_mode="min",
+      preservation_policy=None if read_only else policy,
       read_only=read_only, create=not read_only, enable_async_checkpointing=not read_only,
       save_interval_steps=0 if read_only else 1)
   return ocp.CheckpointManager(checkpoint_dir(workdir), options=options)
@@ -168,8 +180,14 @@ def _which_step(mngr: ocp.CheckpointManager, which: str | int) -> int:
   if which == "latest":
     return int(mngr.latest_step())
   if which == "best":
-    best = mngr.best_step()  # None when no checkpoint has a validation metric
-    return int(mngr.latest_step() if best is None else best)
+    scored = {s: (mngr.metrics(s) or {}).get(BEST_METRIC) for s in steps}
+    scored = {s: float(v) for s, v in scored.items() if v is not None}
+    if not scored:
+      raise PosejaxError(
+          f"{where}: --checkpoint=best needs checkpoints scored on a held-out validation split "
+          "(config.data.valid_subjects) and this run has none; the test set is never used to select "
+          "a model: use --checkpoint=latest (the final model) or a step number")
+    return min(scored, key=lambda s: (scored[s], s))
   if isinstance(which, (int, np.integer)) or str(which).isdigit():
     if int(which) not in steps:
       raise PosejaxError(f"{where}: no checkpoint at step {which} (available: {', '.join(map(str, steps))})")
@@ -177,16 +195,20 @@ def _which_step(mngr: ocp.CheckpointManager, which: str | int) -> int:
   raise PosejaxError(f"checkpoint {which!r}: expected 'best', 'latest' or a step number")
 
 
-def restore_for_eval(workdir: str, which: str | int = "best"
+def restore_for_eval(workdir: str, which: str | int = "latest"
                      ) -> tuple[ml_collections.ConfigDict, PyTree, list[str], int, dict[str, Any]]:
   """(config, stacked variables, action of each slice, step, metadata) of a checkpoint.
+
+  `which`: 'latest' (the final model of a finished run), a step number, or 'best' (lowest
+  held-out validation MPJPE; an error for runs without a validation split).
 
   `variables` = {'params', 'batch_stats'} with a leading slice axis (NumPy); the actions are
   ['all'] in common mode; metadata['model'] holds the model hyper-parameters
   (filter_widths, channels, causal, dense, dropout, num_joints_in, num_joints_out).
   """
-  if not os.path.isdir(checkpoint_dir(workdir)):
-    raise PosejaxError(f"{checkpoint_dir(workdir)}: no checkpoints directory (is --workdir a training workdir?)")
+  from posejax import workdir as layout
+  if not os.path.isdir(layout.checkpoint_dir(workdir)):
+    raise PosejaxError(f"{layout.checkpoint_dir(workdir)}: no checkpoints directory (is --workdir a training workdir?)")
   mngr = manager(workdir, read_only=True)
   try:
     step = _which_step(mngr, which)

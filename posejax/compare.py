@@ -1,7 +1,9 @@
 """The seed paper's comparison of a common run against an action-based run (action_based.md 5-8).
 
-Inputs are two workdirs (DESIGN.md layout): final TTA evaluations (`eval/results.json`, made
-on demand), per-epoch logs (`metrics.jsonl`) and `train_summary.json`. Output: Tables I-IV as
+Inputs are two finished workdirs (`posejax.workdir` layout): the TTA evaluation of each run's
+FINAL checkpoint (`eval/step_N/results.json`, N = the last step of training; evaluated on demand),
+per-epoch logs (`metrics.jsonl`) and `train_summary.json`. No checkpoint is selected on the test
+set: Tables I-II come from the final models, Tables III-IV from the per-epoch test monitoring. Output: Tables I-IV as
 Markdown in `report.md`, the figures it embeds (per-action bars as the paper's Figs. 4-5,
 error curves as Fig. 6, loss curves) and every number in `comparison.json`.
 
@@ -25,6 +27,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from posejax import report  # noqa: E402
+from posejax import workdir as layout  # noqa: E402
 from posejax.data.actions import ABBREVIATIONS  # noqa: E402
 from posejax.errors import PosejaxError  # noqa: E402
 from posejax.io_utils import atomic_write_text  # noqa: E402
@@ -49,39 +52,14 @@ def tpr(eps_0: float, eps_final: float, train_time_s: float) -> float:
   return (eps_0 - eps_final) / train_time_s
 
 
-def read_metrics(workdir: str) -> list[dict[str, Any]]:
-  """The per-epoch records of WORKDIR/metrics.jsonl, in file order."""
-  path = os.path.join(workdir, "metrics.jsonl")
-  if not os.path.isfile(path):
-    raise PosejaxError(f"{path}: file not found (is {workdir} a training workdir?)")
-  records = []
-  with open(path) as f:
-    for number, line in enumerate(f, 1):
-      if line.strip():
-        try:
-          records.append(json.loads(line))
-        except json.JSONDecodeError as e:
-          raise PosejaxError(f"{path}:{number}: not valid JSON ({e})") from None
-  if not records:
-    raise PosejaxError(f"{path}: no epochs logged")
-  return records
-
-
-def read_summary(workdir: str) -> dict[str, Any]:
-  path = os.path.join(workdir, "train_summary.json")
-  if not os.path.isfile(path):
-    raise PosejaxError(f"{path}: file not found (training did not finish?)")
-  with open(path) as f:
-    return json.load(f)
-
-
-def load_or_evaluate(workdir: str, checkpoint: str | int) -> dict[str, Any]:
-  """WORKDIR/eval/results.json, running the final evaluation first if it is missing."""
-  path = os.path.join(workdir, "eval", "results.json")
-  if not os.path.isfile(path):
-    from posejax import eval_lib  # late: restoring pulls in orbax and the data loaders
-    eval_lib.evaluate_workdir(workdir, checkpoint, verbose=False)
-  return report.load_results(path)
+def final_results(workdir: str) -> dict[str, Any]:
+  """The evaluation of the run's final checkpoint, evaluated (and written) first when missing."""
+  step = layout.final_step(workdir)
+  if step is not None and os.path.isfile(layout.results_path(workdir, step)):
+    return report.load_results(layout.results_path(workdir, step))
+  from posejax import eval_lib  # late: restoring pulls in orbax and the data loaders
+  # A summary without 'global_steps' (older runs) leaves 'latest', which ends a finished run.
+  return eval_lib.evaluate_workdir(workdir, "latest" if step is None else step, verbose=False)
 
 
 def record_at(records: Sequence[Mapping[str, Any]], epoch: float) -> dict[str, Any]:
@@ -253,33 +231,35 @@ def _run_table(results: Mapping[str, Mapping[str, Any]], metric: str) -> str:
 
 
 def _provenance(key: str, workdir: str, doc: Mapping[str, Any]) -> str:
-  return (f"- {LABELS[key]}: `{os.path.abspath(workdir)}`, checkpoint {doc.get('checkpoint', '?')} "
-          f"(step {doc.get('checkpoint_step')}), test-time augmentation {doc.get('tta')}, "
-          f"{doc.get('frames', {}).get('total', '?')} test frames")
+  return (f"- {LABELS[key]}: `{os.path.abspath(workdir)}`, checkpoint {report.checkpoint_text(doc)}, "
+          f"test-time augmentation {doc.get('tta')}, {doc.get('frames', {}).get('total', '?')} test frames")
+
+
+def _checkpoints(results: Mapping[str, Mapping[str, Any]]) -> str:
+  """'final checkpoints (common: step N, AB: step M)' for the titles of Tables I and II."""
+  return "final checkpoints (" + ", ".join(
+      f"{SHORT[key]}: step {results[key].get('checkpoint_step')}" for key in ("common", "ab")) + ")"
 
 
 def compare_runs(dir_common: str, dir_ab: str, out_dir: str | None = None, *, action: str | None = "Eating",
-                 k: float = K_AUGMENT, eps0_digits: int | None = 4, checkpoint: str | int = "latest",
-                 verbose: bool = True) -> dict[str, Any]:
+                 k: float = K_AUGMENT, eps0_digits: int | None = 4, verbose: bool = True) -> dict[str, Any]:
   """Builds the comparison report of a common and an action-based workdir.
 
   Args:
     out_dir: default `DIR_AB/../comparison`.
     action: the single action of Table IV and Fig. 6 (skipped when a run lacks it).
     eps0_digits: significant digits of eps_0 before the TPR division (paper: 4), None = exact.
-    checkpoint: evaluated when a workdir has no eval/results.json yet; 'latest' follows the
-      paper (final epoch, no selection on the test set).
   Returns:
     The comparison.json document.
   """
   dirs = {"common": dir_common, "ab": dir_ab}
   out_dir = out_dir or os.path.join(os.path.dirname(os.path.abspath(dir_ab)), "comparison")
-  results = {key: load_or_evaluate(d, checkpoint) for key, d in dirs.items()}
-  runs = {key: read_metrics(d) for key, d in dirs.items()}
-  summaries = {key: read_summary(d) for key, d in dirs.items()}
+  summaries = {key: layout.read_summary(d, required=True) for key, d in dirs.items()}
+  runs = {key: layout.read_metrics(d, required=True) for key, d in dirs.items()}
   if summaries["ab"].get("mode") == "common" or summaries["common"].get("mode") == "action_based":
     raise PosejaxError(f"--compare: expected a common workdir then an action-based one, got modes "
                        f"{summaries['common'].get('mode')} and {summaries['ab'].get('mode')}")
+  results = {key: final_results(d) for key, d in dirs.items()}
   props = {key: properties(runs[key], summaries[key]) for key in dirs}
   rates = tpr_table(props["common"], props["ab"], k=k, eps0_digits=eps0_digits)
   if action and not all(action in r.get("per_action", {}) for recs in runs.values() for r in recs):
@@ -299,9 +279,9 @@ def compare_runs(dir_common: str, dir_ab: str, out_dir: str | None = None, *, ac
       _provenance("common", dir_common, results["common"]), _provenance("ab", dir_ab, results["ab"]), "",
       "Action-based results use **oracle routing**: each test sequence goes to the model of its "
       "ground-truth action (as in the seed paper); the common model sees every action.", "",
-      "## Table I. Protocol #1, MPJPE (mm), final evaluation with test-time augmentation", "",
+      f"## Table I. Protocol #1, MPJPE (mm), {_checkpoints(results)}, test-time augmentation", "",
       _run_table(results, "mpjpe"), f"![MPJPE per action]({FIGURES['mpjpe_bars']})", "",
-      "## Table II. Velocity error MPJVE (mm), final evaluation", "",
+      f"## Table II. Velocity error MPJVE (mm), {_checkpoints(results)}, test-time augmentation", "",
       _run_table(results, "mpjve"), f"![MPJVE per action]({FIGURES['mpjve_bars']})", "",
       "Avg is the plain mean over actions of the frame-weighted per-action errors. Supplementary:", "",
       "P-MPJPE (Protocol #2):", "", _run_table(results, "p_mpjpe"),
@@ -316,17 +296,19 @@ def compare_runs(dir_common: str, dir_ab: str, out_dir: str | None = None, *, ac
       f"ϵ_0 = k (ϵ¹_half + ϵ²_half) / 2 with k = {k:g}"
       + (f", rounded to {eps0_digits} significant digits as the paper did (60.46)" if eps0_digits else "")
       + "; TPR_i = (ϵ_0 - ϵ^i_final) / t_i in mm/s, higher is better.", "",
-      "## Table IV. Per-epoch MPJPE (mm, validation without TTA)", "", table4_markdown(rows, action),
+      "## Table IV. Per-epoch MPJPE (mm, validation without TTA)", "",
+      "Per-epoch errors on the test subjects from metrics.jsonl: monitoring only, no checkpoint is "
+      "chosen by them.", "", table4_markdown(rows, action),
       f"![Error curves]({FIGURES['curves']})", "", "## Training loss", "",
       f"![Training loss]({FIGURES['loss']})", ""]
   report_path = os.path.join(out_dir, "report.md")
   atomic_write_text(report_path, "\n".join(md))
-  document = {"common": {"workdir": os.path.abspath(dir_common), "final": results["common"]["average"],
-                         "per_action": results["common"]["per_action"], "properties": c},
-              "ab": {"workdir": os.path.abspath(dir_ab), "final": results["ab"]["average"],
-                     "per_action": results["ab"]["per_action"], "properties": a},
-              "tpr": rates, "k": k, "eps0_digits": eps0_digits, "table4_action": action,
-              "table4": rows, "routing": "oracle", "figures": FIGURES}
+  document = {key: {"workdir": os.path.abspath(d), "checkpoint_step": results[key].get("checkpoint_step"),
+                     "final": results[key]["average"], "per_action": results[key]["per_action"],
+                     "properties": props[key]} for key, d in dirs.items()}
+  document.update({
+      "tpr": rates, "k": k, "eps0_digits": eps0_digits, "table4_action": action,
+      "table4": rows, "routing": "oracle", "figures": FIGURES})
   atomic_write_text(os.path.join(out_dir, "comparison.json"), json.dumps(document, indent=2) + "\n")
   if verbose:
     print(f"wrote {report_path} and {len(FIGURES)} figures to {out_dir}")

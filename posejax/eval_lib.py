@@ -1,9 +1,10 @@
 """Evaluation of a training workdir: restore, evaluate, write tables, render, export.
 
-`eval.py` only parses flags and calls these functions. A workdir holds `config.json`,
-`checkpoints/` (stacked variables, leading action axis; metadata names the action of each
-slice, or ['all'] in common mode), `metrics.jsonl` and `train_summary.json` (DESIGN.md).
-Results go to `WORKDIR/eval/results.{json,csv,md}`.
+`eval.py` only parses flags and calls these functions. The workdir layout is `posejax.workdir`'s:
+`config.json`, `checkpoints/` (stacked variables, leading action axis; metadata names the action
+of each slice, or ['all'] in common mode), `metrics.jsonl`, `train_summary.json`. The default
+checkpoint is the latest, i.e. the final model of a finished run, as the reference evaluates;
+results go to `WORKDIR/eval/step_N/results.{json,csv,md}` for checkpoint step N.
 
 Config fields read: `actions`, `data.dir`, `data.keypoints`, `data.test_subjects`,
 `model.{filter_widths, causal, dropout, channels, dense}`, and optionally
@@ -13,15 +14,15 @@ Config fields read: `actions`, `data.dir`, `data.keypoints`, `data.test_subjects
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import jax
 import ml_collections
 import numpy as np
 
 from posejax import evaluation, render, report
+from posejax import workdir as layout
 from posejax.camera import image_coordinates
 from posejax.data.actions import action_of
 from posejax.data.dataset import PoseDataset, SequenceRecord
@@ -30,7 +31,7 @@ from posejax.errors import PosejaxError
 from posejax.io_utils import atomic_savez
 from posejax.model import TemporalModel
 
-EVAL_DIR = "eval"
+DEFAULT_CHECKPOINT = "latest"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +43,11 @@ class RestoredRun:
   actions_of_slices: tuple[str, ...]  # ('all',) in common mode
   step: int
   metadata: dict[str, Any]
+  final: bool | None = None       # the end of training; None when unknown (unfinished, imported)
+  note: str = ""                  # says which checkpoint this is, e.g. 'final: the end of training'
+
+  def describe(self) -> str:
+    return f"checkpoint step {self.step}" + (f" ({self.note})" if self.note else "")
 
 
 def config_value(config: Any, dotted: str, default: Any = None) -> Any:
@@ -55,27 +61,51 @@ def config_value(config: Any, dotted: str, default: Any = None) -> Any:
   return node
 
 
+def heldout_subjects(config: Any) -> tuple[str, ...]:
+  """`config.data.valid_subjects`, the split checkpoints may be selected on (empty: none).
+
+  Raises:
+    PosejaxError: the split shares a subject with the test or training subjects.
+  """
+  valid = tuple(str(s) for s in (config_value(config, "data.valid_subjects", ()) or ()))
+  for other in ("test_subjects", "train_subjects"):
+    shared = sorted(set(valid) & {str(s) for s in (config_value(config, f"data.{other}", ()) or ())})
+    if shared:
+      raise PosejaxError(f"config.data.valid_subjects: {', '.join(shared)} also in config.data.{other} "
+                         "(the validation split must be held out from both)")
+  return valid
+
+
 def load_workdir_config(workdir: str) -> ml_collections.ConfigDict:
   """The run's config.json (written by the trainer)."""
-  path = os.path.join(workdir, "config.json")
-  if not os.path.isfile(path):
-    raise PosejaxError(f"{path}: file not found; pass --config (the training config file) or a workdir "
-                       "written by train.py")
-  with open(path) as f:
-    try:
-      return ml_collections.ConfigDict(json.load(f))
-    except json.JSONDecodeError as e:
-      raise PosejaxError(f"{path}: not valid JSON ({e})") from None
+  return layout.read_config(workdir)
 
 
 def parse_checkpoint(which: str | int) -> str | int:
-  """'best', 'latest' or a step number."""
+  """'latest', 'best' or a step number."""
   text = str(which).strip()
   if text in ("best", "latest"):
     return text
   if text.isdigit():
     return int(text)
-  raise PosejaxError(f"--checkpoint: {which!r} is not 'best', 'latest' or a step number")
+  raise PosejaxError(f"--checkpoint: {which!r} is not 'latest', 'best' or a step number")
+
+
+def checkpoint_status(workdir: str, step: int, metadata: Mapping[str, Any]) -> tuple[bool | None, str]:
+  """(whether `step` is the last step of training, a phrase saying which checkpoint it is).
+
+  The end of training is metadata['total_steps'] when the checkpoint records it, else the
+  'global_steps' of train_summary.json (written when training finishes).
+  """
+  if metadata.get("imported_from"):
+    return None, f"imported from {metadata['imported_from']}"
+  end = metadata.get("total_steps")
+  end = layout.final_step(workdir) if end is None else int(end)
+  if end is None:
+    return None, f"training has not finished: no {layout.SUMMARY_FILE}"
+  if int(step) == end:
+    return True, "final: the end of training"
+  return False, f"not final: training ends at step {end}"
 
 
 def _restore_for_eval(workdir: str, which: str | int) -> tuple[Any, Any, Sequence[str], int, Any]:
@@ -84,7 +114,7 @@ def _restore_for_eval(workdir: str, which: str | int) -> tuple[Any, Any, Sequenc
   return checkpointing.restore_for_eval(workdir, which)
 
 
-def restore_run(workdir: str, which: str | int = "best",
+def restore_run(workdir: str, which: str | int = DEFAULT_CHECKPOINT,
                 config: ml_collections.ConfigDict | None = None) -> RestoredRun:
   """Restores the chosen checkpoint; `config` (e.g. from --config) overrides the workdir's."""
   if not os.path.isdir(workdir):
@@ -92,7 +122,9 @@ def restore_run(workdir: str, which: str | int = "best",
   saved_config, variables, actions, step, metadata = _restore_for_eval(workdir, parse_checkpoint(which))
   if config is None:
     config = saved_config if saved_config is not None else load_workdir_config(workdir)
-  return RestoredRun(config, variables, tuple(actions), int(step), dict(metadata or {}))
+  metadata = dict(metadata or {})
+  final, note = checkpoint_status(workdir, int(step), metadata)
+  return RestoredRun(config, variables, tuple(actions), int(step), metadata, final, note)
 
 
 def build_model(config: Any, num_keypoints: int) -> TemporalModel:
@@ -113,25 +145,23 @@ def load_test_dataset(config: Any, subjects: Sequence[str] | None = None,
                    actions=config.actions if actions is None else actions)
 
 
-def _train_summary(workdir: str) -> dict[str, Any]:
-  path = os.path.join(workdir, "train_summary.json")
-  if not os.path.isfile(path):
-    return {}
-  with open(path) as f:
-    return json.load(f)
-
-
 def eval_options(config: Any) -> dict[str, Any]:
   """Chunking of the evaluation passes (config.eval.chunk / batch, else the defaults)."""
   return {"chunk": int(config_value(config, "eval.chunk", evaluation.DEFAULT_CHUNK)),
           "batch": config_value(config, "eval.batch", evaluation.DEFAULT_BATCH)}
 
 
-def evaluate_workdir(workdir: str, which: str | int = "best", config: ml_collections.ConfigDict | None = None,
-                     *, out_dir: str | None = None, by_subject: bool | None = None,
-                     verbose: bool = True) -> dict[str, Any]:
-  """Final evaluation of a workdir; writes results.{json,csv,md} and returns the json document."""
+def evaluate_workdir(workdir: str, which: str | int = DEFAULT_CHECKPOINT,
+                     config: ml_collections.ConfigDict | None = None, *, out_dir: str | None = None,
+                     by_subject: bool | None = None, verbose: bool = True) -> dict[str, Any]:
+  """Evaluates a checkpoint (default: the final model) with the reference's protocol.
+
+  Writes results.{json,csv,md} to `out_dir` (default WORKDIR/eval/step_N) and returns the
+  json document, which records the checkpoint's step and whether it is the final one.
+  """
   run = restore_run(workdir, which, config)
+  if verbose:
+    print(f"evaluating {run.describe()} of {workdir}", flush=True)
   cfg = run.config
   dataset = load_test_dataset(cfg)
   model = build_model(cfg, dataset.num_keypoints)
@@ -140,14 +170,15 @@ def evaluate_workdir(workdir: str, which: str | int = "best", config: ml_collect
     by_subject = bool(config_value(cfg, "eval.by_subject", False))
   results = evaluation.evaluate_dataset(model, run.variables, dataset, run.actions_of_slices, tta=tta,
                                         by_subject=by_subject, **eval_options(cfg))
-  summary = _train_summary(workdir)
+  summary = layout.read_summary(workdir)
   action_based = list(run.actions_of_slices) != [evaluation.COMMON_SLICE]
   document = report.results_document(
       results, config=cfg.to_dict(), checkpoint_step=run.step, train_time_s=summary.get("train_time_s"),
       mode="action_based" if action_based else "common", actions_of_slices=list(run.actions_of_slices),
       routing="oracle (ground-truth action labels)" if action_based else "none (one model)",
-      workdir=os.path.abspath(workdir), checkpoint=str(which))
-  paths = report.write_results(out_dir or os.path.join(workdir, EVAL_DIR), document)
+      workdir=os.path.abspath(workdir), checkpoint=str(which), checkpoint_final=run.final,
+      checkpoint_note=run.note)
+  paths = report.write_results(out_dir or layout.eval_dir(workdir, run.step), document)
   if verbose:
     print(report.to_text(report.results_table(document)), end="")
     for subject, sub in document.get("by_subject", {}).items():
@@ -217,7 +248,7 @@ class RenderOptions:
   export: str | None = None     # .npz of this one sequence
 
 
-def render_workdir(workdir: str, options: RenderOptions, which: str | int = "best",
+def render_workdir(workdir: str, options: RenderOptions, which: str | int = DEFAULT_CHECKPOINT,
                    config: ml_collections.ConfigDict | None = None) -> None:
   """Renders (and/or exports) one subject/sequence/camera of the configured data."""
   if options.output:
@@ -227,6 +258,7 @@ def render_workdir(workdir: str, options: RenderOptions, which: str | int = "bes
   except PosejaxError as e:
     raise PosejaxError(f"--viz_action: {e}") from None
   run = restore_run(workdir, which, config)
+  print(f"rendering with {run.describe()}", flush=True)
   dataset = load_test_dataset(run.config, subjects=[options.subject], actions=[action])
   rec = find_record(dataset, options.subject, options.action, options.camera)
   model = build_model(run.config, dataset.num_keypoints)
@@ -270,10 +302,11 @@ def export_predictions(path: str, entries: Sequence[tuple[SequenceRecord, np.nda
   print(f"exported {len(entries)} sequence(s) to {path}")
 
 
-def export_workdir(workdir: str, path: str, which: str | int = "best",
+def export_workdir(workdir: str, path: str, which: str | int = DEFAULT_CHECKPOINT,
                    config: ml_collections.ConfigDict | None = None) -> None:
   """Exports the predictions of every test sequence (camera and world coordinates)."""
   run = restore_run(workdir, which, config)
+  print(f"exporting the predictions of {run.describe()}", flush=True)
   dataset = load_test_dataset(run.config)
   model = build_model(run.config, dataset.num_keypoints)
   preds = evaluation.predict_dataset(model, run.variables, dataset, run.actions_of_slices,

@@ -9,7 +9,10 @@ each video with its own width and height, lifts it with a trained workdir's mode
 
 Usage:
   python -m posejax.infer --workdir DIR --keypoints data_2d_custom_NAME.npz --out DIR \
-      [--config CONFIG] [--checkpoint best|latest|STEP] [--action Walking] [--render] [--fps 50]
+      [--config CONFIG] [--checkpoint latest|STEP|best] [--action Walking] [--render] [--fps 50]
+
+The default checkpoint is the latest (the final model of a finished run); `best` needs a run
+with a held-out validation split (config.data.valid_subjects).
 """
 
 from __future__ import annotations
@@ -126,6 +129,7 @@ def main(argv: Sequence[str], flags: Any) -> None:
       raise PosejaxError(f"unexpected arguments: {' '.join(argv[1:])}")
     read_custom_keypoints(flags.keypoints)  # a bad file fails before the restore
     run = eval_lib.restore_run(flags.workdir, flags.checkpoint, flags.config)
+    print(f"lifting with {run.describe()} of {flags.workdir}", flush=True)
     paths = infer_file(run, flags.keypoints, flags.out, action=flags.action, render_gif=flags.render,
                        fps=flags.fps, size=flags.viz_size, limit=flags.viz_limit,
                        downsample=flags.viz_downsample)
@@ -135,21 +139,26 @@ def main(argv: Sequence[str], flags: Any) -> None:
   print(f"wrote {len(paths)} file(s) to {flags.out}")
 
 
-def _define_flags() -> Any:
+def _define_flags(values: Any = None) -> Any:
+  """Defines the command-line flags on `values` (default: absl's global FLAGS) and returns it."""
   from absl import flags
   from ml_collections import config_flags
-  config_flags.DEFINE_config_file("config", None, "Training config file (default: WORKDIR/config.json).")
-  flags.DEFINE_string("workdir", None, "Training workdir.", required=True)
-  flags.DEFINE_string("keypoints", None, "data_2d_custom_NAME.npz file.", required=True)
-  flags.DEFINE_string("out", None, "Output folder.", required=True)
-  flags.DEFINE_string("checkpoint", "best", "best, latest or a step number.")
-  flags.DEFINE_string("action", None, "Action-based workdirs: the action whose model lifts the videos.")
-  flags.DEFINE_bool("render", False, "Also write OUT/<video>.gif.")
-  flags.DEFINE_float("fps", 50.0, "Frame rate of the rendered GIF.")
-  flags.DEFINE_float("viz_size", 5.0, "Figure size multiplier.")
-  flags.DEFINE_integer("viz_limit", -1, "Render only the first N frames (< 1: all).")
-  flags.DEFINE_integer("viz_downsample", 1, "Average every N frames when rendering.")
-  return flags.FLAGS
+  values = flags.FLAGS if values is None else values
+  config_flags.DEFINE_config_file("config", None, "Training config file (default: WORKDIR/config.json).",
+                                  flag_values=values)
+  kw = dict(flag_values=values)
+  flags.DEFINE_string("workdir", None, "Training workdir.", required=True, **kw)
+  flags.DEFINE_string("keypoints", None, "data_2d_custom_NAME.npz file.", required=True, **kw)
+  flags.DEFINE_string("out", None, "Output folder.", required=True, **kw)
+  flags.DEFINE_string("checkpoint", eval_lib.DEFAULT_CHECKPOINT,
+                      "latest (the final model), a step number, or best (runs with a validation split).", **kw)
+  flags.DEFINE_string("action", None, "Action-based workdirs: the action whose model lifts the videos.", **kw)
+  flags.DEFINE_bool("render", False, "Also write OUT/<video>.gif.", **kw)
+  flags.DEFINE_float("fps", 50.0, "Frame rate of the rendered GIF.", **kw)
+  flags.DEFINE_float("viz_size", 5.0, "Figure size multiplier.", **kw)
+  flags.DEFINE_integer("viz_limit", -1, "Render only the first N frames (< 1: all).", **kw)
+  flags.DEFINE_integer("viz_downsample", 1, "Average every N frames when rendering.", **kw)
+  return values
 
 
 if __name__ == "__main__":

@@ -95,7 +95,11 @@ def to_csv(table: Table) -> str:
 
 def results_document(results: Mapping[str, Any], *, config: Any = None, checkpoint_step: int | None = None,
                      train_time_s: float | None = None, **extra: Any) -> dict[str, Any]:
-  """The results.json object (millimetres): per_action, average, frames, tta, provenance."""
+  """The results.json object (millimetres): per_action, average, frames, tta, provenance.
+
+  Provenance in `extra` that `checkpoint_text` reads: checkpoint_final (bool or None) and
+  checkpoint_note (e.g. 'final: the end of training').
+  """
   doc = {"per_action": results["per_action"], "average": results["average"], "config": config,
          "checkpoint_step": checkpoint_step, "train_time_s": train_time_s,
          "tta": results.get("tta"), "frames": results["frames"]}
@@ -105,13 +109,26 @@ def results_document(results: Mapping[str, Any], *, config: Any = None, checkpoi
   return doc
 
 
+def checkpoint_text(document: Mapping[str, Any]) -> str:
+  """Which checkpoint a results document comes from, e.g. 'step 120 (final: the end of training)'."""
+  step = document.get("checkpoint_step")
+  note = document.get("checkpoint_note")
+  if not note:
+    final = document.get("checkpoint_final")
+    if final is None and document.get("checkpoint") == "final":  # the trainer's own final evaluation
+      final = True
+    note = {True: "final", False: "not final"}.get(final, "")
+  return ("unknown step" if step is None else f"step {step}") + (f" ({note})" if note else "")
+
+
 def write_results(out_dir: str, document: Mapping[str, Any]) -> dict[str, str]:
   """Writes results.json, results.csv and results.md (atomically); returns their paths."""
   table = results_table(document)
   paths = {name: os.path.join(out_dir, f"results.{name}") for name in ("json", "csv", "md")}
   atomic_write_text(paths["json"], json.dumps(document, indent=2, sort_keys=False) + "\n")
   atomic_write_text(paths["csv"], to_csv(table))
-  markdown = [f"# Evaluation (test-time augmentation: {document.get('tta')})", "", to_markdown(table)]
+  markdown = [f"# Evaluation (test-time augmentation: {document.get('tta')})", "",
+              f"Checkpoint: {checkpoint_text(document)}", "", to_markdown(table)]
   for subject, sub in document.get("by_subject", {}).items():
     markdown += [f"## Subject {subject}", "", to_markdown(results_table(sub))]
   frames = document["frames"]

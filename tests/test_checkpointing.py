@@ -65,10 +65,17 @@ def test_keeps_latest_and_best(tmp_path):
   mngr = ck.manager(str(tmp_path), keep=2)
   metrics = {10: 0.05, 20: 0.2, 30: None, 40: 0.3, 50: 0.4}
   for step, value in metrics.items():
-    ck.save(mngr, step, state, acc, 1, _meta(), None if value is None else {"mpjpe_valid": value})
+    ck.save(mngr, step, state, acc, 1, _meta(), None if value is None else {ck.BEST_METRIC: value})
   mngr.wait_until_finished()
   assert list(mngr.all_steps()) == [10, 40, 50]  # best (10) + the last two
   assert mngr.best_step() == 10 and mngr.latest_step() == 50
+  mngr.close()
+  # Without a validation split: the last two only, and no metrics stored.
+  mngr = ck.manager(str(tmp_path / "plain"), keep=2, select_best=False)
+  for step in (10, 20, 30):
+    ck.save(mngr, step, state, acc, 1, _meta(), {ck.BEST_METRIC: 0.1} if step == 10 else None)
+  mngr.wait_until_finished()
+  assert list(mngr.all_steps()) == [20, 30] and mngr.metrics(20) is None
   mngr.close()
 
 
@@ -77,7 +84,7 @@ def test_restore_for_eval_and_which(tmp_path):
   config = ml_collections.ConfigDict({"mode": "action_based", "model": {"channels": 8}})
   mngr = ck.manager(str(tmp_path))
   for step, value in ((5, 0.1), (9, 0.2)):
-    ck.save(mngr, step, state, acc, 2, _meta(config=config.to_dict()), {"mpjpe_valid": value})
+    ck.save(mngr, step, state, acc, 2, _meta(config=config.to_dict()), {ck.BEST_METRIC: value})
   mngr.wait_until_finished()
   mngr.close()
   cfg, variables, actions, step, meta = ck.restore_for_eval(str(tmp_path), "best")
@@ -87,7 +94,9 @@ def test_restore_for_eval_and_which(tmp_path):
   assert ck.restore_for_eval(str(tmp_path), "latest")[3] == 9
   assert ck.restore_for_eval(str(tmp_path), 9)[3] == 9
   _save_plain(tmp_path / "nometrics", state, acc)
-  assert ck.restore_for_eval(str(tmp_path / "nometrics"), "best")[3] == 3
+  assert ck.restore_for_eval(str(tmp_path / "nometrics"))[3] == 3  # default: the latest
+  with pytest.raises(PosejaxError, match="held-out validation split .* never used to select"):
+    ck.restore_for_eval(str(tmp_path / "nometrics"), "best")
   with pytest.raises(PosejaxError, match="no checkpoint at step 7"):
     ck.restore_for_eval(str(tmp_path), 7)
   with pytest.raises(PosejaxError, match="no checkpoints directory"):
@@ -95,7 +104,7 @@ def test_restore_for_eval_and_which(tmp_path):
 
 
 def _save_plain(workdir, state, acc):
-  """Checkpoints at steps 2 and 3 without validation metrics ('best' falls back to 'latest')."""
+  """Checkpoints at steps 2 and 3 without held-out metrics (no 'best' to choose)."""
   mngr = ck.manager(str(workdir))
   for step in (2, 3):
     ck.save(mngr, step, state, acc, 2, _meta(config={}))

@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from posejax import compare, report
+from posejax import workdir as layout
 from posejax.errors import PosejaxError
 
 # Table III of the paper (F=243, UE=1200): 40 E and 80 E errors (mm) and TC (80 E) seconds.
@@ -62,13 +63,18 @@ def fake_workdir(root: str, name: str, mode: str, offset: float, time_per_epoch:
   actions = list(ACTS)
   slices = ["all"] if mode == "common" else actions
   summary = {"mode": mode, "actions": actions, "train_time_s": 4 * time_per_epoch, "compile_time_s": 1.0,
-             "eval_time_s": 1.0, "epochs": 4, "budget": "fixed",
+             "eval_time_s": 1.0, "epochs": 4, "budget": "fixed", "global_steps": 40,
              "samples": {s: 400 for s in slices}, "steps": {s: 40 for s in slices}}
   with open(os.path.join(workdir, "train_summary.json"), "w") as f:
     json.dump(summary, f)
   doc = report.results_document(fake_results(offset), config={"mode": mode}, checkpoint_step=40,
-                                train_time_s=4 * time_per_epoch, checkpoint="latest")
-  report.write_results(os.path.join(workdir, "eval"), doc)
+                                train_time_s=4 * time_per_epoch, checkpoint="latest", checkpoint_final=True,
+                                checkpoint_note="final: the end of training")
+  report.write_results(layout.eval_dir(workdir, 40), doc)
+  # An earlier checkpoint's evaluation, much better on the test set: never used by the comparison.
+  earlier = report.results_document(fake_results(offset - 40.0), checkpoint_step=20, checkpoint="20",
+                                    checkpoint_final=False)
+  report.write_results(layout.eval_dir(workdir, 20), earlier)
   return workdir
 
 
@@ -86,6 +92,12 @@ def test_compare_report_has_all_tables_and_figures(tmp_path):
   md = open(os.path.join(out, "report.md")).read()
   for title in ("Table I.", "Table II.", "Table III.", "Table IV.", "oracle routing"):
     assert title in md
+  # Every table says which checkpoint it comes from.
+  assert "## Table I. Protocol #1, MPJPE (mm), final checkpoints (Common: step 40, AB: step 40)" in md
+  assert "## Table II. Velocity error MPJVE (mm), final checkpoints (Common: step 40, AB: step 40)" in md
+  assert md.count("checkpoint step 40 (final: the end of training)") == 2
+  assert "no checkpoint is chosen by them" in md
+  assert doc["common"]["checkpoint_step"] == doc["ab"]["checkpoint_step"] == 40
   for name in compare.FIGURES.values():
     assert f"]({name})" in md
     with Image.open(os.path.join(out, name)) as im:
@@ -93,7 +105,7 @@ def test_compare_report_has_all_tables_and_figures(tmp_path):
 
   # Table I/II cells equal results.json, rounded as printed.
   for key, label in (("common", compare.LABELS["common"]), ("ab", compare.LABELS["ab"])):
-    results = report.load_results(os.path.join(str(tmp_path), key, "eval", "results.json"))
+    results = report.load_results(layout.results_path(os.path.join(str(tmp_path), key), 40))
     cells = table_row(md, "Table I.", label)
     assert cells == [f"{results['per_action'][a]['mpjpe']:.1f}" for a in ACTS] + [
         f"{results['average']['mpjpe']:.1f}"]
@@ -119,6 +131,24 @@ def test_compare_report_has_all_tables_and_figures(tmp_path):
   assert saved["tpr"]["mpjpe"]["common"] == pytest.approx(doc["tpr"]["mpjpe"]["common"])
 
 
+def test_compare_evaluates_the_final_checkpoint_when_its_results_are_missing(tmp_path, monkeypatch):
+  from posejax import eval_lib
+  common = fake_workdir(str(tmp_path), "common", "common", 0.0, 100.0)
+  ab = fake_workdir(str(tmp_path), "ab", "action_based", 2.0, 30.0)
+  os.remove(layout.results_path(ab, 40))
+  calls = []
+
+  def evaluate(workdir, which, verbose=True):
+    calls.append((workdir, which))
+    return report.results_document(fake_results(7.0), checkpoint_step=which, checkpoint_final=True)
+
+  monkeypatch.setattr(eval_lib, "evaluate_workdir", evaluate)
+  doc = compare.compare_runs(common, ab, verbose=False)
+  assert calls == [(ab, 40)]  # the final step of train_summary.json, not the better step-20 results
+  assert doc["ab"]["final"]["mpjpe"] == pytest.approx(fake_results(7.0)["average"]["mpjpe"])
+  assert doc["common"]["final"]["mpjpe"] == pytest.approx(fake_results(0.0)["average"]["mpjpe"])
+
+
 def test_compare_rejects_swapped_modes(tmp_path):
   common = fake_workdir(str(tmp_path), "common", "common", 0.0, 100.0)
   ab = fake_workdir(str(tmp_path), "ab", "action_based", 2.0, 30.0)
@@ -138,6 +168,10 @@ def test_report_formats_agree():
   assert float(rows[4][3]) == results["average"]["mpjve"]
   with pytest.raises(PosejaxError, match="results.json"):
     report.load_results("/nonexistent/results.json")
+  assert report.checkpoint_text({"checkpoint_step": 9, "checkpoint_final": False}) == "step 9 (not final)"
+  assert report.checkpoint_text({"checkpoint_step": 9, "checkpoint": "final"}) == "step 9 (final)"
+  assert report.checkpoint_text({"checkpoint_step": 0, "checkpoint_note": "imported from x.bin"}) == (
+      "step 0 (imported from x.bin)")
 
 
 def test_half_way_point_of_runs_shorter_than_two_epochs():

@@ -222,57 +222,6 @@ def test_evaluate_dataset_common_vs_action_based_and_validation():
     evaluation.evaluate_dataset(model, stack(va), data, ["Eating"], **kw)
 
 
-def test_evaluate_and_render_a_workdir(tmp_path, monkeypatch):
-  import json
-  import ml_collections
-  from PIL import Image
-  from posejax import eval_lib
-
-  config = ml_collections.ConfigDict({
-      "mode": "action_based", "actions": ["Eating", "Walking"],
-      "data": {"dir": "unused", "keypoints": "gt", "test_subjects": ["S9", "S11"]},
-      "model": {"filter_widths": [3, 3], "causal": False, "dropout": 0.0, "channels": 8, "dense": False},
-      "eval": {"tta": True, "by_subject": True, "chunk": 4, "batch": 2}})
-  model = eval_lib.build_model(config, K)
-  stacked = jax.tree_util.tree_map(lambda *x: jnp.stack(x), init_variables(model, 5), init_variables(model, 6))
-  recs = [record("S9", "Eating 1", random_poses(9, 30), 1), record("S9", "Walking 1", random_poses(14, 31), 2),
-          record("S11", "Eating 2", random_poses(6, 32), 3)]
-  data = dataset(recs)
-  workdir = tmp_path / "run"
-  workdir.mkdir()
-  (workdir / "train_summary.json").write_text(json.dumps({"train_time_s": 12.5}))
-  monkeypatch.setattr(eval_lib, "_restore_for_eval",
-                      lambda w, which: (config, stacked, ["Eating", "Walking"], 77, {}))
-  monkeypatch.setattr(eval_lib, "load_test_dataset", lambda cfg, subjects=None, actions=None: data)
-
-  doc = eval_lib.evaluate_workdir(str(workdir), "latest", verbose=False)
-  expected = evaluation.evaluate_dataset(model, stacked, data, ["Eating", "Walking"], by_subject=True,
-                                         chunk=4, batch=2)
-  saved = json.loads((workdir / "eval" / "results.json").read_text())
-  for action in ("Eating", "Walking"):
-    for m in evaluation.METRICS:
-      assert saved["per_action"][action][m] == pytest.approx(expected["per_action"][action][m])
-  assert saved["checkpoint_step"] == 77 and saved["train_time_s"] == 12.5 and saved["tta"] is True
-  assert saved["mode"] == "action_based" and saved["routing"].startswith("oracle")
-  assert set(saved["by_subject"]) == {"S9", "S11"} and doc["frames"]["total"] == 29
-  assert (workdir / "eval" / "results.csv").read_text().startswith("Metric,Eat,Walk,Avg")
-  assert "| Protocol #1 (MPJPE) |" in (workdir / "eval" / "results.md").read_text()
-
-  gif, npz = str(tmp_path / "walk.gif"), str(tmp_path / "walk.npz")
-  options = eval_lib.RenderOptions(subject="S9", action="Walking 1", camera=0, output=gif, size=1.0,
-                                   limit=3, export=npz)
-  eval_lib.render_workdir(str(workdir), options)
-  with Image.open(gif) as im:
-    assert im.n_frames == 3
-  with np.load(npz, allow_pickle=True) as f:
-    exported = f["positions_3d"].item()["S9"]["Walking 1"][0]
-  own = evaluation.predict(model, jax.tree_util.tree_map(lambda x: x[1], stacked), [recs[1].poses_2d],
-                           tta=True, chunk=4, batch=2, **FLIP)[0]
-  np.testing.assert_allclose(exported, own, atol=1e-6)
-  with pytest.raises(PosejaxError, match="--viz_action"):
-    eval_lib.render_workdir(str(workdir), eval_lib.RenderOptions(subject="S9", action="Walking 2", output=gif))
-
-
 def test_plan_pads_slices_to_whole_batches():
   plan = evaluation.plan_chunks([[5, 3], [9]], chunk=4, batch=2, receptive_field=9)
   assert plan.chunk_seq.shape == (2, 4)

@@ -91,3 +91,27 @@ def test_unknown_action_lists_the_models():
   with pytest.raises(PosejaxError, match="Eating, Walking"):
     infer.choose_slice(("Eating", "Walking"), "Sitting")
   assert infer.choose_slice(("all",), "Sitting") == 0
+
+
+def test_main_lifts_with_the_final_model_by_default(tmp_path, capsys):
+  from absl import flags
+  from test_eval_lib import stacked_variables, tiny_config, write_run
+  config = tiny_config()
+  variables = {4: stacked_variables(config, 10), 8: stacked_variables(config, 20)}
+  workdir = write_run(tmp_path / "run", config, variables, total_steps=8)
+  path = write_custom(tmp_path / "data_2d_custom_test.npz", {"clip.mp4": keypoints(11)})
+  out = str(tmp_path / "out")
+  values = infer._define_flags(flags.FlagValues())
+  argv = values(["infer", "--workdir", workdir, "--keypoints", path, "--out", out, "--action", "Walking"])
+  infer.main(argv, values)
+  assert "lifting with checkpoint step 8 (final: the end of training)" in capsys.readouterr().out
+  final = eval_lib.RestoredRun(config, jax.tree.map(np.asarray, variables[8]), ("Eating", "Walking"), 8, {})
+  videos, left, right = infer.read_custom_keypoints(path)
+  with np.load(os.path.join(out, "clip.mp4.npz")) as f:
+    np.testing.assert_allclose(f["positions_3d"], infer.lift_videos(final, videos, left, right, action="Walking")[0][0],
+                               atol=1e-6)
+  values.checkpoint = "best"
+  with pytest.raises(SystemExit) as info:
+    infer.main(argv, values)
+  err = capsys.readouterr().err
+  assert info.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1 and "held-out" in err
