@@ -35,8 +35,8 @@ CHECKPOINT_DIR = "checkpoints"
 FORMAT_VERSION = 1
 # Config entries that must match for a checkpoint to be resumed (data order and schedules
 # shapes depend on them); the model's hyper-parameters are compared through metadata['model'].
-RESUME_KEYS = ("mode", "seed", "data.keypoints", "train.batch_size", "train.epochs", "train.budget",
-               "train.unit_epochs", "train.augment", "train.lr", "train.lr_decay",
+RESUME_KEYS = ("mode", "seed", "data.keypoints", "data.train_subjects", "data.valid_subjects",
+               "data.shuffle_seed", "train.batch_size", "train.epochs", "train.budget", "train.unit_epochs", "train.augment", "train.lr", "train.lr_decay",
                "train.bn_momentum_start", "train.bn_momentum_end")
 
 

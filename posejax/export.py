@@ -1,7 +1,7 @@
 """Export of a workdir's evaluation model to ONNX or a TensorFlow SavedModel.
 
   python -m posejax.export --workdir RUN --format onnx|tf_saved_model --out PATH \
-      [--checkpoint best|latest|STEP] [--slice ACTION] [--frames N] [--overwrite]
+      [--checkpoint latest|best|STEP] [--slice ACTION] [--frames N] [--overwrite]
 
 The exported graph is the dilated model with the checkpoint's weights baked in:
 input `poses_2d` (B, T, K, 2) float32 normalized screen coordinates, output `poses_3d`
@@ -257,7 +257,7 @@ def output_paths(out: str, fmt: str, names: Sequence[str] | None) -> list[str]:
   return [os.path.join(out, re.sub(r"[^A-Za-z0-9_.-]", "_", name) + suffix) for name in names]
 
 
-def export_workdir(workdir: str, fmt: str, out: str, *, which: str | int = "best",
+def export_workdir(workdir: str, fmt: str, out: str, *, which: str | int = "latest",
                    slice_name: str | None = None, frames: int | None = None,
                    overwrite: bool = False) -> list[str]:
   """Exports a workdir's model(s); returns the written paths."""
@@ -289,7 +289,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument("--format", required=True, help="onnx or tf_saved_model")
   parser.add_argument("--out", required=True, help="output file (onnx) or directory (SavedModel, or one "
                       "model per action)")
-  parser.add_argument("--checkpoint", default="best", help="best, latest or a step number")
+  parser.add_argument("--checkpoint", default="latest", help="latest (the final model), best (needs a held-out validation split) or a step number")
   parser.add_argument("--slice", default=None, help="action-based workdirs: the action whose model to "
                       "export (default: every action's, one file each); a common model serves every action")
   parser.add_argument("--frames", type=int, default=None,

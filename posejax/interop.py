@@ -85,7 +85,8 @@ def model_from_state_dict(state_dict: Mapping[str, Any], *, source: str = "state
   Raises:
     PosejaxError: keys or shapes do not form a VideoPose3D model.
   """
-  arrays = {k: np.asarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v)
+  # A copy: .numpy() shares the tensor's memory, which a later in-place update would change.
+  arrays = {k: np.array(v.detach().cpu().numpy() if hasattr(v, "detach") else v, copy=True)
             for k, v in state_dict.items() if not k.endswith("num_batches_tracked")}
   for key in ("expand_conv.weight", "shrink.weight", "shrink.bias"):
     if key not in arrays:

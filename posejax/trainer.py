@@ -10,7 +10,7 @@ prints one line, and checkpoints every `checkpoint.every_epochs` log points. Bet
 points the host only enqueues work: losses accumulate on the device. SIGTERM/SIGINT save a
 checkpoint at the next call boundary and stop; rerunning the same command resumes and ends as
 an uninterrupted run would. After the last step: final evaluation with TTA,
-WORKDIR/eval/results.*, train_summary.json.
+WORKDIR/eval/step_N/results.*, train_summary.json.
 """
 
 from __future__ import annotations
@@ -26,18 +26,18 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 
-from posejax import (checkpointing, engine, evaluation, optim, report, sampling, schedules, sharding, slices,
-                     train_step)
+from posejax import (checkpointing, engine, eval_lib, evaluation, optim, report, sampling, schedules, sharding,
+                     slices, train_step)
+from posejax import workdir as workdir_lib
 from posejax.compilation_cache import enable_compilation_cache
-from posejax.data import h36m
 from posejax.data.actions import ABBREVIATIONS, resolve_actions
+from posejax.data.loading import load_data, load_validation
 from posejax.errors import PosejaxError
-from posejax.io_utils import atomic_write_text
-from posejax.metrics_writer import MetricsWriter, read_metrics
+from posejax.metrics_writer import MetricsWriter
 from posejax.model import TemporalModel, causal_shift, count_params, receptive_field
 
 COMMON = slices.COMMON
-SUMMARY_FILE = "train_summary.json"
+SUMMARY_FILE = workdir_lib.SUMMARY_FILE
 DTYPES = ("float32", "bfloat16")
 # The device path keeps the training tables resident when they take at most this share of a
 # device's memory (when the device reports it); beyond, windows are gathered on the host.
@@ -60,24 +60,6 @@ class Timers:
 def _log(msg: str) -> None:
   if jax.process_index() == 0:
     print(msg, flush=True)
-
-
-def load_data(config, actions: tuple[str, ...]):
-  """(train dataset, test dataset, fingerprint); synthetic files are generated when configured."""
-  data_dir, keypoints = config.data.dir, config.data.keypoints
-  frames = int(config.data.get("synthetic_frames", 0) or 0)
-  needed = [os.path.join(data_dir, h36m.FILE_3D), os.path.join(data_dir, h36m.FILE_2D_PATTERN.format(keypoints))]
-  if frames and not all(os.path.isfile(p) for p in needed) and jax.process_index() == 0:
-    from posejax.data import synthetic
-    _log(f"generating synthetic data in {data_dir} ({frames} frames per sequence)")
-    synthetic.generate(data_dir, frames=frames, seed=int(config.data.get("synthetic_seed", 0)),
-                       overwrite=True, log=_log)
-  train_subjects, test_subjects = list(config.data.train_subjects), list(config.data.test_subjects)
-  # One read of the files for both splits: select() keeps each split's record order.
-  both = h36m.load_h36m(data_dir, keypoints, subjects=list(dict.fromkeys(train_subjects + test_subjects)),
-                        actions=actions)
-  return (both.select(subjects=train_subjects), both.select(subjects=test_subjects),
-          h36m.dataset_fingerprint(data_dir, keypoints))
 
 
 def compute_dtype(config) -> str:
@@ -138,7 +120,9 @@ class Run:
     self.actions = resolve_actions(config.actions)
     self.slices = slices.slice_names(self.mode, self.actions)
     self.dtype = compute_dtype(config)
+    self.heldout = eval_lib.heldout_subjects(config)
     self.train_ds, self.test_ds, self.fingerprint = load_data(config, self.actions)
+    self.valid_ds = load_validation(config, self.actions)
     t = config.train
     self.batch_size = int(t.batch_size)
     self.table = sampling.make_window_table(self.train_ds, self.actions, self.mode, bool(t.augment))
@@ -186,15 +170,17 @@ class Run:
   def metadata(self, timers: Timers, wall_now: float) -> dict[str, Any]:
     return {"config": json.loads(self.config.to_json()), "actions": self.slices, "model": self.hparams,
             "dataset_fingerprint": self.fingerprint, "mode": self.mode, "compute_dtype": self.dtype,
-            "slots": dataclasses.asdict(self.slot_layout), **timers.as_dict(wall_now)}
+            "slots": dataclasses.asdict(self.slot_layout), "total_steps": int(self.segment_lengths.sum()),
+            **timers.as_dict(wall_now)}
 
   def variables(self, state) -> dict[str, Any]:
     """Unpadded stacked {'params', 'batch_stats'} for evaluation."""
     return sharding.unpad_models(state.variables, self.layout.num_models)
 
-  def validate(self, state) -> dict[str, Any]:
+  def validate(self, state, dataset) -> dict[str, Any]:
+    """Per-log-point errors (no TTA) of every model on `dataset` (the test or held-out split)."""
     cfg = self.config.eval
-    return evaluation.validation_metrics(self.eval_model, self.variables(state), self.test_ds, self.slices,
+    return evaluation.validation_metrics(self.eval_model, self.variables(state), dataset, self.slices,
                                          chunk=int(cfg.get("chunk", evaluation.DEFAULT_CHUNK)),
                                          batch=cfg.get("batch", evaluation.DEFAULT_BATCH))
 
@@ -264,10 +250,11 @@ def _final_evaluation(run: Run, state, step: int, timers: Timers) -> dict[str, A
   timers.eval += time.perf_counter() - start
   document = report.results_document(
       results, config=run.config.to_dict(), checkpoint_step=step, train_time_s=timers.train, mode=run.mode,
-      actions_of_slices=run.slices, checkpoint="final",
+      actions_of_slices=run.slices, checkpoint="final", checkpoint_final=True,
+      checkpoint_note="final: the end of training",
       routing="none (one model)" if run.mode == "common" else "oracle (ground-truth action labels)")
   if jax.process_index() == 0:
-    report.write_results(os.path.join(run.workdir, "eval"), document)
+    report.write_results(workdir_lib.eval_dir(run.workdir, step), document)
   _log(f"Final evaluation (test-time augmentation: {tta}), mm:\n" + report.to_text(report.results_table(document)))
   return document
 
@@ -359,12 +346,12 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
        f"steps, useful fraction of model-steps {run.useful:.4f}; input on the {run.input} "
        f"({run.table.nbytes() / 2**20:,.0f} MiB of training tables)")
   timers = Timers()
-  mngr = checkpointing.manager(workdir, keep=int(config.checkpoint.keep))
+  mngr = checkpointing.manager(workdir, keep=int(config.checkpoint.keep), select_best=bool(run.heldout))
   try:
     state, acc, step = _restore_or_init(run, mngr, timers)
     if jax.process_index() == 0:
-      atomic_write_text(os.path.join(workdir, "config.json"), config.to_json(indent=2))
-    writer = MetricsWriter(workdir, read_metrics(workdir, step), enabled=jax.process_index() == 0)
+      workdir_lib.write_config(workdir, config)
+    writer = MetricsWriter(workdir, workdir_lib.read_metrics(workdir, step), enabled=jax.process_index() == 0)
     positions = _positions(state, layout)
     every = max(int(config.checkpoint.every_epochs), 1)
     rng = jax.jit(lambda: jax.random.key(int(config.seed) + 1), out_shardings=layout.replicated)()
@@ -389,20 +376,24 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
           return {"interrupted": True, "step": step}
         acc_host = sharding.fetch(acc)
         _check_finite(run, acc_host, mngr)
-        valid = None
+        valid, heldout = None, None
+        start = time.perf_counter()
         if config.eval.get("validate", True):
-          start = time.perf_counter()
-          valid = run.validate(state)
-          timers.eval += time.perf_counter() - start
+          valid = run.validate(state, run.test_ds)  # monitoring only: never selects a checkpoint
+        if run.valid_ds is not None:
+          heldout = run.validate(state, run.valid_ds)["mpjpe_valid"]
+        timers.eval += time.perf_counter() - start
         record = _log_record(run, epoch, step, positions, acc_host, valid, timers,
                              time.perf_counter() - wall_start)
+        if heldout is not None:
+          record[checkpointing.BEST_METRIC] = heldout
         writer.write(record)
         _log(_epoch_line(record, (time.perf_counter() - seg_wall) / 60, run.slices))
         acc = engine.fresh_accumulator(layout)
         if (index + 1) % every == 0 or index + 1 == len(run.points):
           checkpointing.save(mngr, step, state, acc, layout.num_models,
                              run.metadata(timers, time.perf_counter() - wall_start),
-                             metrics=None if valid is None else {"mpjpe_valid": valid["mpjpe_valid"]})
+                             metrics=None if heldout is None else {checkpointing.BEST_METRIC: heldout})
     mngr.wait_until_finished()
     if np.any(positions[:layout.num_models] < budget.steps):
       raise PosejaxError(f"training stopped at global step {step} before every model finished its budget")
@@ -411,7 +402,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     mngr.close()
   summary = _summary(run, timers, document, time.perf_counter() - wall_start)
   if jax.process_index() == 0:
-    atomic_write_text(os.path.join(workdir, SUMMARY_FILE), json.dumps(summary, indent=2) + "\n")
+    workdir_lib.write_summary(workdir, summary)
   _log(f"training time {timers.train:.1f} s (compilation {timers.compile:.1f} s, evaluation {timers.eval:.1f} s); "
-       f"wrote {os.path.join(workdir, SUMMARY_FILE)}")
+       f"wrote {workdir_lib.summary_path(workdir)}")
   return summary

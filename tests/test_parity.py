@@ -179,7 +179,7 @@ def dataset(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 @functools.lru_cache(maxsize=1)
 def _schedule() -> dict[str, np.ndarray]:
   budget = schedules.make_budget("fixed", "common", EPOCHS, 1, [EXAMPLES], BATCH)
-  hp = schedules.hyperparams_fn(budget, LR, LR_DECAY, BN_START, BN_END)(jnp.arange(EPOCHS))
+  hp = schedules.hyperparams_fn(budget, LR, LR_DECAY, BN_START, BN_END)(jnp.arange(EPOCHS), jnp.zeros(EPOCHS, jnp.int32))
   return {k: np.asarray(v) for k, v in hp.items()}
 
 

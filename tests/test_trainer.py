@@ -83,9 +83,10 @@ def test_action_based_run_writes_the_workdir(ab_workdir):
       np.mean([records[-1]["per_action"][a]["mpjpe_valid"] for a in ("Eating", "Walking")]))
   assert records[-1]["loss"] < records[0]["loss"]
   assert glob.glob(os.path.join(workdir, "events.out.tfevents*"))
-  with open(os.path.join(workdir, "eval", "results.json")) as f:
+  with open(os.path.join(workdir, "eval", f"step_{summary['global_steps']}", "results.json")) as f:
     results = json.load(f)
   assert set(results["per_action"]) == {"Eating", "Walking"} and results["tta"] is True
+  assert results["checkpoint_final"] is True
   config, variables, actions, step, meta = checkpointing.restore_for_eval(workdir, "latest")
   assert actions == ["Eating", "Walking"] and step == summary["global_steps"]
   assert variables["params"]["shrink"]["bias"].shape == (2, 51)

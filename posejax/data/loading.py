@@ -126,3 +126,13 @@ def load_data(config: ml_collections.ConfigDict,
   both = list(dict.fromkeys(train_subjects + test_subjects))
   dataset, fingerprint = (_load_tfds if source == "tfds" else _load_npz)(config, both, actions)
   return dataset.select(subjects=train_subjects), dataset.select(subjects=test_subjects), fingerprint
+
+
+def load_validation(config: ml_collections.ConfigDict, actions: Sequence[str]) -> PoseDataset | None:
+  """The held-out validation split (`config.data.valid_subjects`), or None when there is none."""
+  valid = list(config.data.get("valid_subjects", ()) or ())
+  if not valid:
+    return None
+  source = str(config.data.get("source", "npz"))
+  dataset, _ = (_load_tfds if source == "tfds" else _load_npz)(config, valid, resolve_actions(actions))
+  return dataset
