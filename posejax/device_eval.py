@@ -32,7 +32,7 @@ from posejax.model import TemporalModel, causal_shift, receptive_field
 from posejax.skeleton import flip_permutation
 
 FRAMES_PER_STEP = 65536  # output frames per chunk batch over all slices when `batch` is None
-METRIC_BLOCK = 65536  # frames per step of the metric loop (bounds its temporaries)
+METRIC_BLOCK = 8192  # frames per step of the metric loop (bounds its temporaries)
 
 Flip = tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...]]
 
@@ -121,7 +121,7 @@ class ResidentTestSet:
   records: np.ndarray
   actions: tuple[str, ...]
   subjects: tuple[str, ...]
-  missing_3d: str = "evaluation: no 3D ground truth to evaluate"
+  missing_3d: str = ""
 
   @property
   def num_sequences(self) -> int:
@@ -131,13 +131,14 @@ class ResidentTestSet:
 def build(poses_2d: Sequence[np.ndarray], targets: Sequence[np.ndarray] | None, routes: Sequence[int],
           model: TemporalModel, *, slices: Sequence[str], flip: Flip, chunk: int, batch: int | None,
           actions: Sequence[str] = (), subjects: Sequence[str] = (),
-          missing_3d: str | None = None) -> ResidentTestSet:
+          missing_3d: str = "") -> ResidentTestSet:
   """Puts sequences on the device, routed to model slices.
 
   Args:
     poses_2d: per record (T, K, 2) normalized 2D keypoints.
     targets: per record (T, J, 3) camera-space 3D poses (joint 0 is zeroed here), or None.
     routes: per record the index of its model slice in `slices`.
+    missing_3d: why `targets` is None (the error an evaluation then raises).
   """
   groups = [[i for i, a in enumerate(routes) if a == s] for s in range(len(slices))]
   records = np.asarray([i for g in groups for i in g], np.int64)
@@ -165,8 +166,7 @@ def build(poses_2d: Sequence[np.ndarray], targets: Sequence[np.ndarray] | None, 
           chunks.transpose(1, 0, 2, 3).astype(np.int32))
   device = jax.device_put(host)
   return ResidentTestSet(*device, plan=plan, slices=tuple(slices), flip=flip, records=records,
-                         actions=tuple(actions), subjects=tuple(subjects),
-                         **({"missing_3d": missing_3d} if missing_3d else {}))
+                         actions=tuple(actions), subjects=tuple(subjects), missing_3d=missing_3d)
 
 
 def check_compatible(resident: ResidentTestSet, model: TemporalModel, variables: Any) -> None:
@@ -179,6 +179,10 @@ def check_compatible(resident: ResidentTestSet, model: TemporalModel, variables:
   if tuple(resident.poses_2d.shape[1:]) != (model.num_joints_in, model.in_features):
     raise PosejaxError(f"evaluation: the test set has {resident.poses_2d.shape[1]} keypoints; the model "
                        f"expects {model.num_joints_in}")
+  targets = resident.targets
+  if targets is not None and targets.shape[1] != model.num_joints_out:
+    raise PosejaxError(f"evaluation: the test set has {targets.shape[1]} 3D joints; the model predicts "
+                       f"{model.num_joints_out}")
   leaves = jax.tree_util.tree_leaves(variables)
   if not leaves or leaves[0].shape[:1] != (len(resident.slices),):
     found = leaves[0].shape[:1] if leaves else "no"

@@ -65,7 +65,7 @@ def resident_test_set(dataset: PoseDataset, actions_of_slices: Sequence[str], mo
   return device_eval.build([s.poses_2d for s in records], targets, slice_of_sequences(dataset, actions_of_slices),
                            model, slices=actions_of_slices, flip=_dataset_flip(dataset), chunk=chunk,
                            batch=batch, actions=[s.action for s in records],
-                           subjects=[s.subject for s in records], missing_3d=missing)
+                           subjects=[s.subject for s in records], missing_3d=missing or "")
 
 
 def _as_resident(data: PoseDataset | ResidentTestSet, actions_of_slices: Sequence[str], model: TemporalModel,
@@ -156,7 +156,7 @@ def _resident_sums(model: TemporalModel, stacked_variables: Any, resident: Resid
   if resident.num_sequences == 0:
     raise PosejaxError("evaluation: the test set is empty (check subjects and actions)")
   if resident.targets is None:
-    raise PosejaxError(resident.missing_3d)
+    raise PosejaxError(resident.missing_3d or "evaluation: no 3D ground truth to evaluate")
   pred = device_eval.predict(model, stacked_variables, resident, tta=tta)
   sums = device_eval.sequence_sums(pred, resident.targets, resident.frame_sequence, resident.plan.lengths,
                                    full=full)

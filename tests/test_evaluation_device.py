@@ -203,6 +203,9 @@ def test_resident_set_rejects_mismatches():
     evaluation.validation_metrics(model, stack(v), resident, slices)
   with pytest.raises(PosejaxError, match="receptive field 9"):
     evaluation.validation_metrics(tiny_model(widths=(3,)), stack(v, v), resident, slices)
+  sixteen = dataclasses.replace(model, num_joints_out=16)
+  with pytest.raises(PosejaxError, match="17 3D joints; the model predicts 16"):
+    evaluation.evaluate_dataset(sixteen, stack(v, v), resident, slices)
   causal = evaluation.resident_test_set(data, slices, tiny_model(causal=True), chunk=4, batch=2)
   with pytest.raises(PosejaxError, match="causal shift 4"):
     evaluation.evaluate_dataset(model, stack(v, v), causal, slices)
