@@ -21,27 +21,21 @@ import numpy as np
 
 from posejax import device_eval
 from posejax.data.actions import ACTIONS
+from posejax import slices as slices_lib
 from posejax.data.dataset import PoseDataset
 from posejax.device_eval import FRAMES_PER_STEP, ChunkPlan, ResidentTestSet, plan_chunks  # noqa: F401
 from posejax.errors import PosejaxError
 from posejax.model import TemporalModel
 
 METRICS = ("mpjpe", "p_mpjpe", "n_mpjpe", "mpjve")
-COMMON_SLICE = "all"
+COMMON_SLICE = slices_lib.COMMON
 DEFAULT_CHUNK = 512
 DEFAULT_BATCH = None  # chosen per plan: about FRAMES_PER_STEP output frames over all slices
 
 
 def slice_of_sequences(dataset: PoseDataset, actions_of_slices: Sequence[str]) -> list[int]:
   """Model slice of each record: 0 in common mode (one slice 'all'), else its action's slice."""
-  slices = list(actions_of_slices)
-  if slices == [COMMON_SLICE]:
-    return [0] * len(dataset.sequences)
-  missing = sorted({s.action for s in dataset.sequences} - set(slices))
-  if missing:
-    raise PosejaxError(f"checkpoint has models for {', '.join(slices)}; no model for test "
-                       f"action(s) {', '.join(missing)} (select them with --config.actions)")
-  return [slices.index(s.action) for s in dataset.sequences]
+  return slices_lib.route([s.action for s in dataset.sequences], actions_of_slices)
 
 
 def _dataset_flip(dataset: PoseDataset) -> device_eval.Flip:
