@@ -8,16 +8,20 @@
   python eval.py --compare runs/common runs/ab --out runs/comparison
 
 The evaluation writes WORKDIR/eval/results.{json,csv,md}; `--config` is optional when the
-workdir holds config.json. The logic lives in posejax.eval_lib and posejax.compare.
+workdir holds config.json. The logic lives in posejax.eval_lib and posejax.compare. Every bad
+path or option is one line on stderr and exit status 2; an unreadable 'best' or 'latest'
+checkpoint falls back to the next readable one with a warning (docs/reliability.md).
 """
-
-import sys
 
 from absl import app, flags
 from ml_collections import config_flags
 
-from posejax import compare, eval_lib
-from posejax.errors import PosejaxError
+from posejax import cli
+
+cli.quiet_environment()  # before anything imports TensorFlow
+
+from posejax import compare, config_validation, eval_lib  # noqa: E402
+from posejax.errors import PosejaxError  # noqa: E402
 
 config_flags.DEFINE_config_file("config", None, "Training config file (default: WORKDIR/config.json).")
 flags.DEFINE_string("workdir", None, "Training workdir to evaluate.")
@@ -43,7 +47,10 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
+  cli.quiet_logging()
   extra = argv[1:]
+  if FLAGS.config is not None:
+    config_validation.validate_config(FLAGS.config)
   if FLAGS.compare:
     dirs = [d for d in FLAGS.compare.split(",") if d] + extra
     if len(dirs) != 2:
@@ -74,12 +81,8 @@ def main(argv):
 
 
 def run(argv):
-  try:
-    main(argv)
-  except PosejaxError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+  cli.run_guarded(main, argv)
 
 
 if __name__ == "__main__":
-  app.run(run)
+  app.run(run, flags_parser=cli.absl_flags_parser)
