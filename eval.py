@@ -20,9 +20,6 @@ from posejax import cli
 
 cli.quiet_environment()  # before anything imports TensorFlow
 
-from posejax import compare, config_validation, eval_lib  # noqa: E402
-from posejax.errors import PosejaxError  # noqa: E402
-
 config_flags.DEFINE_config_file("config", None, "Training config file (default: WORKDIR/config.json).")
 flags.DEFINE_string("workdir", None, "Training workdir to evaluate.")
 flags.DEFINE_string("checkpoint", None, "best, latest or a step number (default best; --compare: latest).")
@@ -48,6 +45,10 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   cli.quiet_logging()
+  # Imported here so that --help and flag errors do not wait for JAX.
+  from posejax import compare, config_validation, eval_lib
+  from posejax.errors import PosejaxError
+
   extra = argv[1:]
   if FLAGS.config is not None:
     config_validation.validate_config(FLAGS.config)

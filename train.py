@@ -11,6 +11,7 @@ line on stderr and exit status 2 (see docs/reliability.md).
 """
 
 import contextlib
+import signal
 import sys
 
 from absl import app, flags
@@ -29,6 +30,9 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
   cli.quiet_logging()
+  # Ctrl-C before training starts, or a second one during it, ends the process at once rather
+  # than raising KeyboardInterrupt wherever it lands (checkpoints are written atomically).
+  signal.signal(signal.SIGINT, signal.SIG_DFL)
   # Imported here so that --help and flag errors do not wait for JAX and TensorFlow.
   from posejax import config_validation, workdir_lock
   from posejax.errors import PosejaxError
@@ -51,8 +55,7 @@ def main(argv):
 
 
 def guarded_main(argv):
-  cli.run_guarded(main, argv, interrupted="interrupted by a second signal; the checkpoints already "
-                  "written are complete (rerun the same command to resume)")
+  cli.run_guarded(main, argv, where=f"--workdir {FLAGS.workdir}")
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -122,12 +123,21 @@ def complete_steps(directory: str) -> list[int]:
 
 
 def _reason(e: BaseException) -> str:
-  """The first line of an exception, short enough for a one-line message."""
-  lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-  text = lines[0] if lines else type(e).__name__
+  """A short reason for a failed read or write: the system's error when there is one (tensorstore
+  buries it at the end of a long message), else the first line of the exception."""
   if isinstance(e, OSError) and e.strerror:
-    text = f"{e.strerror}: {e.filename}" if e.filename else e.strerror
-  return text if len(text) <= 200 else text[:197] + "..."
+    return f"{e.strerror}: {e.filename}" if e.filename else e.strerror
+  text = str(e)
+  code = re.search(r"os_error_code='(\d+)'|\[Errno (\d+)\]", text)
+  if code:
+    return os.strerror(int(code.group(1) or code.group(2)))
+  lines = [line.strip() for line in text.splitlines() if line.strip()]
+  first = lines[0] if lines else type(e).__name__
+  # tensorstore: 'OUT_OF_RANGE: Error reading "key" in OCDBT database at local file "dir": <what>'
+  status = re.match(r'([A-Z_]+): .*": (.+)$', first)
+  if status:
+    first = f"{status.group(1)}: {status.group(2)}"
+  return first if len(first) <= 200 else first[:197] + "..."
 
 
 @contextlib.contextmanager
@@ -332,23 +342,26 @@ def restore_for_eval(workdir: str, which: str | int = "best", *, log: Callable[[
   if not os.path.isdir(checkpoint_dir(workdir)):
     raise PosejaxError(f"{checkpoint_dir(workdir)}: no checkpoints directory (is --workdir a training workdir?)")
   mngr = manager(workdir, read_only=True)
-  failures = []
+  where, failures = checkpoint_dir(workdir), []
   try:
-    for step in _candidate_steps(mngr, which):
+    candidates = _candidate_steps(mngr, which)
+    for step in candidates:
       try:
         with _quiet_orbax():
           restored = mngr.restore(step, args=ocp.args.Composite(
               variables=ocp.args.StandardRestore(), metadata=ocp.args.JsonRestore()))
         break
       except Exception as e:  # damaged files: orbax, tensorstore and json raise many types
+        if len(candidates) == 1:
+          raise PosejaxError(f"{where}: checkpoint at step {step} is unreadable ({_reason(e)})") from None
         failures.append(f"step {step} ({_reason(e)})")
-        log(f"{checkpoint_dir(workdir)}: checkpoint at step {step} is unreadable ({_reason(e)})")
+        log(f"{where}: checkpoint at step {step} is unreadable ({_reason(e)})")
     else:
-      raise PosejaxError(f"{checkpoint_dir(workdir)}: no readable checkpoint for {which!r}: " + "; ".join(failures))
+      raise PosejaxError(f"{where}: no readable checkpoint: " + "; ".join(failures))
   finally:
     mngr.close()
   if failures:
-    log(f"{checkpoint_dir(workdir)}: using step {step} instead")
+    log(f"{where}: using step {step} instead")
   metadata = dict(restored.metadata)
   config = ml_collections.ConfigDict(metadata["config"])
   return config, _as_numpy(restored.variables), list(metadata["actions"]), step, metadata

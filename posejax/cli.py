@@ -4,7 +4,8 @@ Every tool (train.py, eval.py, `python -m posejax.interop`, `python -m posejax.d
 prints its own progress lines only: TensorFlow's C++ start-up lines and the INFO/WARNING lines
 of orbax and JAX are silenced. Whatever a user can get wrong ends in one line on stderr,
 `error: ...`, and exit status 2 (1 for an operating-system failure such as a full disk, 130 for
-an interrupt), never in a traceback.
+an interrupt), never in a traceback. posejax reports through print(); library log records
+(orbax, JAX, asyncio) are silenced in these tools.
 """
 
 from __future__ import annotations
@@ -31,9 +32,24 @@ def quiet_environment() -> None:
 
 
 def quiet_logging() -> None:
-  """absl logging (orbax, JAX) at ERROR. Call it in main: absl.app resets it after parsing."""
+  """Silences library logging (orbax, JAX, asyncio). Call it in main: absl.app resets it.
+
+  orbax logs a failed background save as ERROR with several tracebacks; posejax reports the
+  same failure itself as one line, so nothing below CRITICAL is shown.
+  """
+  import logging as std_logging
   from absl import logging
-  logging.set_verbosity(logging.ERROR)
+  logging.set_verbosity(logging.FATAL)
+  std_logging.getLogger().setLevel(std_logging.CRITICAL)
+  sys.unraisablehook = _quiet_unraisable
+
+
+def _quiet_unraisable(args: Any) -> None:
+  """After a failed asynchronous save, orbax's futures call back into event loops it has closed;
+  Python prints each such ignored RuntimeError as a traceback. Other cases print as usual."""
+  if isinstance(args.exc_value, RuntimeError) and "Event loop is closed" in str(args.exc_value):
+    return
+  sys.__unraisablehook__(args)
 
 
 def one_line(text: Any) -> str:
@@ -47,15 +63,18 @@ def fail(message: str, code: int = 2) -> NoReturn:
   sys.exit(code)
 
 
-def run_guarded(fn: Callable[..., Any], *args: Any, interrupted: str = "interrupted") -> Any:
-  """Calls fn(*args); a PosejaxError, an OS error or an interrupt becomes one line and an exit status."""
+def run_guarded(fn: Callable[..., Any], *args: Any, interrupted: str = "interrupted", where: str = "") -> Any:
+  """Calls fn(*args); a PosejaxError, an OS error or an interrupt becomes one line and an exit status.
+
+  `where` (e.g. '--workdir runs/x') names the place in an OS error that carries no file name.
+  """
   try:
     return fn(*args)
   except PosejaxError as e:
     fail(one_line(e), 2)
   except OSError as e:  # a full disk, an unwritable folder: not a bug of posejax
-    where = f": {e.filename}" if getattr(e, "filename", None) else ""
-    fail(f"{e.strerror or one_line(e) or type(e).__name__}{where}", 1)
+    reason = e.strerror or one_line(e) or type(e).__name__
+    fail(f"{e.filename}: {reason}" if getattr(e, "filename", None) else f"{where}: {reason}" if where else reason, 1)
   except KeyboardInterrupt:
     fail(interrupted, 130)
 

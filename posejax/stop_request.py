@@ -1,16 +1,18 @@
 """Graceful stop on SIGTERM / SIGINT: a flag the training loop polls at step boundaries.
 
 The first signal sets the flag: the loop saves a checkpoint at its next step boundary and
-returns. A second signal restores the default behaviour and raises KeyboardInterrupt, so a
-stuck run can still be stopped, except while a checkpoint is being written: inside
-`saving()`, or while `busy()` reports an asynchronous save in flight, repeated signals are
-only counted and the run stops as for the first one. A save is never torn by a signal (and a
-SIGKILL during one leaves only orbax's temporary directory, see posejax.checkpointing).
+returns. A second signal is handed to the handler that was installed before (the default one
+terminates the process at once, Python's SIGINT handler raises KeyboardInterrupt), so a stuck
+run can still be stopped; except while a checkpoint is being written: inside `saving()`, or
+while `busy()` reports an asynchronous save in flight, repeated signals are only counted and
+the run stops as for the first one, once the save is complete. Even a SIGKILL during a save
+leaves only orbax's temporary directory (see posejax.checkpointing), never a torn checkpoint.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
 from typing import Any, Callable, Iterator
@@ -51,10 +53,12 @@ class StopRequest:
       return
     if self.saving_in_progress:
       self.deferred += 1
-      self._log(f"signal {signum} during a checkpoint save: stopping once it is complete")
+      self._log(f"signal {signum} while a checkpoint is being written: stopping once it is complete "
+                "(SIGKILL stops at once; complete checkpoints are kept either way)")
       return
+    self._log(f"second signal {signum}: stopping without saving (the last complete checkpoint is kept)")
     signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
-    raise KeyboardInterrupt
+    os.kill(os.getpid(), signum)  # delivered again, now to the previous handler
 
   @property
   def saving_in_progress(self) -> bool:
