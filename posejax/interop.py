@@ -250,6 +250,7 @@ def describe(imported: VideoPose3DImport) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
   """Imports a checkpoint and reports what it holds; exit status 2 on a user error."""
+  cli.quiet_environment()
   cli.quiet_logging()
   parser = cli.ArgumentParser(prog="python -m posejax.interop", description=__doc__.splitlines()[0])
   parser.add_argument("--from-videopose3d", required=True, metavar="FILE", help="VideoPose3D .bin checkpoint")

@@ -140,7 +140,10 @@ class WorkdirLock:
     return PosejaxError(f"--workdir {self.workdir}: in use by {who}; {hint}")
 
   def acquire(self) -> None:
-    os.makedirs(self.workdir, exist_ok=True)
+    try:
+      os.makedirs(self.workdir, exist_ok=True)
+    except OSError as e:
+      raise PosejaxError(f"--workdir {self.workdir}: cannot create it ({e.strerror})") from None
     for _ in range(10):  # retried only when the file was replaced between open and flock
       try:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)

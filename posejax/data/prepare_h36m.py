@@ -197,6 +197,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
   """Exit status 0, 2 for a user error (one line on stderr), 1 for an operating-system error."""
+  cli.quiet_environment()
   cli.quiet_logging()
   args = _parse_args(argv)
   created = not os.path.exists(args.out)
