@@ -4,7 +4,6 @@ repeated signals, and every command-line tool given bad input (one line on stder
 import errno
 import functools
 import glob
-import json
 import os
 import shutil
 import signal
@@ -332,4 +331,4 @@ def test_every_tool_reports_bad_input_in_one_line(tmp_path):
     holder.wait(timeout=30)
   assert not os.path.exists(tmp_path / "o")  # nothing half-written (not even an empty folder)
   assert not os.path.exists(tmp_path / "w" / "checkpoints")
-  assert json.loads((locked / "posejax.lock").read_text() if (locked / "posejax.lock").exists() else "{}") == {}
+  assert not (locked / "posejax.lock").exists()  # the holder released it; the refused run left it alone
