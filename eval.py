@@ -12,16 +12,17 @@ evaluates. `best` (lowest held-out validation MPJPE) exists only for runs with a
 split (config.data.valid_subjects); the test set never selects a checkpoint. The evaluation of
 checkpoint step N writes WORKDIR/eval/step_N/results.{json,csv,md}; `--compare` uses each run's
 final checkpoint. `--config` is optional when the workdir holds config.json. The logic lives in
-posejax.eval_lib and posejax.compare.
+posejax.eval_lib and posejax.compare. Every bad path or option is one line on stderr and exit
+status 2; an unreadable 'latest' checkpoint falls back to the next readable one with a warning
+(docs/reliability.md).
 """
-
-import sys
 
 from absl import app, flags
 from ml_collections import config_flags
 
-from posejax import compare, eval_lib
-from posejax.errors import PosejaxError
+from posejax import cli
+
+cli.quiet_environment()  # before anything imports TensorFlow
 
 config_flags.DEFINE_config_file("config", None, "Training config file (default: WORKDIR/config.json).")
 flags.DEFINE_string("workdir", None, "Training workdir to evaluate.")
@@ -48,7 +49,14 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
+  cli.quiet_logging()
+  # Imported here so that --help and flag errors do not wait for JAX.
+  from posejax import compare, config_validation, eval_lib
+  from posejax.errors import PosejaxError
+
   extra = argv[1:]
+  if FLAGS.config is not None:
+    config_validation.validate_config(FLAGS.config)
   if FLAGS.compare:
     dirs = [d for d in FLAGS.compare.split(",") if d] + extra
     if len(dirs) != 2:
@@ -80,12 +88,8 @@ def main(argv):
 
 
 def run(argv):
-  try:
-    main(argv)
-  except PosejaxError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+  cli.run_guarded(main, argv)
 
 
 if __name__ == "__main__":
-  app.run(run)
+  app.run(run, flags_parser=cli.absl_flags_parser)

@@ -13,14 +13,26 @@ Each checkpoint holds three items:
 Checkpoints are device-layout independent (no padding models), so a run can resume on
 another number of devices. The last `keep` checkpoints are kept, plus the one with the lowest
 held-out validation MPJPE when the run has a validation split (never the test set).
+
+Faults: orbax writes a step into `<step>.orbax-checkpoint-tmp` and renames it when complete,
+so a crash or a full disk during a save never damages an earlier step (the leftover temporary
+directory is removed when the next run opens the manager). A step that was damaged anyway (a
+truncated file, a missing item) is found at restore: `restore_latest_good` moves it to
+WORKDIR/checkpoints_unreadable and resumes from the newest step that reads cleanly, and
+`restore_for_eval` falls back the same way without moving anything. A failed save becomes a
+one-line PosejaxError naming the last complete step.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
-import signal
-from typing import Any, Mapping, Sequence
+import re
+import shutil
+import sys
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import jax
 import ml_collections
@@ -29,9 +41,11 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
 from posejax.errors import PosejaxError
+from posejax.stop_request import StopRequest  # noqa: F401  (the training loop's name for it)
 
 PyTree = Any
 CHECKPOINT_DIR = "checkpoints"
+UNREADABLE_DIR = "checkpoints_unreadable"  # damaged steps are moved here, not deleted
 FORMAT_VERSION = 1
 # Config entries that must match for a checkpoint to be resumed (data order and schedules
 # shapes depend on them); the model's hyper-parameters are compared through metadata['model'].
@@ -69,7 +83,10 @@ def manager(workdir: str, keep: int = 3, *, read_only: bool = False,
       best_fn=_best_metric if select_best else None, best_mode="min",
       preservation_policy=None if read_only else policy,
       read_only=read_only, create=not read_only, enable_async_checkpointing=not read_only,
-      save_interval_steps=0 if read_only else 1)
+      save_interval_steps=0 if read_only else 1,
+      # Temporary directories of saves that a crash interrupted; the workdir lock guarantees
+      # that no other run is writing one.
+      cleanup_tmp_directories=not read_only)
   return ocp.CheckpointManager(checkpoint_dir(workdir), options=options)
 
 
@@ -88,10 +105,66 @@ def save(mngr: ocp.CheckpointManager, step: int, state: Any, accum: Mapping[str,
   train = {"opt_state": {f"{i:04d}": leaf for i, leaf in enumerate(opt_leaves)},
            "step": _host_copy(state.step, num_models), "accum": _host_copy(dict(accum), num_models)}
   meta = dict(metadata, global_step=int(step), format=FORMAT_VERSION)
-  mngr.save(int(step), args=ocp.args.Composite(
-      variables=ocp.args.StandardSave(variables), train=ocp.args.StandardSave(train),
-      metadata=ocp.args.JsonSave(meta)),
-            metrics=None if metrics is None else {k: float(v) for k, v in metrics.items()}, force=True)
+  # orbax first waits for the previous (asynchronous) save: its failure surfaces here too.
+  with _save_errors(mngr):
+    mngr.save(int(step), args=ocp.args.Composite(
+        variables=ocp.args.StandardSave(variables), train=ocp.args.StandardSave(train),
+        metadata=ocp.args.JsonSave(meta)),
+              metrics=None if metrics is None else {k: float(v) for k, v in metrics.items()}, force=True)
+
+
+def finish_saves(mngr: ocp.CheckpointManager) -> None:
+  """Waits for the asynchronous save in flight; a failed one becomes a one-line PosejaxError."""
+  with _save_errors(mngr):
+    mngr.wait_until_finished()
+
+
+def close(mngr: ocp.CheckpointManager) -> None:
+  """Closes the manager after its pending save; a failed one becomes a one-line PosejaxError."""
+  with _save_errors(mngr):
+    mngr.close()
+
+
+def complete_steps(directory: str) -> list[int]:
+  """Steps whose directory was renamed into place (complete saves), read from disk, sorted."""
+  try:
+    names = os.listdir(directory)
+  except OSError:
+    return []
+  return sorted(int(n) for n in names if n.isdigit() and os.path.isdir(os.path.join(directory, n)))
+
+
+def _reason(e: BaseException) -> str:
+  """A short reason for a failed read or write: the system's error when there is one (tensorstore
+  buries it at the end of a long message), else the first line of the exception."""
+  if isinstance(e, OSError) and e.strerror:
+    return f"{e.strerror}: {e.filename}" if e.filename else e.strerror
+  text = str(e)
+  code = re.search(r"os_error_code='(\d+)'|\[Errno (\d+)\]", text)
+  if code:
+    return os.strerror(int(code.group(1) or code.group(2)))
+  lines = [line.strip() for line in text.splitlines() if line.strip()]
+  first = lines[0] if lines else type(e).__name__
+  # tensorstore: 'OUT_OF_RANGE: Error reading "key" in OCDBT database at local file "dir": <what>'
+  status = re.match(r'([A-Z_]+): .*": (.+)$', first)
+  if status:
+    first = f"{status.group(1)}: {status.group(2)}"
+  return first if len(first) <= 200 else first[:197] + "..."
+
+
+@contextlib.contextmanager
+def _save_errors(mngr: ocp.CheckpointManager) -> Iterator[None]:
+  """Turns a failed save (full disk, I/O error) into a PosejaxError naming the last good step."""
+  try:
+    yield
+  except PosejaxError:
+    raise
+  except Exception as e:  # orbax and tensorstore wrap I/O errors in many types
+    where = checkpoint_dir_of(mngr)
+    steps = complete_steps(where)
+    kept = (f"the last complete checkpoint is step {steps[-1]} (rerun to resume from it)" if steps
+            else "no complete checkpoint was written")
+    raise PosejaxError(f"{where}: writing a checkpoint failed ({_reason(e)}); {kept}") from None
 
 
 def restore_metadata(mngr: ocp.CheckpointManager, step: int) -> dict[str, Any]:
@@ -137,6 +210,83 @@ def checkpoint_dir_of(mngr: ocp.CheckpointManager) -> str:
   return str(mngr.directory)
 
 
+def _warn(message: str) -> None:
+  print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def _quiet_orbax() -> Iterator[None]:
+  """Silences orbax's own log lines while a possibly damaged step is read (we say what failed)."""
+  absl_logger = logging.getLogger("absl")
+  level = absl_logger.level
+  absl_logger.setLevel(logging.CRITICAL)
+  try:
+    yield
+  finally:
+    absl_logger.setLevel(level)
+
+
+def _set_aside(mngr: ocp.CheckpointManager, step: int) -> str:
+  """Moves an unreadable step to WORKDIR/checkpoints_unreadable (kept for inspection; the run
+  may write that step again) and refreshes the manager's list of steps. Returns where it went."""
+  source = os.path.join(checkpoint_dir_of(mngr), str(step))
+  target_dir = os.path.join(os.path.dirname(checkpoint_dir_of(mngr)), UNREADABLE_DIR)
+  target, n = os.path.join(target_dir, str(step)), 1
+  while os.path.exists(target):
+    target, n = os.path.join(target_dir, f"{step}.{n}"), n + 1
+  try:
+    os.makedirs(target_dir, exist_ok=True)
+    os.replace(source, target)
+  except OSError as e:
+    raise PosejaxError(f"{source}: unreadable checkpoint that cannot be moved aside ({_reason(e)}); "
+                       "remove it and rerun") from None
+  mngr.reload()
+  return target
+
+
+def restore_latest_good(mngr: ocp.CheckpointManager, state_template: Any, accum_template: Mapping[str, Any],
+                        *, check: Callable[[dict[str, Any]], None] | None = None,
+                        log: Callable[[str], None] = _warn
+                        ) -> tuple[int, Any, dict[str, np.ndarray], dict[str, Any]] | None:
+  """(step, TrainState, accumulator, metadata) of the newest checkpoint that restores cleanly.
+
+  Steps are tried newest first. One that cannot be read (a truncated file or a missing item,
+  as after a crash or a full disk) is moved to WORKDIR/checkpoints_unreadable, reported through
+  `log`, and the next older one is tried. `check(metadata)` runs before the arrays are read:
+  its PosejaxError (an incompatible run), like restore_train's own, is not damage and
+  propagates. The result's state and accumulator are as restore_train returns them.
+
+  Returns:
+    None when the directory holds no checkpoint.
+
+  Raises:
+    PosejaxError: checkpoints exist but none is readable (they have been moved aside, so
+      rerunning trains from scratch), or `check` / restore_train refused one.
+  """
+  where, skipped = checkpoint_dir_of(mngr), []
+  for step in sorted(mngr.all_steps(), reverse=True):
+    try:
+      with _quiet_orbax():
+        metadata = restore_metadata(mngr, step)
+        if check is not None:
+          check(metadata)
+        state, accum, metadata = restore_train(mngr, step, state_template, accum_template)
+    except PosejaxError:
+      raise
+    except Exception as e:  # orbax, tensorstore and json raise many types for damaged files
+      moved = _set_aside(mngr, step)
+      skipped.append(step)
+      log(f"{where}: checkpoint at step {step} is unreadable ({_reason(e)}); moved it to {moved}")
+      continue
+    if skipped:
+      log(f"{where}: resuming from step {step}, the newest readable checkpoint")
+    return step, state, accum, metadata
+  if skipped:
+    raise PosejaxError(f"{where}: no readable checkpoint (steps {', '.join(map(str, skipped))} moved to "
+                       f"{os.path.join(os.path.dirname(where), UNREADABLE_DIR)}); rerun to train from scratch")
+  return None
+
+
 def _get(config: Mapping[str, Any], dotted: str) -> Any:
   """config['a']['b'] for 'a.b'; None when a part is missing. Tuples compare as lists."""
   node: Any = config
@@ -172,13 +322,15 @@ def check_compatible(saved: Mapping[str, Any], current: Mapping[str, Any], where
                        + "; ".join(diffs) + " (use the original config or another --workdir)")
 
 
-def _which_step(mngr: ocp.CheckpointManager, which: str | int) -> int:
-  steps = list(mngr.all_steps())
+def _candidate_steps(mngr: ocp.CheckpointManager, which: str | int) -> list[int]:
+  """Steps to try for `which`, preferred first: 'latest' falls back to older steps, 'best' to
+  the others newest first, an explicit step to nothing."""
+  steps = sorted(mngr.all_steps(), reverse=True)
   where = checkpoint_dir_of(mngr)
   if not steps:
     raise PosejaxError(f"{where}: no checkpoints (train with `python train.py --workdir ...` first)")
   if which == "latest":
-    return int(mngr.latest_step())
+    return steps
   if which == "best":
     scored = {s: (mngr.metrics(s) or {}).get(BEST_METRIC) for s in steps}
     scored = {s: float(v) for s, v in scored.items() if v is not None}
@@ -187,15 +339,15 @@ def _which_step(mngr: ocp.CheckpointManager, which: str | int) -> int:
           f"{where}: --checkpoint=best needs checkpoints scored on a held-out validation split "
           "(config.data.valid_subjects) and this run has none; the test set is never used to select "
           "a model: use --checkpoint=latest (the final model) or a step number")
-    return min(scored, key=lambda s: (scored[s], s))
+    return sorted(scored, key=lambda s: (scored[s], s))
   if isinstance(which, (int, np.integer)) or str(which).isdigit():
     if int(which) not in steps:
-      raise PosejaxError(f"{where}: no checkpoint at step {which} (available: {', '.join(map(str, steps))})")
-    return int(which)
+      raise PosejaxError(f"{where}: no checkpoint at step {which} (available: {', '.join(map(str, sorted(steps)))})")
+    return [int(which)]
   raise PosejaxError(f"checkpoint {which!r}: expected 'best', 'latest' or a step number")
 
 
-def restore_for_eval(workdir: str, which: str | int = "latest"
+def restore_for_eval(workdir: str, which: str | int = "latest", *, log: Callable[[str], None] = _warn
                      ) -> tuple[ml_collections.ConfigDict, PyTree, list[str], int, dict[str, Any]]:
   """(config, stacked variables, action of each slice, step, metadata) of a checkpoint.
 
@@ -205,17 +357,33 @@ def restore_for_eval(workdir: str, which: str | int = "latest"
   `variables` = {'params', 'batch_stats'} with a leading slice axis (NumPy); the actions are
   ['all'] in common mode; metadata['model'] holds the model hyper-parameters
   (filter_widths, channels, causal, dense, dropout, num_joints_in, num_joints_out).
+  An unreadable 'best' or 'latest' step is reported through `log` and the next candidate is
+  used (nothing is moved: evaluation only reads); an unreadable explicit step is an error.
   """
   from posejax import workdir as layout
   if not os.path.isdir(layout.checkpoint_dir(workdir)):
     raise PosejaxError(f"{layout.checkpoint_dir(workdir)}: no checkpoints directory (is --workdir a training workdir?)")
   mngr = manager(workdir, read_only=True)
+  where, failures = checkpoint_dir(workdir), []
   try:
-    step = _which_step(mngr, which)
-    restored = mngr.restore(step, args=ocp.args.Composite(
-        variables=ocp.args.StandardRestore(), metadata=ocp.args.JsonRestore()))
+    candidates = _candidate_steps(mngr, which)
+    for step in candidates:
+      try:
+        with _quiet_orbax():
+          restored = mngr.restore(step, args=ocp.args.Composite(
+              variables=ocp.args.StandardRestore(), metadata=ocp.args.JsonRestore()))
+        break
+      except Exception as e:  # damaged files: orbax, tensorstore and json raise many types
+        if len(candidates) == 1:
+          raise PosejaxError(f"{where}: checkpoint at step {step} is unreadable ({_reason(e)})") from None
+        failures.append(f"step {step} ({_reason(e)})")
+        log(f"{where}: checkpoint at step {step} is unreadable ({_reason(e)})")
+    else:
+      raise PosejaxError(f"{where}: no readable checkpoint: " + "; ".join(failures))
   finally:
     mngr.close()
+  if failures:
+    log(f"{where}: using step {step} instead")
   metadata = dict(restored.metadata)
   config = ml_collections.ConfigDict(metadata["config"])
   return config, _as_numpy(restored.variables), list(metadata["actions"]), step, metadata
@@ -241,53 +409,31 @@ def save_imported(workdir: str, variables: PyTree, config: ml_collections.Config
   if num != {len(actions)}:
     raise PosejaxError(f"imported variables have leading sizes {sorted(num)}, expected {len(actions)} "
                        f"(one per action: {', '.join(actions)})")
+  existing = complete_steps(checkpoint_dir(workdir))
+  if existing:
+    raise PosejaxError(f"{checkpoint_dir(workdir)}: already holds checkpoints (steps "
+                       f"{', '.join(map(str, existing))}); import into a new --workdir")
   config_json = json.loads(config.to_json())
   metadata = {"config": config_json, "actions": list(actions), "imported_from": str(source),
               "model": dict(model) if model is not None else config_json.get("model", {}),
               "global_step": int(step), "format": FORMAT_VERSION}
-  os.makedirs(workdir, exist_ok=True)
-  atomic_write_text(os.path.join(workdir, "config.json"), config.to_json(indent=2))
-  mngr = manager(workdir)
+  # What this call creates, removed again if it fails (no complete step was there before it).
+  created = (workdir if not os.path.isdir(workdir)
+             else None if os.path.isdir(checkpoint_dir(workdir)) else checkpoint_dir(workdir))
   try:
-    mngr.save(int(step), args=ocp.args.Composite(
-        variables=ocp.args.StandardSave(jax.tree.map(np.asarray, dict(variables))),
-        metadata=ocp.args.JsonSave(metadata)), force=True)
-    mngr.wait_until_finished()
-  finally:
-    mngr.close()
+    os.makedirs(workdir, exist_ok=True)
+    mngr = manager(workdir)
+    try:
+      with _save_errors(mngr):
+        mngr.save(int(step), args=ocp.args.Composite(
+            variables=ocp.args.StandardSave(jax.tree.map(np.asarray, dict(variables))),
+            metadata=ocp.args.JsonSave(metadata)), force=True)
+    finally:
+      close(mngr)
+    # Written last: a failed import leaves no config.json claiming a model.
+    atomic_write_text(os.path.join(workdir, "config.json"), config.to_json(indent=2))
+  except BaseException:
+    if created:
+      shutil.rmtree(created, ignore_errors=True)
+    raise
   return checkpoint_dir(workdir)
-
-
-class StopRequest:
-  """SIGTERM / SIGINT set a flag; the training loop saves at the next step and returns.
-
-  A second signal of either kind restores the default behaviour (so a stuck run can still
-  be killed).
-  """
-
-  def __init__(self):
-    self.signal: int | None = None
-    self._previous: dict[int, Any] = {}
-
-  def __enter__(self) -> "StopRequest":
-    for sig in (signal.SIGTERM, signal.SIGINT):
-      try:
-        self._previous[sig] = signal.signal(sig, self._handle)
-      except ValueError:  # not the main thread: leave the signals alone
-        pass
-    return self
-
-  def _handle(self, signum, frame) -> None:
-    del frame
-    if self.signal is not None:
-      signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
-      raise KeyboardInterrupt
-    self.signal = signum
-
-  def __exit__(self, *exc) -> None:
-    for sig, handler in self._previous.items():
-      signal.signal(sig, handler)
-
-  @property
-  def requested(self) -> bool:
-    return self.signal is not None

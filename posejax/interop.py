@@ -10,7 +10,6 @@ tensor shapes; the result is the dilated (evaluation) form of `TemporalModel`.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import sys
@@ -21,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from posejax import cli
 from posejax.errors import PosejaxError
 from posejax.model import TemporalModel, count_params, pads, receptive_field
 
@@ -251,7 +251,9 @@ def describe(imported: VideoPose3DImport) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
   """Imports a checkpoint and reports what it holds; exit status 2 on a user error."""
-  parser = argparse.ArgumentParser(prog="python -m posejax.interop", description=__doc__.splitlines()[0])
+  cli.quiet_environment()
+  cli.quiet_logging()
+  parser = cli.ArgumentParser(prog="python -m posejax.interop", description=__doc__.splitlines()[0])
   parser.add_argument("--from-videopose3d", required=True, metavar="FILE", help="VideoPose3D .bin checkpoint")
   parser.add_argument("--architecture", default=None, help="expected filter widths, e.g. 3,3,3,3,3")
   parser.add_argument("--causal", action="store_true", help="the checkpoint was trained with --causal")
@@ -282,8 +284,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                              source=args.from_videopose3d)
       print(f"wrote {path}: evaluate with `python eval.py --workdir {args.workdir}`")
   except PosejaxError as e:
-    print(f"error: {e}", file=sys.stderr)
+    print(f"error: {cli.one_line(e)}", file=sys.stderr)
     return 2
+  except OSError as e:  # a full disk, an unwritable folder
+    print(f"error: {e}", file=sys.stderr)
+    return 1
   return 0
 
 
@@ -293,17 +298,8 @@ def _default_config_path() -> str:
 
 def _load_config(path: str | None):
   """`get_config()` of a config file (configs/default.py when none is given)."""
-  import importlib.util
-  path = path or _default_config_path()
-  if not os.path.isfile(path):
-    raise PosejaxError(f"--config: {path} not found (pass the config the model belongs to)")
-  repo_root = os.path.dirname(os.path.dirname(os.path.abspath(path)))
-  if repo_root not in sys.path:
-    sys.path.insert(0, repo_root)  # config variants import `configs.default`
-  spec = importlib.util.spec_from_file_location("_posejax_import_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+  from posejax.config_validation import load_config_file
+  return load_config_file(path or _default_config_path())
 
 
 def save_to_workdir(imported: "VideoPose3DImport", workdir: str, *, config_path: str | None = None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 import zipfile
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -14,8 +14,11 @@ from posejax.errors import PosejaxError
 
 def _atomic_target(path: str) -> tuple[int, str]:
   directory = os.path.dirname(os.path.abspath(path)) or "."
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+  try:
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+  except OSError as e:
+    raise PosejaxError(f"{path}: cannot write ({e.strerror})") from None
   # mkstemp creates 0600 files; give the result the permissions a plain open() would.
   umask = os.umask(0)
   os.umask(umask)
@@ -23,47 +26,43 @@ def _atomic_target(path: str) -> tuple[int, str]:
   return fd, tmp
 
 
-def atomic_savez(path: str, **arrays: Any) -> None:
-  """`np.savez_compressed` to `path` via a temporary file and a rename.
+def _write_atomically(path: str, mode: str, write: Callable[[Any], None]) -> None:
+  """Calls write(file) on a temporary file next to `path`, then renames it to `path`.
 
-  Readers never see a half-written file: either the old file or the complete
-  new one exists. Dicts are stored as 0-d object arrays, as the reference does.
+  Readers never see a half-written file: either the old file or the complete new one
+  exists, and a failure (a full disk) removes the temporary file.
+
+  Raises:
+    PosejaxError: the file cannot be written (names `path` and the system's reason).
   """
   fd, tmp = _atomic_target(path)
   try:
-    with os.fdopen(fd, "wb") as f:
-      np.savez_compressed(f, **arrays)
+    with os.fdopen(fd, mode) as f:
+      write(f)
     os.replace(tmp, path)
-  except BaseException:
+  except OSError as e:
+    raise PosejaxError(f"{path}: cannot write ({e.strerror or e})") from None
+  finally:
     if os.path.exists(tmp):
       os.remove(tmp)
-    raise
+
+
+def atomic_savez(path: str, **arrays: Any) -> None:
+  """`np.savez_compressed` to `path` via a temporary file and a rename.
+
+  Dicts are stored as 0-d object arrays, as the reference does.
+  """
+  _write_atomically(path, "wb", lambda f: np.savez_compressed(f, **arrays))
 
 
 def atomic_write_text(path: str, text: str) -> None:
   """Writes `text` to `path` atomically (temporary file, then rename)."""
-  fd, tmp = _atomic_target(path)
-  try:
-    with os.fdopen(fd, "w") as f:
-      f.write(text)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+  _write_atomically(path, "w", lambda f: f.write(text))
 
 
 def atomic_write_bytes(path: str, data: bytes) -> None:
   """Writes `data` to `path` atomically (temporary file, then rename)."""
-  fd, tmp = _atomic_target(path)
-  try:
-    with os.fdopen(fd, "wb") as f:
-      f.write(data)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+  _write_atomically(path, "wb", lambda f: f.write(data))
 
 
 def load_npz_dict(path: str, keys: tuple[str, ...]) -> dict[str, Any]:

@@ -11,15 +11,15 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import tqdm  # noqa: E402
 from matplotlib import animation  # noqa: E402
 
 from posejax.camera import camera_to_world  # noqa: E402
@@ -28,6 +28,12 @@ from posejax.skeleton import Skeleton  # noqa: E402
 
 RADIUS = 1.7  # metres shown around the subject (spec 13)
 ELEVATION = 15.0
+DPI = 80
+TITLE_SPACE = 0.35  # inches above the panels for their titles
+# COCO keypoint order: nose, eyes, ears, shoulders, elbows, wrists, hips, knees, ankles (left
+# before right); the edges of the COCO dataset's skeleton, 0-based.
+COCO_BONES = ((15, 13), (13, 11), (16, 14), (14, 12), (11, 12), (5, 11), (6, 12), (5, 6), (5, 7),
+              (6, 8), (7, 9), (8, 10), (1, 2), (0, 1), (0, 2), (1, 3), (2, 4), (3, 5), (4, 6))
 # Orientation of the dummy camera used without ground truth (Human3.6M S1 camera 0).
 DUMMY_ORIENTATION = np.asarray(
     [0.1407056450843811, -0.1500701755285263, -0.755240797996521, 0.6223280429840088], np.float32)
@@ -94,40 +100,30 @@ def _bones(skeleton: Skeleton) -> list[tuple[int, int]]:
   return [(j, p) for j, p in enumerate(skeleton.parents) if p >= 0]
 
 
-def render_animation(keypoints: np.ndarray, poses: Mapping[str, np.ndarray], skeleton: Skeleton, *,
-                     output: str, fps: float, azimuth: float, viewport: tuple[int, int],
-                     keypoints_right: Sequence[int] = (), layout_name: str | None = None,
-                     limit: int = -1, downsample: int = 1, size: float = 5.0,
-                     background: np.ndarray | None = None, bitrate: int = 3000,
-                     verbose: bool = False) -> int:
-  """Writes the animation to `output` (.gif or .mp4) and returns its number of frames.
+def bones_2d(num_keypoints: int, skeleton: Skeleton, layout_name: str | None) -> list[tuple[int, int]]:
+  """Keypoint pairs joined by a line in the input panel.
 
-  Args:
-    keypoints: (T, K, 2) input keypoints in pixels.
-    poses: panel title -> (T, J, 3) world-coordinate poses (z up, metres).
-    viewport: (width, height) of the input panel in pixels.
-    keypoints_right: keypoints drawn red (the others black).
-    layout_name: 2D bones are drawn only when K equals the skeleton size and this is not 'coco'.
-    limit: render the first `limit` frames (< 1: all), counted before downsampling.
-    background: optional (T', H, W, 3) uint8 frames behind the keypoints.
+  COCO-ordered keypoints (layout 'coco') use the COCO skeleton; keypoints in the skeleton's
+  own order (K equals its size, as the Human3.6M sources) use its bones; others get none.
   """
-  writer_kind = check_output(output)
-  frames = keypoints.shape[0] if background is None else min(keypoints.shape[0], background.shape[0])
-  if limit >= 1:
-    frames = min(frames, limit)
-  if frames < 1:
-    raise PosejaxError(f"{output}: nothing to render (0 frames)")
-  keypoints = downsample_frames(np.asarray(keypoints[:frames], np.float32), downsample)
-  poses = {k: downsample_frames(np.asarray(v[:frames], np.float32), downsample) for k, v in poses.items()}
-  if background is not None:
-    background = downsample_frames(background[:frames].astype(np.float32), downsample).astype(np.uint8)
-  fps = fps / max(downsample, 1)
-  frames = keypoints.shape[0]
-  if frames < 1:
-    raise PosejaxError(f"{output}: --viz_downsample {downsample} leaves no frame to render")
+  if layout_name == "coco":
+    return list(COCO_BONES) if num_keypoints == 17 else []
+  return _bones(skeleton) if num_keypoints == skeleton.num_joints else []
 
+
+def build_figure(keypoints: np.ndarray, poses: Mapping[str, np.ndarray], skeleton: Skeleton, *,
+                 azimuth: float, viewport: tuple[int, int], keypoints_right: Sequence[int] = (),
+                 layout_name: str | None = None, size: float = 5.0,
+                 background: np.ndarray | None = None) -> tuple[plt.Figure, Callable[[int], None]]:
+  """The figure (input panel, then one 3D panel per pose array) and its `update(frame)`.
+
+  Args: as render_animation, after frame selection and downsampling.
+  """
   width, height = viewport
   fig = plt.figure(figsize=(size * (1 + len(poses)), size))
+  # Fixed margins instead of tight_layout, which ignores the titles of 3D axes and so let
+  # them be cut off at the top: TITLE_SPACE inches are kept above the panels.
+  fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - TITLE_SPACE / size, wspace=0.05)
   ax_in = fig.add_subplot(1, 1 + len(poses), 1)
   ax_in.set_axis_off()
   ax_in.set_title("Input")
@@ -135,9 +131,8 @@ def render_animation(keypoints: np.ndarray, poses: Mapping[str, np.ndarray], ske
   image = ax_in.imshow(black if background is None else background[0], aspect="equal")
   right = set(keypoints_right)
   colors = ["red" if k in right else "black" for k in range(keypoints.shape[1])]
-  bones_2d = []
-  if keypoints.shape[1] == skeleton.num_joints and layout_name != "coco":
-    bones_2d = [(ax_in.plot(*keypoints[0, [j, p]].T, color="pink")[0], j, p) for j, p in _bones(skeleton)]
+  lines_2d = [(ax_in.plot(*keypoints[0, [j, p]].T, color="pink")[0], j, p)
+              for j, p in bones_2d(keypoints.shape[1], skeleton, layout_name)]
   points = ax_in.scatter(*keypoints[0].T, 10, color=colors, edgecolors="white", zorder=10)
   ax_in.set_xlim(0, width)  # keypoints outside the frame must not rescale the panel
   ax_in.set_ylim(height, 0)
@@ -155,10 +150,10 @@ def render_animation(keypoints: np.ndarray, poses: Mapping[str, np.ndarray], ske
              for j, p in _bones(skeleton)]
     panels.append((ax, data, lines))
 
-  def update(t: int):
+  def update(t: int) -> None:
     if background is not None:
       image.set_data(background[t])
-    for line, j, p in bones_2d:
+    for line, j, p in lines_2d:
       line.set_data(*keypoints[t, [j, p]].T)
     points.set_offsets(keypoints[t])
     for ax, data, lines in panels:
@@ -169,26 +164,69 @@ def render_animation(keypoints: np.ndarray, poses: Mapping[str, np.ndarray], ske
       for line, j, p in lines:
         line.set_data_3d(*data[t, [j, p]].T)
 
-  fig.tight_layout()
+  update(0)
+  return fig, update
+
+
+def render_animation(keypoints: np.ndarray, poses: Mapping[str, np.ndarray], skeleton: Skeleton, *,
+                     output: str, fps: float, azimuth: float, viewport: tuple[int, int],
+                     keypoints_right: Sequence[int] = (), layout_name: str | None = None,
+                     limit: int = -1, downsample: int = 1, size: float = 5.0,
+                     background: np.ndarray | None = None, bitrate: int = 3000,
+                     verbose: bool = True) -> int:
+  """Writes the animation to `output` (.gif or .mp4) and returns its number of frames.
+
+  Args:
+    keypoints: (T, K, 2) input keypoints in pixels.
+    poses: panel title -> (T, J, 3) world-coordinate poses (z up, metres).
+    viewport: (width, height) of the input panel in pixels.
+    keypoints_right: keypoints drawn red (the others black).
+    layout_name: the keypoints' layout; selects the 2D bones (see bones_2d).
+    limit: render the first `limit` frames (< 1: all), counted before downsampling.
+    background: optional (T', H, W, 3) uint8 frames behind the keypoints.
+    verbose: a progress bar (stderr) while frames are written.
+  """
+  writer_kind = check_output(output)
+  frames = keypoints.shape[0] if background is None else min(keypoints.shape[0], background.shape[0])
+  if limit >= 1:
+    frames = min(frames, limit)
+  if frames < 1:
+    raise PosejaxError(f"{output}: nothing to render (0 frames)")
+  keypoints = downsample_frames(np.asarray(keypoints[:frames], np.float32), downsample)
+  poses = {k: downsample_frames(np.asarray(v[:frames], np.float32), downsample) for k, v in poses.items()}
+  if background is not None:
+    background = downsample_frames(background[:frames].astype(np.float32), downsample).astype(np.uint8)
+  fps = fps / max(downsample, 1)
+  frames = keypoints.shape[0]
+  if frames < 1:
+    raise PosejaxError(f"{output}: --viz_downsample {downsample} leaves no frame to render")
+
+  fig, update = build_figure(keypoints, poses, skeleton, azimuth=azimuth, viewport=viewport,
+                             keypoints_right=keypoints_right, layout_name=layout_name, size=size,
+                             background=background)
   anim = animation.FuncAnimation(fig, update, frames=frames, interval=1000 / fps, repeat=False)
   writer = (animation.PillowWriter(fps=fps) if writer_kind == "gif"
             else animation.FFMpegWriter(fps=fps, bitrate=bitrate))
   directory = os.path.dirname(os.path.abspath(output))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(output) + ".",
-                             suffix=os.path.splitext(output)[1])
+  try:
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(output) + ".",
+                               suffix=os.path.splitext(output)[1])
+  except OSError as e:
+    plt.close(fig)
+    raise PosejaxError(f"{output}: cannot write ({e.strerror})") from None
   os.close(fd)
   os.chmod(tmp, 0o644)  # mkstemp's 0600 is meant for temporaries, not for a shared animation
-  progress = None
-  if verbose:
-    progress = lambda i, n: print(f"\rrendering frame {i + 1}/{n}", end="", file=sys.stderr)
+  bar = tqdm.tqdm(total=frames, desc=f"rendering {os.path.basename(output)}", unit="frame", leave=False,
+                  disable=not verbose)
   try:
-    anim.save(tmp, writer=writer, dpi=80, progress_callback=progress)
+    anim.save(tmp, writer=writer, dpi=DPI, progress_callback=lambda i, n: bar.update(1))
     os.replace(tmp, output)
+  except OSError as e:
+    raise PosejaxError(f"{output}: cannot write ({e.strerror})") from None
   finally:
+    bar.close()
     plt.close(fig)
     if os.path.exists(tmp):
       os.remove(tmp)
-  if verbose:
-    print(file=sys.stderr)
   return frames

@@ -190,17 +190,21 @@ class Run:
 
 
 def _restore_or_init(run: Run, mngr, timers: Timers):
-  """(state, accumulator, global step) from the latest checkpoint, or fresh."""
+  """(state, accumulator, global step) from the newest readable checkpoint, or fresh.
+
+  A damaged newest checkpoint (a crash or a full disk) is set aside with a message and the
+  previous one is used; a checkpoint of an incompatible run is an error.
+  """
   layout = run.layout
-  latest = mngr.latest_step()
-  if latest is None:
+  check = lambda saved: checkpointing.check_compatible(saved, run.metadata(timers, 0.0),
+                                                       checkpointing.checkpoint_dir(run.workdir))
+  restored = checkpointing.restore_latest_good(mngr, jax.eval_shape(run.init_fn),
+                                               train_step.init_accumulator(layout.padded_models),
+                                               check=check, log=_log)
+  if restored is None:
     state = jax.jit(run.init_fn, out_shardings=layout.model_sharding)()
     return state, engine.fresh_accumulator(layout), 0
-  saved = checkpointing.restore_metadata(mngr, latest)
-  checkpointing.check_compatible(saved, run.metadata(timers, 0.0), checkpointing.checkpoint_dir(run.workdir))
-  template = jax.eval_shape(run.init_fn)
-  state, acc, meta = checkpointing.restore_train(mngr, latest, template,
-                                                 train_step.init_accumulator(layout.padded_models))
+  latest, state, acc, meta = restored
   timers.train, timers.compile = meta.get("train_time_s", 0.0), meta.get("compile_time_s", 0.0)
   timers.eval, timers.wall = meta.get("eval_time_s", 0.0), meta.get("wall_time_s", 0.0)
   put = lambda tree: sharding.put_global(sharding.pad_models(tree, layout.padded_models), layout.model_sharding)
@@ -362,7 +366,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     every = max(int(config.checkpoint.every_epochs), 1)
     rng = jax.jit(lambda: jax.random.key(int(config.seed) + 1), out_shardings=layout.replicated)()
     loop = _Loop(run, rng, timers)
-    with checkpointing.StopRequest() as stop:
+    with checkpointing.StopRequest(busy=mngr.is_saving_in_progress) as stop:
       for index, ((epoch, _), target) in enumerate(zip(run.points, run.targets)):
         target = run.padded(target)
         if np.all(positions >= target):
@@ -374,9 +378,10 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
         step += done
         positions = positions + np.bincount(rows[:done].ravel(), minlength=layout.padded_models + 1)[:-1]
         if done < len(rows):  # stopped by a signal
-          checkpointing.save(mngr, step, state, acc, layout.num_models,
-                             run.metadata(timers, time.perf_counter() - wall_start))
-          mngr.wait_until_finished()
+          with stop.saving():
+            checkpointing.save(mngr, step, state, acc, layout.num_models,
+                               run.metadata(timers, time.perf_counter() - wall_start))
+            checkpointing.finish_saves(mngr)
           _log(f"stopped by signal {stop.signal} at global step {step}; checkpoint saved in "
                f"{checkpointing.checkpoint_dir(workdir)} (rerun the same command to resume)")
           return {"interrupted": True, "step": step}
@@ -397,15 +402,16 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
         _log(_epoch_line(record, (time.perf_counter() - seg_wall) / 60, run.slices))
         acc = engine.fresh_accumulator(layout)
         if (index + 1) % every == 0 or index + 1 == len(run.points):
-          checkpointing.save(mngr, step, state, acc, layout.num_models,
-                             run.metadata(timers, time.perf_counter() - wall_start),
-                             metrics=None if heldout is None else {checkpointing.BEST_METRIC: heldout})
-    mngr.wait_until_finished()
+          with stop.saving():
+            checkpointing.save(mngr, step, state, acc, layout.num_models,
+                               run.metadata(timers, time.perf_counter() - wall_start),
+                               metrics=None if heldout is None else {checkpointing.BEST_METRIC: heldout})
+    checkpointing.finish_saves(mngr)
     if np.any(positions[:layout.num_models] < budget.steps):
       raise PosejaxError(f"training stopped at global step {step} before every model finished its budget")
     document = _final_evaluation(run, state, step, timers)
   finally:
-    mngr.close()
+    checkpointing.close(mngr)
   summary = _summary(run, timers, document, time.perf_counter() - wall_start)
   if jax.process_index() == 0:
     workdir_lib.write_summary(workdir, summary)

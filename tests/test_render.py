@@ -98,3 +98,37 @@ def test_export_writes_camera_and_world_coordinates(tmp_path):
   np.testing.assert_array_equal(world["S9"]["Walking 1"][1], entries[1][2])
   with pytest.raises(PosejaxError, match=".npz"):
     eval_lib.export_predictions(str(tmp_path / "pred.npy"), entries)
+
+
+@pytest.mark.parametrize("size", [1.5, 3.0, 5.0, 8.0])
+def test_panel_titles_lie_inside_the_figure(size):
+  """tight_layout used to push the titles of 3D panels above the top edge (clipped GIFs)."""
+  keypoints = np.random.default_rng(2).uniform(0, 100, size=(1, 17, 2)).astype(np.float32)
+  fig, _ = render.build_figure(keypoints, {"Reconstruction": poses(1), "Ground truth": poses(1, 1)},
+                               H36M_SKELETON, azimuth=70, viewport=(120, 100), size=size)
+  fig.canvas.draw()
+  renderer = fig.canvas.get_renderer()
+  for ax in fig.axes:
+    box = ax.title.get_window_extent(renderer)
+    assert ax.get_title() and box.y1 <= fig.bbox.y1 and box.y0 >= 0, (ax.get_title(), box, fig.bbox)
+  render.plt.close(fig)
+
+
+def test_input_panel_draws_the_bones_of_the_layout():
+  coco = render.bones_2d(17, H36M_SKELETON, "coco")
+  assert len(coco) == 19 and {j for bone in coco for j in bone} == set(range(17))
+  # Left shoulder-elbow-wrist (5-7-9), left hip-knee-ankle (11-13-15), the two shoulders.
+  assert {(5, 7), (7, 9), (11, 13) if (11, 13) in coco else (13, 11), (15, 13), (5, 6)} <= set(coco)
+  h36m = render.bones_2d(17, H36M_SKELETON, "h36m")
+  assert h36m == [(j, p) for j, p in enumerate(H36M_SKELETON.parents) if p >= 0] and len(h36m) == 16
+  assert render.bones_2d(16, H36M_SKELETON, "mpii") == [] and render.bones_2d(15, H36M_SKELETON, "coco") == []
+
+  keypoints = np.random.default_rng(3).uniform(0, 100, size=(2, 17, 2)).astype(np.float32)
+  fig, update = render.build_figure(keypoints, {"Reconstruction": poses(2)}, H36M_SKELETON, azimuth=70,
+                                    viewport=(120, 100), layout_name="coco", size=1.5)
+  update(1)
+  lines = fig.axes[0].get_lines()
+  assert len(lines) == 19
+  for line, (j, p) in zip(lines, coco):  # each line joins its two keypoints of the shown frame
+    np.testing.assert_array_equal(np.stack(line.get_data(), axis=1), keypoints[1, [j, p]])
+  render.plt.close(fig)

@@ -21,6 +21,7 @@ from typing import Sequence
 import cdflib
 import numpy as np
 
+from posejax import cli
 from posejax.camera import image_coordinates, project_to_2d, world_to_camera
 from posejax.data.actions import action_of, canonical_sequence_name
 from posejax.data.h36m import FILE_2D_PATTERN, FILE_3D
@@ -28,6 +29,7 @@ from posejax.data.h36m_cameras import H36M_SUBJECTS, h36m_cameras
 from posejax.errors import PosejaxError
 from posejax.io_utils import atomic_savez
 from posejax.skeleton import H36M_KEPT_JOINTS, H36M_SKELETON
+from posejax.workdir_lock import check_writable
 
 SEQUENCES_PER_SUBJECT = 30
 # S11 'Directions' is dropped everywhere in the reference: its video is corrupted.
@@ -42,8 +44,9 @@ def read_cdf_pose(path: str) -> np.ndarray:
   """The CDF variable 'Pose' (1, T, 96) millimetres as a (T, 32, 3) float32 array in metres."""
   try:
     pose = np.asarray(cdflib.CDF(path).varget("Pose"))
-  except (OSError, ValueError, KeyError) as e:
-    raise PosejaxError(f"{path}: cannot read CDF variable 'Pose' ({e})") from None
+  except Exception as e:  # cdflib raises many types for a damaged or foreign file
+    raise PosejaxError(f"{path}: cannot read CDF variable 'Pose' ({type(e).__name__}: "
+                       f"{str(e).splitlines()[0] if str(e) else ''})") from None
   if pose.size == 0 or pose.size % 96:
     raise PosejaxError(f"{path}: 'Pose' has shape {pose.shape}, expected (1, T, 96) (32 joints x 3)")
   return (pose.reshape(-1, 32, 3) / 1000).astype(np.float32)
@@ -170,7 +173,7 @@ def write_h36m_files(positions_3d: dict[str, dict[str, np.ndarray]], out_dir: st
       staged.append((staging, path))
     for staging, path in staged:
       os.replace(staging, path)
-  except OSError as e:
+  except (OSError, PosejaxError) as e:  # io_utils names its temporary file; name the folder
     raise PosejaxError(f"{out_dir}: cannot write the output files ({e})") from None
   finally:
     for staging, _ in staged:
@@ -180,7 +183,7 @@ def write_h36m_files(positions_3d: dict[str, dict[str, np.ndarray]], out_dir: st
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(
+  parser = cli.ArgumentParser(
       prog="python -m posejax.data.prepare_h36m",
       description="Human3.6M D3_Positions CDF files -> data_3d_h36m.npz + data_2d_h36m_gt.npz")
   parser.add_argument("--from-cdf", required=True, metavar="DIR",
@@ -193,14 +196,21 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+  """Exit status 0, 2 for a user error (one line on stderr), 1 for an operating-system error."""
+  cli.quiet_environment()
+  cli.quiet_logging()
   args = _parse_args(argv)
+  created = not os.path.exists(args.out)
   try:
     _refuse_existing(args.out, args.overwrite)  # before the slow CDF reading
+    check_writable(args.out, "--out")
     positions_3d = collect_positions_3d(args.from_cdf, args.allow_partial)
     path_3d, path_2d = write_h36m_files(positions_3d, args.out, args.overwrite)
-  except PosejaxError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
+  except (PosejaxError, OSError) as e:
+    if created and os.path.isdir(args.out) and not os.listdir(args.out):
+      os.rmdir(args.out)  # no empty folder left by a failed run
+    print(f"error: {cli.one_line(e) if isinstance(e, PosejaxError) else e}", file=sys.stderr)
+    return 2 if isinstance(e, PosejaxError) else 1
   sequences = sum(len(s) for s in positions_3d.values())
   frames = sum(p.shape[0] for s in positions_3d.values() for p in s.values())
   print(f"wrote {path_3d} ({len(positions_3d)} subjects, {sequences} sequences, {frames} mocap "
