@@ -12,6 +12,11 @@ the whole sequence at once. Stacked variables (leading slice axis A) run under `
 slice `a` sees only the chunks of the sequences routed to it; slices are padded to equal
 chunk counts with dummy chunks whose outputs are dropped. One model is a stack of one.
 
+`predict_all` runs EVERY model of the stack on EVERY sequence in one vmapped pass ((A, N, J, 3):
+routing without labels and the cross-action matrix), `reroute` sends the resident frames to
+other slices without copying them, and `apply_all` runs any per-frame head (e.g. the action
+classifier) over the resident frames with the same chunk machinery.
+
 `sequence_sums` reduces per-frame errors to per-sequence sums on the device; only those (S,)
 sums come back.
 """
@@ -67,36 +72,56 @@ def plan_chunks(lengths_per_slice: Sequence[Sequence[int]], *, chunk: int, batch
   `batch` = chunks per slice and step; None picks about FRAMES_PER_STEP output frames per step
   over all slices, at most the largest slice's chunk count (little padding on small sets).
   """
+  lengths = np.asarray([int(n) for group in lengths_per_slice for n in group], np.int64)
+  offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+  bounds = np.cumsum([0] + [len(group) for group in lengths_per_slice])
+  groups = [list(range(bounds[a], bounds[a + 1])) for a in range(len(lengths_per_slice))]
+  return plan_groups(offsets, lengths, groups, chunk=chunk, batch=batch, receptive_field=receptive_field,
+                     causal_shift=causal_shift)
+
+
+def plan_groups(offsets: np.ndarray, lengths: np.ndarray, groups: Sequence[Sequence[int]], *, chunk: int,
+                batch: int | None, receptive_field: int, causal_shift: int = 0) -> ChunkPlan:
+  """Chunks of flat sequences (`offsets`, `lengths`: (S,)) routed to slices: slice a runs the
+  sequences `groups[a]` (flat indices; a sequence may be in several groups or in none)."""
   if chunk < 1 or (batch is not None and batch < 1):
     raise PosejaxError(f"evaluation chunk ({chunk}) and batch ({batch}) must be positive")
-  lengths = np.asarray([int(n) for group in lengths_per_slice for n in group], np.int64)
+  lengths = np.asarray(lengths, np.int64)
   if np.any(lengths < 1):
     raise PosejaxError("evaluation: every sequence needs at least one frame")
-  max_chunks = max([sum(-(-int(n) // chunk) for n in group) for group in lengths_per_slice] + [1])
+  per_slice = [[(int(seq), start) for seq in group for start in range(0, int(lengths[seq]), chunk)]
+               for group in groups]
+  max_chunks = max([len(entries) for entries in per_slice] + [1])
   if batch is None:
-    batch = max(1, min(max_chunks, FRAMES_PER_STEP // (chunk * max(len(lengths_per_slice), 1))))
-  offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-  per_slice, seq = [], 0
-  for group in lengths_per_slice:
-    entries = []
-    for n in group:
-      entries += [(seq, start) for start in range(0, int(n), chunk)]
-      seq += 1
-    per_slice.append(entries)
+    batch = max(1, min(max_chunks, FRAMES_PER_STEP // (chunk * max(len(groups), 1))))
   count = -(-max_chunks // batch) * batch
   chunk_seq = np.full((len(per_slice), count), -1, np.int64)
   chunk_start = np.zeros((len(per_slice), count), np.int64)
   for a, entries in enumerate(per_slice):
     if entries:
       chunk_seq[a, :len(entries)], chunk_start[a, :len(entries)] = np.asarray(entries).T
-  return ChunkPlan(offsets, lengths, chunk_seq, chunk_start, chunk, batch, receptive_field, causal_shift)
+  return ChunkPlan(np.asarray(offsets, np.int64), lengths, chunk_seq, chunk_start, chunk, batch,
+                   receptive_field, causal_shift)
+
+
+def chunk_table(plan: ChunkPlan) -> np.ndarray:
+  """(steps, A, batch, 3) int32 per chunk: its sequence's first flat frame, the sequence's length
+  (0 marks a padding chunk), its first output frame in the sequence."""
+  padding = plan.chunk_seq < 0
+  seq = np.maximum(plan.chunk_seq, 0)
+  offset = np.append(plan.offsets, 0)[seq]
+  length = np.where(padding, 0, np.append(plan.lengths, 0)[seq])
+  slices, count = plan.chunk_seq.shape
+  chunks = np.stack([offset, length, plan.chunk_start], -1).reshape(slices, count // plan.batch, plan.batch, 3)
+  return chunks.transpose(1, 0, 2, 3).astype(np.int32)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class ResidentTestSet:
   """Test sequences on the device with their chunk plan; build once, evaluate many times.
 
-  The flat frame axis (N frames) holds the S sequences slice-major (the plan's order).
+  The flat frame axis (N frames) holds the S sequences slice-major in the order of the routing
+  the set was built with; `reroute` changes only `plan` and `chunks`.
   Device arrays:
     poses_2d: (N, K, 2) float32 normalized 2D inputs.
     targets: (N, J, 3) float32 root-zeroed 3D ground truth, or None (prediction only).
@@ -156,17 +181,22 @@ def build(poses_2d: Sequence[np.ndarray], targets: Sequence[np.ndarray] | None, 
   if targets is not None:
     flat_3d = flat(targets, (model.num_joints_out, 3))
     flat_3d[:, 0] = 0  # root-relative target (spec 12.1 step 4)
-  padding = plan.chunk_seq < 0
-  seq = np.maximum(plan.chunk_seq, 0)
-  offset = np.append(plan.offsets, 0)[seq]
-  length = np.where(padding, 0, np.append(plan.lengths, 0)[seq])
-  steps = plan.chunk_seq.shape[1] // plan.batch
-  chunks = np.stack([offset, length, plan.chunk_start], -1).reshape(len(slices), steps, plan.batch, 3)
   host = (flat_2d, flat_3d, np.repeat(np.arange(records.size), plan.lengths).astype(np.int32),
-          chunks.transpose(1, 0, 2, 3).astype(np.int32))
+          chunk_table(plan))
   device = jax.device_put(host)
   return ResidentTestSet(*device, plan=plan, slices=tuple(slices), flip=flip, records=records,
                          actions=tuple(actions), subjects=tuple(subjects), missing_3d=missing_3d)
+
+
+def _check_inputs(resident: ResidentTestSet, model: Any) -> None:
+  if tuple(resident.poses_2d.shape[1:]) != (model.num_joints_in, model.in_features):
+    raise PosejaxError(f"evaluation: the test set has {resident.poses_2d.shape[1]} keypoints; the model "
+                       f"expects {model.num_joints_in}")
+
+
+def _stack_size(variables: Any) -> int | None:
+  leaves = jax.tree_util.tree_leaves(variables)
+  return int(leaves[0].shape[0]) if leaves and leaves[0].ndim else None
 
 
 def check_compatible(resident: ResidentTestSet, model: TemporalModel, variables: Any) -> None:
@@ -176,46 +206,95 @@ def check_compatible(resident: ResidentTestSet, model: TemporalModel, variables:
   if (rf, shift) != (plan.receptive_field, plan.causal_shift):
     raise PosejaxError(f"evaluation: the resident test set was built for receptive field "
                        f"{plan.receptive_field} (causal shift {plan.causal_shift}); the model has {rf} ({shift})")
-  if tuple(resident.poses_2d.shape[1:]) != (model.num_joints_in, model.in_features):
-    raise PosejaxError(f"evaluation: the test set has {resident.poses_2d.shape[1]} keypoints; the model "
-                       f"expects {model.num_joints_in}")
+  _check_inputs(resident, model)
   targets = resident.targets
   if targets is not None and targets.shape[1] != model.num_joints_out:
     raise PosejaxError(f"evaluation: the test set has {targets.shape[1]} 3D joints; the model predicts "
                        f"{model.num_joints_out}")
-  leaves = jax.tree_util.tree_leaves(variables)
-  if not leaves or leaves[0].shape[:1] != (len(resident.slices),):
-    found = leaves[0].shape[:1] if leaves else "no"
+  if _stack_size(variables) != len(resident.slices):
+    found = _stack_size(variables) or "no"
     raise PosejaxError(f"evaluation: the model variables stack {found} slice(s); the test set is routed to "
                        f"{len(resident.slices)} ({', '.join(resident.slices)})")
 
 
-def _flip_array(x: jax.Array, left: tuple[int, ...], right: tuple[int, ...]) -> jax.Array:
+def reroute(resident: ResidentTestSet, routes: Sequence[int]) -> ResidentTestSet:
+  """The same device frames sent to other slices: record i to slice `routes[i]` (no copy).
+
+  Args:
+    routes: (records,) slice index of each input record (e.g. its predicted action's model).
+  """
+  routes = np.asarray(routes, np.int64)
+  if routes.shape != (resident.num_sequences,) or np.any((routes < 0) | (routes >= len(resident.slices))):
+    raise PosejaxError(f"evaluation: routing needs one slice in [0, {len(resident.slices)}) per test "
+                       f"sequence ({resident.num_sequences}), got {routes.tolist()[:8]}")
+  flat_routes = routes[resident.records]
+  groups = [np.flatnonzero(flat_routes == a).tolist() for a in range(len(resident.slices))]
+  old = resident.plan
+  plan = plan_groups(old.offsets, old.lengths, groups, chunk=old.chunk, batch=old.batch,
+                     receptive_field=old.receptive_field, causal_shift=old.causal_shift)
+  return dataclasses.replace(resident, plan=plan, chunks=jax.device_put(chunk_table(plan)))
+
+
+def _shared_chunks(resident: ResidentTestSet, models: int) -> np.ndarray:
+  """(steps, models, batch, 3) chunk rows in which each of `models` slices runs every sequence.
+
+  The batch keeps the output frames per step of the routed plan (batch x its slices)."""
+  old = resident.plan
+  everything = list(range(resident.num_sequences))
+  total = sum(-(-int(n) // old.chunk) for n in old.lengths)
+  batch = max(1, min(max(total, 1), old.batch * max(len(resident.slices), 1) // models))
+  plan = plan_groups(old.offsets, old.lengths, [everything] * models, chunk=old.chunk, batch=batch,
+                     receptive_field=old.receptive_field, causal_shift=old.causal_shift)
+  return chunk_table(plan)
+
+
+def flip_array(x: jax.Array, left: tuple[int, ...], right: tuple[int, ...]) -> jax.Array:
   """Mirror (spec 7.3): negate x, swap the `left`/`right` entries of axis -2."""
   return x.at[..., 0].multiply(-1)[..., flip_permutation(x.shape[-2], left, right), :]
 
 
-def _forward(model: TemporalModel, variables: Any, inputs: jax.Array, tta: bool, flip: Flip) -> jax.Array:
-  """inputs: (A, B, T, K, 2) -> (A, B, T - RF + 1, J, 3); variables stacked on A."""
-  kps_left, kps_right, joints_left, joints_right = flip
+@dataclasses.dataclass(frozen=True)
+class PoseForward:
+  """Stacked pose models on chunk windows, with flip test-time augmentation (spec 7.2).
 
-  def one_slice(v, x):
-    if not tta:
-      return model.apply(v, x, train=False)
-    y = model.apply(v, jnp.concatenate([x, _flip_array(x, kps_left, kps_right)]), train=False)
-    half = x.shape[0]
-    return (y[:half] + _flip_array(y[half:], joints_left, joints_right)) / 2
+  Hashable (a static argument of the jitted pass); `model` is the dilated form."""
+  model: TemporalModel
+  tta: bool
+  flip: Flip
 
-  return jax.vmap(one_slice)(variables, inputs)
+  @property
+  def tail(self) -> tuple[int, ...]:
+    return (self.model.num_joints_out, 3)
+
+  def __call__(self, variables: Any, inputs: jax.Array) -> jax.Array:
+    """inputs: (A, B, T, K, 2) -> (A, B, T - RF + 1, J, 3); variables stacked on A."""
+    kps_left, kps_right, joints_left, joints_right = self.flip
+    model = self.model
+
+    def one_slice(v, x):
+      if not self.tta:
+        return model.apply(v, x, train=False)
+      y = model.apply(v, jnp.concatenate([x, flip_array(x, kps_left, kps_right)]), train=False)
+      half = x.shape[0]
+      return (y[:half] + flip_array(y[half:], joints_left, joints_right)) / 2
+
+    return jax.vmap(one_slice)(variables, inputs)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "tta", "flip", "chunk"))
-def _predict(model: TemporalModel, variables: Any, poses_2d: jax.Array, chunks: jax.Array, *, tta: bool,
-             flip: Flip, chunk: int) -> jax.Array:
-  """poses_2d: (N, K, 2), chunks: (steps, A, batch, 3) -> (N, J, 3) predictions."""
+@functools.partial(jax.jit, static_argnames=("forward", "chunk", "rows"))
+def _predict(forward: Any, variables: Any, poses_2d: jax.Array, chunks: jax.Array, *, chunk: int,
+             rows: int) -> jax.Array:
+  """poses_2d: (N, K, 2), chunks: (steps, A, batch, 3) -> (rows, N, *forward.tail) outputs.
+
+  `forward(variables, windows (A, batch, chunk + RF - 1, K, 2)) -> (A, batch, chunk, *tail)`
+  runs the A stacked models; with rows == 1 every slice writes the one output (each frame is
+  routed to one slice), with rows == A slice a writes row a (every slice runs every frame).
+  """
+  model = forward.model
   rf = receptive_field(model.filter_widths)
   window = jnp.arange(chunk + rf - 1) - (rf - 1) // 2 - causal_shift(model.filter_widths, model.causal)
   n = poses_2d.shape[0]
+  row = (jnp.arange(chunks.shape[1]) if rows > 1 else jnp.zeros(chunks.shape[1], jnp.int32))[:, None, None]
 
   def step(out: jax.Array, batch: jax.Array) -> tuple[jax.Array, None]:
     offset, length, start = (batch[..., i, None] for i in range(3))  # (A, batch, 1) each
@@ -223,10 +302,15 @@ def _predict(model: TemporalModel, variables: Any, poses_2d: jax.Array, chunks: 
     inputs = poses_2d[offset + jnp.clip(start + window, 0, jnp.maximum(length, 1) - 1)]
     local = start + jnp.arange(chunk)
     index = jnp.where(local < length, offset + local, n)  # n is out of bounds: dropped
-    return out.at[index].set(_forward(model, variables, inputs, tta, flip), mode="drop"), None
+    return out.at[row, index].set(forward(variables, inputs), mode="drop"), None
 
-  out = jnp.zeros((n, model.num_joints_out, 3), jnp.float32)
+  out = jnp.zeros((rows, n) + tuple(forward.tail), jnp.float32)
   return jax.lax.scan(step, out, chunks)[0]
+
+
+def _dilated(model: TemporalModel) -> TemporalModel:
+  # A tuple of widths keeps the module hashable for jit's static argument.
+  return model.clone(strided=False, filter_widths=tuple(model.filter_widths))
 
 
 def predict(model: TemporalModel, variables: Any, resident: ResidentTestSet, *, tta: bool) -> jax.Array:
@@ -234,10 +318,62 @@ def predict(model: TemporalModel, variables: Any, resident: ResidentTestSet, *, 
   check_compatible(resident, model, variables)
   if resident.plan.total_frames == 0:
     return jnp.zeros((0, model.num_joints_out, 3), jnp.float32)
-  # A tuple of widths keeps the module hashable for jit's static argument.
-  model = model.clone(strided=False, filter_widths=tuple(model.filter_widths))
-  return _predict(model, variables, resident.poses_2d, resident.chunks, tta=tta, flip=resident.flip,
-                  chunk=resident.plan.chunk)
+  forward = PoseForward(_dilated(model), bool(tta), resident.flip)
+  return _predict(forward, variables, resident.poses_2d, resident.chunks, chunk=resident.plan.chunk, rows=1)[0]
+
+
+def apply_all(forward: Any, variables: Any, resident: ResidentTestSet) -> jax.Array:
+  """(M, N, *forward.tail): each of the M stacked models (variables (M, ...)) on every frame.
+
+  `forward` is a hashable head like `PoseForward` (`model` with filter_widths, causal,
+  num_joints_in, in_features; `tail`; called on stacked variables and windows). Its receptive
+  field may differ from the one the set was planned for: windows are cut per call.
+  """
+  _check_inputs(resident, forward.model)
+  models = _stack_size(variables)
+  if not models:
+    raise PosejaxError("evaluation: no stacked model variables")
+  if resident.plan.total_frames == 0:
+    return jnp.zeros((models, 0) + tuple(forward.tail), jnp.float32)
+  chunks = jax.device_put(_shared_chunks(resident, models))
+  return _predict(forward, variables, resident.poses_2d, chunks, chunk=resident.plan.chunk, rows=models)
+
+
+def predict_all(model: TemporalModel, variables: Any, resident: ResidentTestSet, *, tta: bool) -> jax.Array:
+  """(A, N, J, 3): every slice's model on every test frame, one vmapped pass."""
+  check_compatible(resident, model, variables)
+  return apply_all(PoseForward(_dilated(model), bool(tta), resident.flip), variables, resident)
+
+
+@jax.jit
+def take_models(outputs: jax.Array, frame_model: jax.Array) -> jax.Array:
+  """outputs (A, N, ...), frame_model (N,) int -> (N, ...): frame n from model frame_model[n]."""
+  return outputs[frame_model, jnp.arange(outputs.shape[1])]
+
+
+@jax.jit
+def mix_models(outputs: jax.Array, weights: jax.Array) -> jax.Array:
+  """outputs (A, N, J, 3), weights (N, A) -> (N, J, 3) sum_a weights[n, a] outputs[a, n]
+  (elementwise in float32: no reduced-precision matmul)."""
+  return jnp.sum(jnp.moveaxis(weights, 1, 0)[:, :, None, None] * outputs, axis=0)
+
+
+@functools.partial(jax.jit, static_argnames=("num_sequences",))
+def _sequence_means(values: jax.Array, frame_sequence: jax.Array, *, num_sequences: int) -> jax.Array:
+  sums = jax.ops.segment_sum(values, frame_sequence, num_sequences, indices_are_sorted=True)
+  counts = jax.ops.segment_sum(jnp.ones_like(frame_sequence, jnp.float32), frame_sequence, num_sequences,
+                               indices_are_sorted=True)
+  return sums / jnp.maximum(counts, 1.0)[:, None]
+
+
+def sequence_means(values: jax.Array, resident: ResidentTestSet) -> np.ndarray:
+  """values (N, C) per flat frame -> (S, C) float64 mean over each sequence's frames, in INPUT
+  record order (host)."""
+  means = np.asarray(_sequence_means(values, resident.frame_sequence, num_sequences=resident.num_sequences),
+                     np.float64)
+  out = np.empty_like(means)
+  out[resident.records] = means
+  return out
 
 
 @functools.partial(jax.jit, static_argnames=("num_sequences", "full", "block"))

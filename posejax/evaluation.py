@@ -76,7 +76,12 @@ def _as_resident(data: PoseDataset | ResidentTestSet, actions_of_slices: Sequenc
 def _host_predictions(model: TemporalModel, stacked_variables: Any, resident: ResidentTestSet, *,
                       tta: bool) -> list[np.ndarray]:
   """(T, J, 3) prediction of every input record, in input order (one device-to-host copy)."""
-  flat = np.asarray(device_eval.predict(model, stacked_variables, resident, tta=tta))
+  return split_records(device_eval.predict(model, stacked_variables, resident, tta=tta), resident)
+
+
+def split_records(flat: jax.Array, resident: ResidentTestSet) -> list[np.ndarray]:
+  """Per-frame values (N, ...) of the flat frame axis -> one (T, ...) array per input record."""
+  flat = np.asarray(flat)
   pieces = np.split(flat, np.cumsum(resident.plan.lengths)[:-1]) if resident.num_sequences else []
   out: list[np.ndarray] = [np.empty(0)] * resident.num_sequences
   for record, piece in zip(resident.records, pieces):
@@ -144,18 +149,27 @@ def sequence_error_sums(predictions: Sequence[np.ndarray], targets: Sequence[np.
                                    full=full)
 
 
-def _resident_sums(model: TemporalModel, stacked_variables: Any, resident: ResidentTestSet, *, tta: bool,
-                   full: bool) -> dict[str, np.ndarray]:
-  """sequence_error_sums of the model's predictions, computed on the device, in record order."""
+def _check_scorable(resident: ResidentTestSet) -> None:
   if resident.num_sequences == 0:
     raise PosejaxError("evaluation: the test set is empty (check subjects and actions)")
   if resident.targets is None:
     raise PosejaxError(resident.missing_3d or "evaluation: no 3D ground truth to evaluate")
-  pred = device_eval.predict(model, stacked_variables, resident, tta=tta)
+
+
+def _prediction_sums(pred: jax.Array, resident: ResidentTestSet, *, full: bool) -> dict[str, np.ndarray]:
+  """sequence_error_sums of device predictions (N, J, 3) of the flat frames, in record order."""
+  _check_scorable(resident)
   sums = device_eval.sequence_sums(pred, resident.targets, resident.frame_sequence, resident.plan.lengths,
                                    full=full)
   order = np.argsort(resident.records)
   return {k: v[order] for k, v in sums.items()}
+
+
+def _resident_sums(model: TemporalModel, stacked_variables: Any, resident: ResidentTestSet, *, tta: bool,
+                   full: bool) -> dict[str, np.ndarray]:
+  """sequence_error_sums of the model's predictions, computed on the device, in record order."""
+  _check_scorable(resident)
+  return _prediction_sums(device_eval.predict(model, stacked_variables, resident, tta=tta), resident, full=full)
 
 
 def _ordered_actions(actions: Sequence[str]) -> list[str]:
@@ -255,3 +269,64 @@ def validation_metrics(model: TemporalModel, stacked_variables: Any, data: PoseD
                     "mpjve_valid": float(sums["mpjve"].sum() / total)}
   return {"mpjpe_valid": table["average"]["mpjpe"], "mpjve_valid": table["average"]["mpjve"],
           "per_action": per_action, "frames": table["frames"], "frame_weighted": frame_weighted}
+
+
+# --- Routing without labels and the cross-action matrix ---------------------------------------
+
+
+def evaluate_predictions(pred: jax.Array, resident: ResidentTestSet, *, tta: bool,
+                         by_subject: bool = False) -> dict[str, Any]:
+  """`evaluate_dataset`'s tables for device predictions (N, J, 3) of the resident flat frames
+  (e.g. a mixture of models); `tta` only records how they were made."""
+  sums = _prediction_sums(pred, resident, full=True)
+  return {**_tables(sums, resident.actions, resident.subjects, by_subject=by_subject, metrics=METRICS),
+          "tta": bool(tta)}
+
+
+def predict_all(model: TemporalModel, stacked_variables: Any, resident: ResidentTestSet, *,
+                tta: bool) -> jax.Array:
+  """(A, N, J, 3) device predictions of every slice's model for every flat frame."""
+  return device_eval.predict_all(model, stacked_variables, resident, tta=tta)
+
+
+def evaluate_routed(all_predictions: jax.Array, routes: Sequence[int], resident: ResidentTestSet, *, tta: bool,
+                    by_subject: bool = False) -> dict[str, Any]:
+  """Test record i lifted by slice `routes[i]` (instead of its action's) evaluated.
+
+  Args:
+    all_predictions: (A, N, J, 3) from `predict_all`.
+    routes: (records,) slice index of each input record.
+  """
+  flat_routes = jnp.asarray(np.asarray(routes, np.int32)[resident.records])
+  return evaluate_predictions(device_eval.take_models(all_predictions, flat_routes[resident.frame_sequence]),
+                              resident, tta=tta, by_subject=by_subject)
+
+
+def evaluate_mixture(all_predictions: jax.Array, weights: jax.Array, resident: ResidentTestSet, *, tta: bool,
+                     by_subject: bool = False) -> dict[str, Any]:
+  """Per frame n, the mixture sum_a weights[n, a] * all_predictions[a, n] evaluated.
+
+  Args:
+    all_predictions: (A, N, J, 3) from `predict_all`.
+    weights: (N, A) per flat frame (e.g. the classifier's probabilities of each slice's action).
+  """
+  return evaluate_predictions(device_eval.mix_models(all_predictions, jnp.asarray(weights, jnp.float32)),
+                              resident, tta=tta, by_subject=by_subject)
+
+
+def cross_action_matrix(all_predictions: jax.Array, resident: ResidentTestSet) -> dict[str, Any]:
+  """Every slice's model on every action's test frames: Protocol #1 and MPJVE in mm.
+
+  Returns:
+    {'actions': test actions (rows, table order), 'models': slice names (columns),
+     'mpjpe', 'mpjve': (rows x columns) lists of frame-weighted errors, 'frames': per action}.
+  """
+  _check_scorable(resident)
+  columns = []
+  for a in range(len(resident.slices)):
+    sums = _prediction_sums(all_predictions[a], resident, full=False)
+    columns.append(aggregate(sums, resident.actions, metrics=("mpjpe", "mpjve")))
+  actions = list(columns[0]["per_action"])
+  matrix = {m: [[c["per_action"][action][m] for c in columns] for action in actions] for m in ("mpjpe", "mpjve")}
+  return {"actions": actions, "models": list(resident.slices), **matrix,
+          "frames": {a: columns[0]["frames"][a] for a in actions}}
