@@ -4,6 +4,7 @@
   python eval.py --workdir runs/common --config CONFIG --config.eval.by_subject=True
   python eval.py --workdir runs/ab --render --viz_subject S11 --viz_action "Walking 1" --viz_camera 0 \
       --viz_output walk.gif --viz_size 3 --viz_downsample 2 --viz_limit 60
+  python eval.py --workdir runs/ab --routing=soft --common runs/common --cross_action
   python eval.py --workdir runs/ab --export predictions.npz
   python eval.py --compare runs/common runs/ab --out runs/comparison
 
@@ -31,6 +32,14 @@ flags.DEFINE_string("checkpoint", None, "latest (default: the final model), a st
 flags.DEFINE_string("compare", None, "DIR_COMMON DIR_AB (or DIR_COMMON,DIR_AB): build the comparison report.")
 flags.DEFINE_string("out", None, "Output folder (default WORKDIR/eval/step_N; --compare: DIR_AB/../comparison).")
 flags.DEFINE_string("compare_action", "Eating", "Single action of Table IV / Fig. 6 ('' for none).")
+flags.DEFINE_string("routing", None, "Headline routing of an action-based run: oracle (ground-truth action "
+                    "labels, the seed paper), predicted or soft (the run's action classifier; no labels), or common "
+                    "(needs --common). Default: predicted when the run has a classifier, else oracle. Every available "
+                    "mode is reported side by side.")
+flags.DEFINE_string("common", None, "Workdir of a common run: its final model is evaluated beside the action-based "
+                    "models (the 'common' routing row).")
+flags.DEFINE_bool("cross_action", False, "Also evaluate every action model on every action's test data (the "
+                  "cross-action matrix: table in results.md, cross_action.png).")
 flags.DEFINE_bool("by_subject", None, "Per-subject tables too (default: config.eval.by_subject).")
 flags.DEFINE_bool("render", False, "Render one sequence instead of evaluating.")
 flags.DEFINE_string("viz_subject", None, "Subject to render, e.g. S11.")
@@ -84,7 +93,8 @@ def main(argv):
     eval_lib.export_workdir(FLAGS.workdir, FLAGS.export, which, FLAGS.config)
   else:
     eval_lib.evaluate_workdir(FLAGS.workdir, which, FLAGS.config, out_dir=FLAGS.out,
-                              by_subject=FLAGS.by_subject)
+                              by_subject=FLAGS.by_subject, routing=FLAGS.routing, common_workdir=FLAGS.common,
+                              cross_action=FLAGS.cross_action)
 
 
 def run(argv):

@@ -21,6 +21,8 @@ Every other config imports this one and changes what differs. Keys:
     'tfds' (data.dir is a TFDS data dir, local or gs://..., holding h36m_posejax/<keypoints>
     built by `python -m posejax.data.tfds_h36m --data-dir NPZ_DIR --out DIR`). Both give the
     same records and dataset fingerprint; data.synthetic_frames applies to 'npz' only.
+  classifier.enabled: the action classifier that routes test sequences without labels (None:
+    on in action-based mode); classifier.epochs/channels/filter_widths size it.
   data.synthetic_frames: > 0 generates synthetic files when missing, only into a missing or
     empty data.dir or one the generator wrote before (.posejax_synthetic.json).
 """
@@ -86,6 +88,15 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval.by_subject = False
   config.eval.chunk = 512
   config.eval.batch = ml_collections.config_dict.placeholder(int)
+
+  # The action classifier (posejax.classifier): a temporal network over 2D keypoint windows that
+  # routes test sequences to the per-action models without labels; trained after them, in the
+  # same run, into WORKDIR/classifier. Batch size, lr, schedules, dropout: those of the run.
+  config.classifier = ml_collections.ConfigDict()
+  config.classifier.enabled = ml_collections.config_dict.placeholder(bool)  # None: on in action-based mode
+  config.classifier.epochs = 5  # epochs over all selected actions' training windows
+  config.classifier.channels = 256
+  config.classifier.filter_widths = ()  # empty: model.filter_widths
 
   config.checkpoint = ml_collections.ConfigDict()
   config.checkpoint.every_epochs = 10

@@ -31,4 +31,5 @@ def get_config():
   config.train.batch_size = 256
   config.train.logs_per_epoch = 3
   config.checkpoint.every_epochs = 1
+  config.classifier.channels = 64
   return config

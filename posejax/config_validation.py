@@ -119,6 +119,12 @@ def _rules() -> list[tuple[str, bool, tuple[Callable[[Any], bool], str]]]:
       ("eval.by_subject", False, _BOOL),
       ("eval.chunk", False, _int_at_least(1)),
       ("eval.batch", False, ((lambda v: v is None or (_is_int(v) and v >= 1)), "an integer >= 1 or None")),
+      ("classifier.enabled", False, ((lambda v: v is None or isinstance(v, bool)), "True, False or None (on in "
+                                     "action-based mode)")),
+      ("classifier.epochs", False, _int_at_least(1)),
+      ("classifier.channels", False, _int_at_least(1)),
+      ("classifier.filter_widths", False, ((lambda v: v == () or _odd_widths(v)),
+                                           "empty (the model's) or a list of odd positive integers, e.g. 3,3,3")),
       ("checkpoint.every_epochs", True, _int_at_least(1)),
       ("checkpoint.keep", True, _int_at_least(1)),
       ("sharding.action_devices", False, _int_at_least(0)),

@@ -151,15 +151,40 @@ def eval_options(config: Any) -> dict[str, Any]:
           "batch": config_value(config, "eval.batch", evaluation.DEFAULT_BATCH)}
 
 
+def evaluate_common(common_workdir: str, dataset: PoseDataset, *, tta: bool, by_subject: bool) -> dict[str, Any]:
+  """The final model of a common run on `dataset` (the 'common' routing row of an AB evaluation)."""
+  run = restore_run(common_workdir)
+  if list(run.actions_of_slices) != [evaluation.COMMON_SLICE]:
+    raise PosejaxError(f"--common {common_workdir}: not a common run (its models: {', '.join(run.actions_of_slices)})")
+  model = build_model(run.config, dataset.num_keypoints)
+  results = evaluation.evaluate_dataset(model, run.variables, dataset, run.actions_of_slices, tta=tta,
+                                        by_subject=by_subject, **eval_options(run.config))
+  return {**results, "workdir": os.path.abspath(common_workdir), "checkpoint_step": run.step}
+
+
 def evaluate_workdir(workdir: str, which: str | int = DEFAULT_CHECKPOINT,
                      config: ml_collections.ConfigDict | None = None, *, out_dir: str | None = None,
-                     by_subject: bool | None = None, verbose: bool = True) -> dict[str, Any]:
+                     by_subject: bool | None = None, verbose: bool = True, routing: str | None = None,
+                     common_workdir: str | None = None, cross_action: bool = False) -> dict[str, Any]:
   """Evaluates a checkpoint (default: the final model) with the reference's protocol.
 
-  Writes results.{json,csv,md} to `out_dir` (default WORKDIR/eval/step_N) and returns the
-  json document, which records the checkpoint's step and whether it is the final one.
+  An action-based run is evaluated with every routing mode it supports, side by side
+  (`posejax.routing`: oracle; predicted and soft with the run's action classifier; common with
+  `common_workdir`); `routing` picks the headline (default: predicted when the run has a
+  classifier, else oracle). `cross_action` adds every model's error on every action.
+
+  Writes results.{json,csv,md} (and the classifier's and cross-action figures) to `out_dir`
+  (default WORKDIR/eval/step_N) and returns the json document, which records the checkpoint's
+  step and whether it is the final one.
   """
+  from posejax import classifier as classifier_lib, routing as routing_lib  # late: orbax, figures
   run = restore_run(workdir, which, config)
+  action_based = list(run.actions_of_slices) != [evaluation.COMMON_SLICE]
+  classifier = classifier_lib.restore(workdir)
+  routing_lib.check_mode(routing, action_based=action_based, has_classifier=classifier is not None,
+                         has_common=bool(common_workdir))
+  if common_workdir and not action_based:
+    raise PosejaxError(f"--common {common_workdir}: applies to action-based runs; {workdir} is a common run")
   if verbose:
     print(f"evaluating {run.describe()} of {workdir}", flush=True)
   cfg = run.config
@@ -168,22 +193,27 @@ def evaluate_workdir(workdir: str, which: str | int = DEFAULT_CHECKPOINT,
   tta = bool(config_value(cfg, "eval.tta", True))
   if by_subject is None:
     by_subject = bool(config_value(cfg, "eval.by_subject", False))
-  results = evaluation.evaluate_dataset(model, run.variables, dataset, run.actions_of_slices, tta=tta,
-                                        by_subject=by_subject, **eval_options(cfg))
+  common = evaluate_common(common_workdir, dataset, tta=tta, by_subject=by_subject) if common_workdir else None
+  resident = evaluation.resident_test_set(dataset, run.actions_of_slices, model, **eval_options(cfg))
+  results = evaluation.evaluate_dataset(model, run.variables, resident, run.actions_of_slices, tta=tta,
+                                        by_subject=by_subject)
   summary = layout.read_summary(workdir)
-  action_based = list(run.actions_of_slices) != [evaluation.COMMON_SLICE]
   document = report.results_document(
       results, config=cfg.to_dict(), checkpoint_step=run.step, train_time_s=summary.get("train_time_s"),
       mode="action_based" if action_based else "common", actions_of_slices=list(run.actions_of_slices),
       routing="oracle (ground-truth action labels)" if action_based else "none (one model)",
       workdir=os.path.abspath(workdir), checkpoint=str(which), checkpoint_final=run.final,
       checkpoint_note=run.note)
-  paths = report.write_results(out_dir or layout.eval_dir(workdir, run.step), document)
+  out = out_dir or layout.eval_dir(workdir, run.step)
+  document = routing_lib.finish_document(
+      document, model, run.variables, resident, out_dir=out, tta=tta, classifier=classifier, mode=routing,
+      common=common, cross_action=cross_action, by_subject=by_subject,
+      log=(lambda text: print(text, end="", flush=True)) if verbose else (lambda text: None))
   if verbose:
-    print(report.to_text(report.results_table(document)), end="")
+    print(f"Headline ({document['routing']}):\n" + report.to_text(report.results_table(document)), end="")
     for subject, sub in document.get("by_subject", {}).items():
       print(f"\nSubject {subject}\n" + report.to_text(report.results_table(sub)), end="")
-    print(f"wrote {paths['json']}, {paths['csv']}, {paths['md']}")
+    print("wrote " + ", ".join(os.path.join(out, f"results.{ext}") for ext in ("json", "csv", "md")))
   return document
 
 

@@ -128,9 +128,13 @@ def write_results(out_dir: str, document: Mapping[str, Any]) -> dict[str, str]:
   atomic_write_text(paths["json"], json.dumps(document, indent=2, sort_keys=False) + "\n")
   atomic_write_text(paths["csv"], to_csv(table))
   markdown = [f"# Evaluation (test-time augmentation: {document.get('tta')})", "",
-              f"Checkpoint: {checkpoint_text(document)}", "", to_markdown(table)]
+              f"Checkpoint: {checkpoint_text(document)}", ""]
+  if document.get("routing"):
+    markdown += [f"Routing: {document['routing']}", ""]
+  markdown.append(to_markdown(table))
   for subject, sub in document.get("by_subject", {}).items():
     markdown += [f"## Subject {subject}", "", to_markdown(results_table(sub))]
+  markdown += _routing_markdown(document)
   frames = document["frames"]
   markdown.append(f"Test frames: {frames.get('total')}; per action: "
                   + ", ".join(f"{a} {n}" for a, n in frames.items() if a != "total") + "\n")
@@ -150,3 +154,87 @@ def load_results(path: str) -> dict[str, Any]:
   if "per_action" not in doc or "average" not in doc:
     raise PosejaxError(f"{path}: not an evaluation results file (no per_action/average)")
   return doc
+
+
+# --- Routing modes, the action classifier, the cross-action matrix ------------------------------
+
+
+def routing_label(mode: str, entry: Mapping[str, Any]) -> str:
+  return mode + (" (needs labels)" if entry.get("needs_labels") else "")
+
+
+def routing_table(document: Mapping[str, Any], metric: str = "mpjpe") -> Table | None:
+  """One row per routing mode of a results document (None when it records fewer than two)."""
+  routings = document.get("routings")
+  if not routings or len(routings) < 2:
+    return None
+  actions = list(document["per_action"])
+  series = [(routing_label(mode, r), {a: r["per_action"][a][metric] for a in actions if a in r["per_action"]},
+             r["average"][metric], METRIC_DECIMALS[metric]) for mode, r in routings.items()]
+  return per_action_table(series, actions, first_column="Routing")
+
+
+def classifier_text(metrics: Mapping[str, Any]) -> str:
+  return (f"Action classifier: per-sequence accuracy {100 * metrics['sequence_accuracy']:.1f}% "
+          f"(top-3 {100 * metrics['sequence_top3']:.1f}%, {metrics['sequences']} sequences), per-frame accuracy "
+          f"{100 * metrics['frame_accuracy']:.1f}% (top-3 {100 * metrics['frame_top3']:.1f}%, {metrics['frames']} frames)")
+
+
+def cross_action_table(cross: Mapping[str, Any]) -> Table:
+  """Rows: test actions (and Avg); columns: each model, then Oracle (own model) and Best (row minimum)."""
+  models, actions = list(cross["models"]), list(cross["actions"])
+  header = ("Test action",) + tuple(ABBREVIATIONS.get(m, m) for m in models) + ("Oracle", "Best")
+  rows = [tuple(row) + (cross["oracle"].get(a), cross["best"][a]) for a, row in zip(actions, cross["mpjpe"])]
+  mean = lambda column: float(sum(column) / len(column))
+  rows.append(tuple(mean([row[j] for row in cross["mpjpe"]]) for j in range(len(models)))
+              + (cross.get("oracle_average"), cross["best_average"]))
+  labels = tuple(ABBREVIATIONS.get(a, a) for a in actions) + ("Avg",)
+  return Table(header, labels, tuple(rows), (1,) * len(rows))
+
+
+def routing_text(document: Mapping[str, Any]) -> str:
+  """Terminal summary of the routings, the classifier and the cross-action matrix."""
+  parts = []
+  table = routing_table(document)
+  if table is not None:
+    parts.append(f"Routing (Protocol #1 MPJPE, mm; headline: {document.get('routing_mode')}):\n" + to_text(table))
+  if document.get("classifier"):
+    parts.append(classifier_text(document["classifier"]) + "\n")
+  if document.get("cross_action"):
+    cross = document["cross_action"]
+    parts.append("Cross-action Protocol #1 (mm; rows: test action, columns: model):\n"
+                 + to_text(cross_action_table(cross)))
+  return "".join(parts)
+
+
+def _routing_markdown(document: Mapping[str, Any]) -> list[str]:
+  lines = []
+  if routing_table(document) is not None:
+    lines += [f"## Routing modes (headline: {document.get('routing_mode')})", "",
+              "Rows marked *needs labels* use the ground-truth action of each test sequence (the seed "
+              "paper's oracle routing); the others use none.", ""]
+    for metric in ("mpjpe", "mpjve"):
+      lines += [f"{METRIC_LABELS[metric]}, mm:", "", to_markdown(routing_table(document, metric))]
+  if document.get("classifier"):
+    lines += ["## Action classifier", "", classifier_text(document["classifier"]) + ".", "",
+              "![confusion matrix](confusion.png)", ""]
+  if document.get("cross_action"):
+    cross = document["cross_action"]
+    lines += ["## Cross-action matrix (Protocol #1, mm)", "",
+              "Each model (column) on each action's test sequences (row). Oracle = the action's own model "
+              "(oracle routing); Best = the row minimum, the best any per-action routing could do.", "",
+              to_markdown(cross_action_table(cross)), "![cross-action matrix](cross_action.png)", ""]
+  return lines
+
+
+def routing_results(document: Mapping[str, Any], mode: str) -> dict[str, Any] | None:
+  """The document with `mode`'s per_action/average as its own (None when not evaluated). Files
+  without routings (older runs) hold one routing, their headline."""
+  routings = document.get("routings")
+  if not routings:
+    own = document.get("routing_mode") or str(document.get("routing", "oracle")).split(" ")[0]
+    return dict(document) if own == mode else None
+  if mode not in routings:
+    return None
+  return {**document, "per_action": routings[mode]["per_action"], "average": routings[mode]["average"],
+          "routing_mode": mode, "routing": routings[mode].get("description", mode)}

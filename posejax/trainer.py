@@ -28,6 +28,7 @@ import tqdm
 
 from posejax import (checkpointing, engine, eval_lib, evaluation, optim, report, sampling, schedules, sharding,
                      slices, train_step)
+from posejax import classifier  # the action classifier, trained after the pose models
 from posejax import workdir as workdir_lib
 from posejax.compilation_cache import enable_compilation_cache
 from posejax.data.actions import ABBREVIATIONS, resolve_actions
@@ -410,6 +411,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     if np.any(positions[:layout.num_models] < budget.steps):
       raise PosejaxError(f"training stopped at global step {step} before every model finished its budget")
     document = _final_evaluation(run, state, step, timers)
+    document = classifier.train_and_save(run, run.variables(state), document)  # when config.classifier is on
   finally:
     checkpointing.close(mngr)
   summary = _summary(run, timers, document, time.perf_counter() - wall_start)

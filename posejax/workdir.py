@@ -4,6 +4,7 @@
     WORKDIR/metrics.jsonl         one JSON object per log point ('step', 'epoch', ...), appended
     WORKDIR/train_summary.json    written once training has finished ('global_steps', timers, ...)
     WORKDIR/checkpoints/          orbax CheckpointManager directory (posejax.checkpointing)
+    WORKDIR/classifier/           the action classifier's orbax checkpoint (posejax.classifier)
     WORKDIR/eval/step_N/          results.{json,csv,md} of the evaluation of checkpoint step N
 
 Every tool that reads or writes these goes through this module, so the layout has one home.
@@ -25,6 +26,7 @@ CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "train_summary.json"
 CHECKPOINT_DIR = "checkpoints"
+CLASSIFIER_DIR = "classifier"
 EVAL_DIR = "eval"
 RESULTS_FILE = "results.json"
 
@@ -44,6 +46,11 @@ def summary_path(workdir: str) -> str:
 def checkpoint_dir(workdir: str) -> str:
   """Absolute (orbax needs one) path of the checkpoints directory."""
   return os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
+
+
+def classifier_dir(workdir: str) -> str:
+  """Absolute path of the action classifier's checkpoint directory."""
+  return os.path.join(os.path.abspath(workdir), CLASSIFIER_DIR)
 
 
 def eval_dir(workdir: str, step: int) -> str:

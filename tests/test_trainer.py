@@ -48,6 +48,8 @@ def _config(data_dir, mode="action_based", **train):
   config.train.steps_per_call = 4
   config.eval.chunk = 16
   config.checkpoint.every_epochs = 1
+  config.classifier.channels = 8
+  config.classifier.epochs = 1
   for key, value in train.items():
     config.train[key] = value
   return config
@@ -90,6 +92,11 @@ def test_action_based_run_writes_the_workdir(ab_workdir):
     results = json.load(f)
   assert set(results["per_action"]) == {"Eating", "Walking"} and results["tta"] is True
   assert results["checkpoint_final"] is True
+  # The action classifier trained in the same run: every routing side by side, predicted first.
+  assert list(results["routings"]) == ["oracle", "predicted", "soft"] and results["routing_mode"] == "predicted"
+  assert results["classifier"]["classes"] == ["Eating", "Walking"] and results["classifier"]["sequences"] == 32
+  assert summary["final"]["average"] == results["routings"]["predicted"]["average"]
+  assert os.path.isdir(os.path.join(workdir, "classifier"))
   config, variables, actions, step, meta = checkpointing.restore_for_eval(workdir, "latest")
   assert actions == ["Eating", "Walking"] and step == summary["global_steps"]
   assert variables["params"]["shrink"]["bias"].shape == (2, 51)
@@ -105,6 +112,7 @@ def test_common_run(data_dir, tmp_path):
   assert {"mpjpe_valid", "mpjve_valid"} <= set(record["per_action"]["Walking"])
   # Common mode: E epochs of all data, whatever unit_epochs says.
   assert summary["own_epochs"] == {"all": 2.0}
+  assert not os.path.exists(os.path.join(workdir, "classifier"))  # off by default in common mode
 
 
 @pytest.mark.parametrize("input_mode", ["device", "host"])
