@@ -33,8 +33,11 @@ from posejax.errors import PosejaxError  # noqa: E402
 from posejax.io_utils import atomic_write_text  # noqa: E402
 
 K_AUGMENT = 1.2
-LABELS = {"common": "Common (VideoPose3D)", "ab": "Action-based (oracle routing)"}
-SHORT = {"common": "Common", "ab": "AB"}
+LABELS = {"common": "Common (VideoPose3D)", "ab": "Action-based (oracle routing; needs labels)",
+          "ab_predicted": "Action-based (predicted routing)", "ab_soft": "Action-based (soft routing)"}
+SHORT = {"common": "Common", "ab": "AB", "ab_predicted": "AB-pred", "ab_soft": "AB-soft"}
+# Rows of Tables I-II beyond the seed's two: the AB models routed by the run's action classifier.
+CLASSIFIER_ROUTINGS = {"ab_predicted": "predicted", "ab_soft": "soft"}
 
 
 def eps0(eps_half_1: float, eps_half_2: float, *, k: float = K_AUGMENT, digits: int | None = None) -> float:
@@ -53,10 +56,14 @@ def tpr(eps_0: float, eps_final: float, train_time_s: float) -> float:
 
 
 def final_results(workdir: str) -> dict[str, Any]:
-  """The evaluation of the run's final checkpoint, evaluated (and written) first when missing."""
+  """The evaluation of the run's final checkpoint, evaluated (and written) first when missing, or
+  when the run has an action classifier whose routings the file lacks."""
   step = layout.final_step(workdir)
   if step is not None and os.path.isfile(layout.results_path(workdir, step)):
-    return report.load_results(layout.results_path(workdir, step))
+    document = report.load_results(layout.results_path(workdir, step))
+    routed = "predicted" in document.get("routings", {}) or document.get("mode") == "common"
+    if routed or not os.path.isdir(layout.classifier_dir(workdir)):
+      return document
   from posejax import eval_lib  # late: restoring pulls in orbax and the data loaders
   # A summary without 'global_steps' (older runs) leaves 'latest', which ends a finished run.
   return eval_lib.evaluate_workdir(workdir, "latest" if step is None else step, verbose=False)
@@ -159,15 +166,15 @@ def _bar_plot(path: str, results: Mapping[str, Mapping[str, Any]], metric: str, 
   labels = [ABBREVIATIONS.get(a, a) for a in actions] + ["Avg"]
   x = np.arange(len(labels))
   fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * len(labels) + 2), 4))
-  top = 0.0
-  for i, key in enumerate(("common", "ab")):
+  top, width = 0.0, 0.8 / len(results)
+  for i, key in enumerate(results):
     values = [results[key]["per_action"][a][metric] for a in actions] + [results[key]["average"][metric]]
-    ax.bar(x + (i - 0.5) * 0.4, values, 0.4, label=LABELS[key])
+    ax.bar(x + (i - (len(results) - 1) / 2) * width, values, width, label=LABELS[key])
     top = max(top, max(values))
   ax.set_xticks(x, labels, rotation=45, ha="right")
   ax.set_ylabel(ylabel)
   ax.set_ylim(0, 1.2 * top)  # room for the legend above the bars
-  ax.legend(loc="upper left", ncol=2)
+  ax.legend(loc="upper left", ncol=2, fontsize="small")
   ax.grid(axis="y", alpha=0.3)
   fig.tight_layout()
   _save(fig, path)
@@ -226,7 +233,7 @@ FIGURES = {"mpjpe_bars": "fig_mpjpe_per_action.png", "mpjve_bars": "fig_mpjve_pe
 def _run_table(results: Mapping[str, Mapping[str, Any]], metric: str) -> str:
   actions = list(dict.fromkeys(list(results["common"]["per_action"]) + list(results["ab"]["per_action"])))
   series = [(LABELS[key], {a: v[metric] for a, v in results[key]["per_action"].items()},
-             results[key]["average"][metric], report.METRIC_DECIMALS[metric]) for key in ("common", "ab")]
+             results[key]["average"][metric], report.METRIC_DECIMALS[metric]) for key in results]
   return report.to_markdown(report.per_action_table(series, actions, first_column="Model"))
 
 
@@ -239,6 +246,25 @@ def _checkpoints(results: Mapping[str, Mapping[str, Any]]) -> str:
   """'final checkpoints (common: step N, AB: step M)' for the titles of Tables I and II."""
   return "final checkpoints (" + ", ".join(
       f"{SHORT[key]}: step {results[key].get('checkpoint_step')}" for key in ("common", "ab")) + ")"
+
+
+def _routing_note(results: Mapping[str, Any], ab_document: Mapping[str, Any]) -> str:
+  """Which rows need ground-truth action labels at test time, and how the others are routed."""
+  note = (f"**Needs labels:** the row '{LABELS['ab']}' sends each test sequence to the model of its "
+          "ground-truth action (the seed paper's oracle routing); the common model sees every action.")
+  routed = [LABELS[key] for key in CLASSIFIER_ROUTINGS if key in results]
+  if not routed:
+    return note + " This AB run has no action classifier, so no label-free AB row exists."
+  text = (f" **No labels:** {' and '.join(routed)} route with the run's action classifier (predicted: each "
+          "sequence to the model of its predicted action; soft: per frame, all models weighted by the "
+          "classifier's probabilities)")
+  metrics = ab_document.get("classifier")
+  if metrics:
+    text += (f", whose test accuracy is {100 * metrics['sequence_accuracy']:.1f}% per sequence and "
+             f"{100 * metrics['frame_accuracy']:.1f}% per frame")
+    if metrics.get("train_time_s") is not None:
+      text += f" (its {metrics['train_time_s']:.0f} s of training are not in the AB time of Table III)"
+  return note + text + "."
 
 
 def compare_runs(dir_common: str, dir_ab: str, out_dir: str | None = None, *, action: str | None = "Eating",
@@ -259,7 +285,12 @@ def compare_runs(dir_common: str, dir_ab: str, out_dir: str | None = None, *, ac
   if summaries["ab"].get("mode") == "common" or summaries["common"].get("mode") == "action_based":
     raise PosejaxError(f"--compare: expected a common workdir then an action-based one, got modes "
                        f"{summaries['common'].get('mode')} and {summaries['ab'].get('mode')}")
-  results = {key: final_results(d) for key, d in dirs.items()}
+  documents = {key: final_results(d) for key, d in dirs.items()}
+  results = {"common": documents["common"], "ab": report.routing_results(documents["ab"], "oracle") or documents["ab"]}
+  for key, mode in CLASSIFIER_ROUTINGS.items():
+    routed = report.routing_results(documents["ab"], mode)
+    if routed is not None:
+      results[key] = routed
   props = {key: properties(runs[key], summaries[key]) for key in dirs}
   rates = tpr_table(props["common"], props["ab"], k=k, eps0_digits=eps0_digits)
   if action and not all(action in r.get("per_action", {}) for recs in runs.values() for r in recs):
@@ -277,8 +308,7 @@ def compare_runs(dir_common: str, dir_ab: str, out_dir: str | None = None, *, ac
   md = [
       "# Common vs action-based training", "",
       _provenance("common", dir_common, results["common"]), _provenance("ab", dir_ab, results["ab"]), "",
-      "Action-based results use **oracle routing**: each test sequence goes to the model of its "
-      "ground-truth action (as in the seed paper); the common model sees every action.", "",
+      _routing_note(results, documents["ab"]), "",
       f"## Table I. Protocol #1, MPJPE (mm), {_checkpoints(results)}, test-time augmentation", "",
       _run_table(results, "mpjpe"), f"![MPJPE per action]({FIGURES['mpjpe_bars']})", "",
       f"## Table II. Velocity error MPJVE (mm), {_checkpoints(results)}, test-time augmentation", "",
@@ -306,9 +336,15 @@ def compare_runs(dir_common: str, dir_ab: str, out_dir: str | None = None, *, ac
   document = {key: {"workdir": os.path.abspath(d), "checkpoint_step": results[key].get("checkpoint_step"),
                      "final": results[key]["average"], "per_action": results[key]["per_action"],
                      "properties": props[key]} for key, d in dirs.items()}
+  for key, mode in CLASSIFIER_ROUTINGS.items():
+    if key in results:
+      document[key] = {"final": results[key]["average"], "per_action": results[key]["per_action"],
+                       "routing": mode, "needs_labels": False}
+  if documents["ab"].get("classifier"):
+    document["classifier"] = {k: v for k, v in documents["ab"]["classifier"].items() if not k.startswith("confusion")}
   document.update({
       "tpr": rates, "k": k, "eps0_digits": eps0_digits, "table4_action": action,
-      "table4": rows, "routing": "oracle", "figures": FIGURES})
+      "table4": rows, "routing": "oracle", "needs_labels": ["ab"], "figures": FIGURES})
   atomic_write_text(os.path.join(out_dir, "comparison.json"), json.dumps(document, indent=2) + "\n")
   if verbose:
     print(f"wrote {report_path} and {len(FIGURES)} figures to {out_dir}")

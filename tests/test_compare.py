@@ -184,3 +184,34 @@ def test_half_way_point_of_runs_shorter_than_two_epochs():
   eighty = [{"epoch": e, "train_time_s": float(e), "mpjpe_valid": 0.05, "mpjve_valid": 0.003}
             for e in range(1, 81)]
   assert compare.properties(eighty, {"epochs": 80})["half_epoch"] == 40
+
+
+def test_compare_adds_label_free_rows_and_says_which_rows_need_labels(tmp_path):
+  common = fake_workdir(str(tmp_path), "common", "common", 0.0, 100.0)
+  ab = fake_workdir(str(tmp_path), "ab", "action_based", 2.0, 30.0)
+  path = layout.results_path(ab, 40)
+  doc = report.load_results(path)
+  # As eval.py leaves it with a classifier: headline predicted, every routing side by side.
+  routings = {mode: {**fake_results(offset), "needs_labels": mode == "oracle"}
+              for mode, offset in (("oracle", 2.0), ("predicted", 5.0), ("soft", 3.0))}
+  doc.update(routings=routings, routing_mode="predicted", per_action=routings["predicted"]["per_action"],
+             average=routings["predicted"]["average"],
+             classifier={"classes": list(ACTS), "sequences": 4, "frames": 8, "sequence_accuracy": 0.75,
+                         "frame_accuracy": 0.625, "sequence_top3": 1.0, "frame_top3": 1.0,
+                         "confusion_sequences": [[2, 0], [1, 1]], "confusion_frames": [[4, 0], [3, 1]]})
+  report.write_results(layout.eval_dir(ab, 40), doc)
+  os.makedirs(os.path.join(ab, "classifier"))  # has a classifier, and its routings are in the file
+
+  out = compare.compare_runs(common, ab, verbose=False)
+  md = open(os.path.join(str(tmp_path), "comparison", "report.md")).read()
+  for key, mode in (("ab", "oracle"), ("ab_predicted", "predicted"), ("ab_soft", "soft")):
+    for title, metric, digits in (("Table I.", "mpjpe", 1), ("Table II.", "mpjve", 2)):
+      cells = table_row(md, title, compare.LABELS[key])
+      assert cells == [f"{routings[mode]['per_action'][a][metric]:.{digits}f}" for a in ACTS] + [
+          f"{routings[mode]['average'][metric]:.{digits}f}"]
+  assert "needs labels" in compare.LABELS["ab"] and "**Needs labels:**" in md and "**No labels:**" in md
+  assert "75.0% per sequence and 62.5% per frame" in md
+  # Tables I-IV's AB run is the oracle-routed one, as in the paper.
+  assert out["ab"]["final"] == routings["oracle"]["average"]
+  assert out["ab_predicted"]["final"] == routings["predicted"]["average"] and out["needs_labels"] == ["ab"]
+  assert "confusion_frames" not in out["classifier"]
