@@ -5,11 +5,18 @@ order; `metadata` with the coco preset and `video_metadata[video] = {'w', 'h'}`)
 each video with its own width and height, lifts it with a trained workdir's model and writes
 `OUT/<video>.npz`: `positions_3d` (T, 17, 3) camera-space root-relative metres,
 `positions_3d_world` (rotated by Human3.6M S1 camera 0, lowest point on the floor, spec 13
-"without ground truth"), `keypoints_2d` (pixels), `width`, `height`, `model_action`.
+"without ground truth"), `keypoints_2d` (pixels), `width`, `height`, `model_action` (the model
+that lifted it, or 'soft mixture') and, when the workdir has an action classifier,
+`predicted_action`, `action_probabilities` (C,) and `action_classes`.
+
+Action-based workdirs route each video without labels (posejax.routing): `--routing=predicted`
+(the default with a classifier: the model of the video's predicted action) or `soft` (per frame,
+all models weighted by the classifier's probabilities); `--action` forces one model.
 
 Usage:
   python -m posejax.infer --workdir DIR --keypoints data_2d_custom_NAME.npz --out DIR \
-      [--config CONFIG] [--checkpoint latest|STEP|best] [--action Walking] [--render] [--fps 50]
+      [--config CONFIG] [--checkpoint latest|STEP|best] [--routing predicted|soft | --action Walking]
+      [--render] [--fps 50]
 
 The default checkpoint is the latest (the final model of a finished run); `best` needs a run
 with a held-out validation split (config.data.valid_subjects).
@@ -83,37 +90,91 @@ def choose_slice(actions_of_slices: Sequence[str], action: str | None) -> int:
   return slices.index(action)
 
 
+ROUTINGS = ("predicted", "soft")
+
+
+def choose_routing(actions_of_slices: Sequence[str], action: str | None, routing: str | None,
+                   has_classifier: bool) -> str:
+  """'predicted' or 'soft' (the classifier routes; custom videos have no action labels), or 'fixed'
+  (one model for every video: --action, a common run's model, or the first without a classifier)."""
+  if routing is not None and routing not in ROUTINGS:
+    raise PosejaxError(f"--routing={routing}: expected {' or '.join(ROUTINGS)} (custom keypoints have no "
+                       "action labels for oracle routing)")
+  if routing is not None and action is not None:
+    raise PosejaxError("--routing and --action exclude each other (--action lifts every video with one model)")
+  if list(actions_of_slices) == [evaluation.COMMON_SLICE]:
+    if routing is not None:
+      raise PosejaxError(f"--routing={routing}: the workdir holds one common model; routing applies to "
+                         "action-based runs")
+    return "fixed"
+  if routing is not None and not has_classifier:
+    raise PosejaxError(f"--routing={routing}: this workdir has no action classifier (WORKDIR/classifier); "
+                       "pass --action to choose a model")
+  if action is not None:
+    return "fixed"
+  return routing or ("predicted" if has_classifier else "fixed")
+
+
+@dataclasses.dataclass(frozen=True)
+class Lifted:
+  """One video's 3D poses and how they were made."""
+  poses: np.ndarray                    # (T, 17, 3) camera-space, root-relative
+  model_action: str                    # the model that lifted it, or 'soft mixture'
+  predicted_action: str | None         # the classifier's action for the video
+  probabilities: np.ndarray | None     # (C,) the classifier's sequence probabilities
+
+
 def lift_videos(run: eval_lib.RestoredRun, videos: Sequence[Video], left: Sequence[int], right: Sequence[int],
-                *, action: str | None = None) -> tuple[list[np.ndarray], str]:
-  """(T, 17, 3) camera-space predictions of every video, and the slice's action name."""
-  index = choose_slice(run.actions_of_slices, action)
-  variables = jax.tree_util.tree_map(lambda leaf: leaf[index], run.variables)
+                *, action: str | None = None, routing: str | None = None,
+                classifier: Any = None) -> tuple[list[np.ndarray], list[Lifted]]:
+  """(T, 17, 3) camera-space predictions of every video, and per video how it was lifted.
+
+  `classifier` (posejax.classifier.Classifier) routes the videos of action-based runs
+  (`routing` 'predicted', the default with a classifier, or 'soft') and predicts their action.
+  """
+  from posejax import routing as routing_lib  # late: the classifier pulls in orbax
+  mode = choose_routing(run.actions_of_slices, action, routing, classifier is not None)
   model = eval_lib.build_model(run.config, COCO.num_joints)
   inputs = [normalize_screen_coordinates(v.keypoints, v.width, v.height).astype(np.float32) for v in videos]
-  tta = bool(eval_lib.config_value(run.config, "eval.tta", True))
-  preds = evaluation.predict(model, variables, inputs, tta=tta,
-                             kps_left=left, kps_right=right, joints_left=H36M_SKELETON.joints_left,
-                             joints_right=H36M_SKELETON.joints_right, **eval_lib.eval_options(run.config))
-  return preds, run.actions_of_slices[index]
+  flip = (tuple(left), tuple(right), tuple(H36M_SKELETON.joints_left), tuple(H36M_SKELETON.joints_right))
+  preds, used, probabilities = routing_lib.lift(
+      model, run.variables, run.actions_of_slices, inputs, mode=mode, flip=flip, classifier=classifier,
+      fixed_slice=choose_slice(run.actions_of_slices, action), tta=bool(eval_lib.config_value(run.config, "eval.tta", True)),
+      **eval_lib.eval_options(run.config))
+  classes = classifier.classes if classifier is not None else ()
+  lifted = [Lifted(pred, "soft mixture" if index < 0 else run.actions_of_slices[index],
+                   None if probabilities is None else classes[int(np.argmax(p))],
+                   None if probabilities is None else p.astype(np.float32))
+            for pred, index, p in zip(preds, used, probabilities if probabilities is not None else [None] * len(preds))]
+  return preds, lifted
 
 
 def infer_file(run: eval_lib.RestoredRun, keypoints_path: str, out_dir: str, *, action: str | None = None,
-               render_gif: bool = False, fps: float = 50.0, size: float = 5.0, limit: int = -1,
-               downsample: int = 1) -> list[str]:
+               routing: str | None = None, classifier: Any = None, render_gif: bool = False, fps: float = 50.0,
+               size: float = 5.0, limit: int = -1, downsample: int = 1) -> list[str]:
   """Writes OUT/<video>.npz (and OUT/<video>.gif with `render_gif`) per video; returns the npz paths."""
   videos, left, right = read_custom_keypoints(keypoints_path)
   keypoints_source = str(eval_lib.config_value(run.config, "data.keypoints", ""))
   if "coco" not in keypoints_source:
     print(f"note: the model was trained on 2D source {keypoints_source!r}, not COCO-ordered keypoints; "
           "its poses for COCO input are unreliable", file=sys.stderr)
-  preds, model_action = lift_videos(run, videos, left, right, action=action)
+  preds, lifted = lift_videos(run, videos, left, right, action=action, routing=routing, classifier=classifier)
+  if action is None and classifier is None and list(run.actions_of_slices) != [evaluation.COMMON_SLICE]:
+    print(f"note: no action classifier in this workdir; every video is lifted by the {lifted[0].model_action} "
+          "model (choose one with --action)", file=sys.stderr)
   paths = []
-  for video, pred in zip(videos, preds):
+  for video, pred, how in zip(videos, preds, lifted):
     world, _ = render.to_world(pred, None, render.DUMMY_ORIENTATION, None)
     stem = os.path.join(out_dir, os.path.basename(video.name))
+    extra = {} if how.probabilities is None else {
+        "predicted_action": how.predicted_action, "action_probabilities": how.probabilities,
+        "action_classes": np.asarray(classifier.classes)}
     atomic_savez(stem + ".npz", positions_3d=pred, positions_3d_world=world, keypoints_2d=video.keypoints,
-                 width=video.width, height=video.height, model_action=model_action)
+                 width=video.width, height=video.height, model_action=how.model_action, **extra)
     paths.append(stem + ".npz")
+    if how.predicted_action is not None:
+      print(f"{video.name}: predicted action {how.predicted_action} "
+            f"({100 * float(how.probabilities.max()):.0f}%), lifted by {how.model_action}")
     if render_gif:
       render.render_animation(video.keypoints, {"Reconstruction": world}, H36M_SKELETON, output=stem + ".gif",
                               fps=fps, azimuth=render.DUMMY_AZIMUTH, viewport=(video.width, video.height),
@@ -129,8 +190,12 @@ def main(argv: Sequence[str], flags: Any) -> None:
       raise PosejaxError(f"unexpected arguments: {' '.join(argv[1:])}")
     read_custom_keypoints(flags.keypoints)  # a bad file fails before the restore
     run = eval_lib.restore_run(flags.workdir, flags.checkpoint, flags.config)
+    from posejax import classifier as classifier_lib
+    classifier = classifier_lib.restore(flags.workdir)
+    choose_routing(run.actions_of_slices, flags.action, flags.routing, classifier is not None)
     print(f"lifting with {run.describe()} of {flags.workdir}", flush=True)
-    paths = infer_file(run, flags.keypoints, flags.out, action=flags.action, render_gif=flags.render,
+    paths = infer_file(run, flags.keypoints, flags.out, action=flags.action, routing=flags.routing,
+                       classifier=classifier, render_gif=flags.render,
                        fps=flags.fps, size=flags.viz_size, limit=flags.viz_limit,
                        downsample=flags.viz_downsample)
   except PosejaxError as e:
@@ -152,7 +217,11 @@ def _define_flags(values: Any = None) -> Any:
   flags.DEFINE_string("out", None, "Output folder.", required=True, **kw)
   flags.DEFINE_string("checkpoint", eval_lib.DEFAULT_CHECKPOINT,
                       "latest (the final model), a step number, or best (runs with a validation split).", **kw)
-  flags.DEFINE_string("action", None, "Action-based workdirs: the action whose model lifts the videos.", **kw)
+  flags.DEFINE_string("routing", None, "Action-based workdirs with an action classifier: predicted (each video "
+                      "to the model of its predicted action; the default) or soft (per frame, all models weighted "
+                      "by the classifier's probabilities).", **kw)
+  flags.DEFINE_string("action", None, "Action-based workdirs: lift every video with this action's model instead "
+                      "(the default without a classifier: the first model).", **kw)
   flags.DEFINE_bool("render", False, "Also write OUT/<video>.gif.", **kw)
   flags.DEFINE_float("fps", 50.0, "Frame rate of the rendered GIF.", **kw)
   flags.DEFINE_float("viz_size", 5.0, "Figure size multiplier.", **kw)

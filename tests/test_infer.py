@@ -115,3 +115,28 @@ def test_main_lifts_with_the_final_model_by_default(tmp_path, capsys):
     infer.main(argv, values)
   err = capsys.readouterr().err
   assert info.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1 and "held-out" in err
+
+
+def test_videos_are_routed_by_the_classifier_and_their_action_written(tmp_path, capsys):
+  from test_routing import make_classifier
+  path = write_custom(tmp_path / "data_2d_custom_test.npz", {"clip.mp4": keypoints(13), "other.mp4": keypoints(5, 1)})
+  run = tiny_run()
+  walking = make_classifier(("Eating", "Walking"), forced=1)
+  videos, left, right = infer.read_custom_keypoints(path)
+  fixed, _ = infer.lift_videos(run, videos, left, right, action="Walking")
+  out = str(tmp_path / "predicted")
+  infer.infer_file(run, path, out, classifier=walking)  # predicted routing by default
+  assert "clip.mp4: predicted action Walking (100%), lifted by Walking" in capsys.readouterr().out
+  with np.load(os.path.join(out, "clip.mp4.npz")) as f:
+    assert str(f["predicted_action"]) == "Walking" and str(f["model_action"]) == "Walking"
+    assert f["action_classes"].tolist() == ["Eating", "Walking"] and f["action_probabilities"][1] > 0.999
+    np.testing.assert_allclose(f["positions_3d"], fixed[0], atol=1e-6)
+  # Soft: per frame the probability-weighted mixture; a certain classifier gives its model's poses.
+  preds, lifted = infer.lift_videos(run, videos, left, right, routing="soft", classifier=walking)
+  assert [v.model_action for v in lifted] == ["soft mixture"] * 2
+  np.testing.assert_allclose(preds[1], fixed[1], atol=1e-5)
+  for routing, action, message in (("oracle", None, "no action labels"), ("soft", "Eating", "exclude each other")):
+    with pytest.raises(PosejaxError, match=message):
+      infer.lift_videos(run, videos, left, right, routing=routing, action=action, classifier=walking)
+  with pytest.raises(PosejaxError, match="no action classifier"):
+    infer.lift_videos(run, videos, left, right, routing="predicted")
