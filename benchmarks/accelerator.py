@@ -85,7 +85,6 @@ class Case:
   batch: int
   mode: str  # common, common15, action_based
   dtype: str
-  input: str
   channels: int
 
   @property
@@ -146,47 +145,56 @@ def measure_peak(dtype: str, size: int) -> float:
   return 2 * size**3 / statistics.median(times) / 1e12
 
 
-def run_case(case: Case, dataset: PoseDataset, calls: int, steps_per_call: int, peak: float) -> str:
-  eng, table, state, acc, inputs, useful = build(case, dataset, steps_per_call)
+def run_cases(case: Case, inputs: tuple[str, ...], dataset: PoseDataset, calls: int, steps_per_call: int,
+              peak: float) -> list[str]:
+  """One line per input path of `case` (one build and one step compilation shared by all)."""
+  eng, table, state, acc, rows, useful = build(case, dataset, steps_per_call)
   rng = jax.jit(lambda: jax.random.key(0), out_shardings=eng.layout.replicated)()
   flops, one_step, batch = step_flops(eng, table, state, acc, rng)
   steps = calls * steps_per_call
-  inputs = np.concatenate([inputs] * (-(-2 * steps // len(inputs))))[:2 * steps]  # warm-up + timed
-  warm, timed = inputs[:steps], inputs[steps:]
-  if case.input == "none":
-    def go(rows, state, acc):
-      for i, row in enumerate(rows):
-        state, acc = one_step(state, acc, batch, row, np.int32(i), rng)
-      return state, acc
-    h2d = 0
-  elif case.input == "device":
-    tables = engine.put_tables(table, eng.layout)
-    compiled = eng.compile_device(state, acc, tables, rng)
-    def go(rows, state, acc):
-      state, acc, _ = engine.run_segment_device(eng, compiled, state, acc, tables, rows, 0, rng)
-      return state, acc
-    h2d = eng.slots.slots * 3 * 4 + 8 // steps_per_call  # schedule rows, plus two scalars per call
-  else:
-    from posejax import input_pipeline  # TensorFlow
-    def go(rows, state, acc):
-      batches = input_pipeline.host_batches(table, eng.spec, np.minimum(rows[..., 0], eng.num_models - 1), rows[..., 1])
-      state, acc, _ = engine.run_segment_host(eng, one_step, state, acc, batches, rows, 0, rng)
-      return state, acc
-    h2d = int(sum(np.prod(s.shape) * 4 for s in engine.host_batch_example(eng, table).values())) + eng.slots.slots * 12
-  state, acc = go(warm, state, acc)
-  jax.block_until_ready(acc)
-  start = time.perf_counter()
-  state, acc = go(timed, state, acc)
-  jax.block_until_ready(acc)
-  seconds = time.perf_counter() - start
-  samples = int(np.sum(timed[..., 0] < eng.layout.padded_models)) * case.per_model_batch
-  rate = samples / seconds
-  tflops = flops * len(timed) / seconds / 1e12
-  models = 15 if case.mode == "action_based" else 1
-  return (f"receptive_field={case.rf} batch={case.per_model_batch} models={models} mode={case.mode} "
-          f"dtype={case.dtype} input={case.input} channels={case.channels} slots={eng.slots.slots} "
-          f"samples_per_s={rate:.0f} us_per_sample={1e6 / rate:.2f} gflop_per_sample={flops / (eng.slots.slots * case.per_model_batch) / 1e9:.3f} "
-          f"tflops={tflops:.2f} mfu={tflops / peak:.3f} h2d_bytes_per_step={h2d} useful_fraction={useful:.4f}")
+  rows = np.concatenate([rows] * (-(-2 * steps // len(rows))))[:2 * steps]  # warm-up + timed
+  warm, timed = rows[:steps], rows[steps:]
+  lines = []
+  for input_mode in inputs:
+    if input_mode == "none":
+      def go(rows, state, acc):
+        for i, row in enumerate(rows):
+          state, acc = one_step(state, acc, batch, row, np.int32(i), rng)
+        return state, acc
+      h2d = 0
+    elif input_mode == "device":
+      tables = engine.put_tables(table, eng.layout)
+      compiled = eng.compile_device(state, acc, tables, rng)
+      def go(rows, state, acc):
+        return engine.run_segment_device(eng, compiled, state, acc, tables, rows, 0, rng)[:2]
+      h2d = eng.slots.slots * 3 * 4 + 8 // steps_per_call  # schedule rows, plus two scalars per call
+    else:
+      try:
+        from posejax import input_pipeline  # TensorFlow
+      except ImportError as e:
+        lines.append(f"receptive_field={case.rf} mode={case.mode} dtype={case.dtype} input=host skipped ({e})")
+        continue
+      def go(rows, state, acc):
+        batches = input_pipeline.host_batches(table, eng.spec, np.minimum(rows[..., 0], eng.num_models - 1),
+                                              rows[..., 1])
+        return engine.run_segment_host(eng, one_step, state, acc, batches, rows, 0, rng)[:2]
+      h2d = int(sum(np.prod(s.shape) * 4 for s in engine.host_batch_example(eng, table).values()))
+      h2d += eng.slots.slots * 12
+    state, acc = go(warm, state, acc)
+    jax.block_until_ready(acc)
+    start = time.perf_counter()
+    state, acc = go(timed, state, acc)
+    jax.block_until_ready(acc)
+    seconds = time.perf_counter() - start
+    rate = int(np.sum(timed[..., 0] < eng.layout.padded_models)) * case.per_model_batch / seconds
+    tflops = flops * len(timed) / seconds / 1e12
+    lines.append(
+        f"receptive_field={case.rf} batch={case.per_model_batch} models={15 if case.mode == 'action_based' else 1} "
+        f"mode={case.mode} dtype={case.dtype} input={input_mode} channels={case.channels} slots={eng.slots.slots} "
+        f"samples_per_s={rate:.0f} us_per_sample={1e6 / rate:.2f} "
+        f"gflop_per_sample={flops / (eng.slots.slots * case.per_model_batch) / 1e9:.3f} tflops={tflops:.2f} "
+        f"mfu={tflops / peak:.3f} h2d_bytes_per_step={h2d} useful_fraction={useful:.4f}")
+  return lines
 
 
 def schedule_lines() -> list[str]:
@@ -295,14 +303,11 @@ def main() -> None:
   for rf in rfs:
     for mode in modes:
       for dtype in dtypes:
-        for input_mode in inputs:
-          if wanted is not None and f"{rf}:{mode}:{dtype}:{input_mode}" not in wanted:
-            continue
-          case = Case(rf, args.batch or p["batch"][rf], mode, dtype, input_mode, args.channels)
-          try:
-            print(run_case(case, dataset, calls, steps_per_call, peaks[dtype]), flush=True)
-          except ImportError as e:
-            print(f"receptive_field={rf} mode={mode} dtype={dtype} input={input_mode} skipped ({e})", flush=True)
+        chosen = tuple(i for i in inputs if wanted is None or f"{rf}:{mode}:{dtype}:{i}" in wanted)
+        if chosen:
+          case = Case(rf, args.batch or p["batch"][rf], mode, dtype, args.channels)
+          for line in run_cases(case, chosen, dataset, calls, steps_per_call, peaks[dtype]):
+            print(line, flush=True)
       if args.torch_reference and mode == "common":
         import torch
         batch = args.batch or p["batch"][rf]
