@@ -26,6 +26,7 @@ if ! "$python" -c 'import sys; sys.exit(not (3, 9) <= sys.version_info[:2] <= (3
 fi
 "$python" -m venv "$venv"
 "$venv/bin/pip" install -q --disable-pip-version-check --no-deps "mediapipe==0.10.21"
+echo "(mediapipe's dependencies that the pose solution does not use are left out: pip's notes about them are expected)"
 "$venv/bin/pip" install -q --disable-pip-version-check "numpy>=1.26,<2" "protobuf>=4.25.3,<5" \
   "absl-py>=2" "attrs>=19.1" "flatbuffers>=2" "opencv-python-headless>=4.9,<4.12" "matplotlib>=3.8"
 "$venv/bin/python" -c "$check"

@@ -13,6 +13,7 @@ from posejax import video as video_io
 from posejax.data import demo_video
 from posejax.errors import PosejaxError
 from posejax.model import TemporalModel
+from test_detect import detector  # noqa: F401 (fixture: the detector environment)
 from test_evaluation import init_variables
 
 FRAMES, WIDTH, HEIGHT, FPS = 12, 160, 120, 10.0
@@ -111,6 +112,21 @@ def test_video_with_keypoints_writes_poses_and_an_mp4(tmp_path, clip, capsys):
   assert f"({FRAMES} frames)" in capsys.readouterr().out
 
 
+def test_video_in_poses_and_mp4_out(tmp_path, clip, detector, capsys):
+  """Detection in the clip of a real photograph, lifting, the MP4: `infer --video` alone."""
+  workdir = imported_workdir(tmp_path / "run", tiny_config())
+  run_main(["--workdir", workdir, "--video", clip, "--viz_size", "1", "--detector_python", detector])
+  out = os.path.join(workdir, "infer")  # the default --out
+  assert sorted(os.listdir(out)) == ["astronaut_3d.mp4", "astronaut_3d.npy", "astronaut_3d.npz",
+                                     "data_2d_custom_astronaut.npz"]
+  with np.load(os.path.join(out, "data_2d_custom_astronaut.npz"), allow_pickle=True) as f:
+    assert f["detected"].item()["astronaut.mp4"].mean() >= 0.8
+  pred = np.load(os.path.join(out, "astronaut_3d.npy"))
+  assert pred.shape == (FRAMES, 17, 3) and np.all(np.isfinite(pred))
+  assert video_io.count_frames(os.path.join(out, "astronaut_3d.mp4")) == FRAMES
+  assert "astronaut.mp4: 12 frames 160x120 at 10 fps, person in" in capsys.readouterr().out
+
+
 def test_trajectory_model_is_added(tmp_path, clip):
   config = tiny_config(tta=False)
   workdir = imported_workdir(tmp_path / "run", config)
@@ -166,3 +182,40 @@ def test_bad_video_arguments_print_one_line(tmp_path, clip, capsys, monkeypatch,
 def test_mp4_writer_uses_the_packaged_ffmpeg(tmp_path):
   assert render.mp4_available() and video_io.ffmpeg_exe() is not None
   assert render.check_output(str(tmp_path / "a.mp4")) == "mp4"
+
+
+def _torch_tta(model, x, kps_swap, joints_swap):
+  """The reference's evaluate(): average of the prediction and the un-mirrored prediction of the mirror."""
+  import torch
+  mirrored = x.copy()
+  mirrored[..., 0] *= -1
+  mirrored = mirrored[:, :, kps_swap]
+  with torch.no_grad():
+    out, back = (model(torch.from_numpy(np.ascontiguousarray(v))).numpy() for v in (x, mirrored))
+  back[..., 0] *= -1
+  return ((out + back[:, :, joints_swap]) / 2)[0]
+
+
+def test_imported_videopose3d_checkpoint_lifts_a_video(tmp_path, clip):
+  """The README's chain: a VideoPose3D .bin (pose + trajectory) imported, then infer --video."""
+  pytest.importorskip("torch")
+  from posejax import interop
+  from posejax.skeleton import H36M_SKELETON, LAYOUTS, flip_permutation
+  from test_interop import TorchTemporalModel, _save
+  pos, traj = (TorchTemporalModel(17, 2, j, [3, 3], channels=16).eval() for j in (17, 1))
+  path = _save(tmp_path / "pretrained.bin", pos, traj)
+  workdir = str(tmp_path / "imported")
+  assert interop.main(["--from-videopose3d", path, "--workdir", workdir, "--keypoints", "detectron_pt_coco"]) == 0
+  kps = keypoint_file(tmp_path / "data_2d_custom_clip.npz", "astronaut.mp4", seed=2)
+  out = tmp_path / "out"
+  run_main(["--workdir", workdir, "--video", clip, "--keypoints", kps, "--out", str(out), "--viz_size", "1",
+            "--viz_limit", "4"])
+  coco = LAYOUTS["coco"]
+  x = infer.read_custom_keypoints(kps)[0][0].keypoints / WIDTH * 2 - [1, HEIGHT / WIDTH]
+  x = np.concatenate([np.repeat(x[:1], 4, 0), x, np.repeat(x[-1:], 4, 0)])[None].astype(np.float32)
+  kps_swap = flip_permutation(17, coco.left, coco.right)
+  expected = (_torch_tta(pos, x, kps_swap, flip_permutation(17, H36M_SKELETON.joints_left,
+                                                            H36M_SKELETON.joints_right))
+              + _torch_tta(traj, x, kps_swap, [0]))
+  np.testing.assert_allclose(np.load(out / "astronaut_3d.npy"), expected, atol=1e-4)
+  assert video_io.count_frames(str(out / "astronaut_3d.mp4")) == 4
