@@ -327,8 +327,12 @@ def save_to_workdir(imported: "VideoPose3DImport", workdir: str, *, config_path:
   hparams = {"filter_widths": list(config.model.filter_widths), "channels": int(model.channels),
              "causal": bool(model.causal), "dense": bool(model.dense), "dropout": float(model.dropout),
              "num_joints_in": int(model.num_joints_in), "num_joints_out": int(model.num_joints_out)}
-  return checkpointing.save_imported(workdir, stacked, config, ["all"], source=source or "videopose3d",
-                                     model=hparams, step=int(imported.epoch or 0))
+  written = checkpointing.save_imported(workdir, stacked, config, ["all"], source=source or "videopose3d",
+                                        model=hparams, step=int(imported.epoch or 0))
+  if imported.model_traj is not None:  # used by posejax.infer for videos in the wild
+    from posejax import trajectory
+    trajectory.save(workdir, imported.model_traj, imported.variables_traj)
+  return written
 
 
 if __name__ == "__main__":
