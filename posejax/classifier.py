@@ -336,8 +336,10 @@ def train_and_save(run: Any, pose_variables: Any, document: Mapping[str, Any]) -
 
   When config.classifier is enabled: trains the classifier (or reuses the one a previous
   session of the run saved in WORKDIR/classifier), evaluates every routing mode beside the
-  final evaluation `document` and rewrites its results files. Returns the (updated) document.
-  `run` is the trainer's Run (config, mode, workdir, actions, train_ds, test_set, eval_model).
+  final evaluation `document` and rewrites its results files. The headline stays the seed's
+  oracle routing (train_summary.json and the paper comparison quote it); `eval.py` makes
+  predicted routing the headline. Returns the (updated) document. `run` is the trainer's Run
+  (config, mode, workdir, actions, train_ds, test_set, eval_model).
   """
   if not enabled(run.config, run.mode):
     return dict(document)
@@ -362,4 +364,4 @@ def train_and_save(run: Any, pose_variables: Any, document: Mapping[str, Any]) -
   return routing.finish_document(document, run.eval_model, pose_variables, run.test_set,
                                  out_dir=workdir_lib.eval_dir(run.workdir, document["checkpoint_step"]),
                                  classifier=classifier, tta=bool(run.config.eval.get("tta", True)),
-                                 write=jax.process_index() == 0)
+                                 mode="oracle", write=jax.process_index() == 0)

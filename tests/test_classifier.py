@@ -110,11 +110,12 @@ def test_train_and_save_learns_saves_reuses_and_refuses_another_config(tmp_path,
   printed = capsys.readouterr().out
   assert "classifier [4/4]" in printed and "Routing (Protocol #1 MPJPE" in printed
   assert out["classifier"]["sequence_accuracy"] == 1.0 and out["classifier"]["frame_accuracy"] == 1.0
-  assert list(out["routings"]) == ["oracle", "predicted", "soft"] and out["routing_mode"] == "predicted"
+  assert list(out["routings"]) == ["oracle", "predicted", "soft"] and out["routing_mode"] == "oracle"
+  assert out["average"] == document["average"]  # the training's headline: the seed's oracle routing
   # A perfect classifier routes as the oracle does.
   assert out["routings"]["predicted"]["average"] == pytest.approx(out["routings"]["oracle"]["average"], rel=1e-6)
   assert os.path.isfile(os.path.join(layout.eval_dir(workdir, 3), routing.CONFUSION_FIGURE))
-  assert report.load_results(layout.results_path(workdir, 3))["routing_mode"] == "predicted"
+  assert report.load_results(layout.results_path(workdir, 3))["routing_mode"] == "oracle"
 
   saved = classifier.restore(workdir)
   assert saved.classes == ACTIONS and saved.metadata["steps"] == -(-4 * 142 // 16)
