@@ -17,12 +17,12 @@ With this little data and compute the per-action models overfit their own action
 seed's F=27, UE=15 row also shows, AB is worse there); this run checks the whole pipeline,
 it is not a benchmark.
 
-The AB run also trains the action classifier (5 epochs over all actions, 64 channels; 16 s on a
-2-core CPU) that routes test sequences without labels. Measured (see `python eval.py --workdir
-/tmp/qs_ab --routing=soft --common /tmp/qs_common --cross_action`): classifier accuracy 77.5% per
-sequence (top-3 93.2%), 65.3% per frame; Protocol #1 averages AB oracle 119.5 mm (needs labels),
-predicted 118.9 mm, soft 115.6 mm, common model 77.4 mm; the best per-action routing of the
-cross-action matrix 110.2 mm.
+The AB run also trains the action classifier (5 epochs over all actions, 64 channels; 10 s on
+the same CPU) that routes test sequences without labels. Measured with `python eval.py --workdir
+/tmp/qs_ab --routing=soft --common /tmp/qs_common --cross_action`: classifier accuracy 77.5% per
+sequence (top-3 93.2%), 65.3% per frame (top-3 87.6%); Protocol #1 averages AB oracle 119.8 mm
+(needs labels), predicted 119.1 mm, soft 115.9 mm, common model 77.4 mm; the best per-action
+routing of the cross-action matrix 110.7 mm.
 """
 
 from configs import default
