@@ -28,6 +28,7 @@ import numpy as np
 from posejax.camera import normalize_screen_coordinates
 from posejax.data.actions import HUMANEVA_ACTIONS, action_of, resolve_actions
 from posejax.data.dataset import PoseDataset, SequenceRecord
+# The checks and the camera-space conversion are the Human3.6M loader's, shared as they are.
 from posejax.data.h36m import _camera_space_3d, _check_finite, _keypoint_metadata
 from posejax.data.h36m_cameras import HUMANEVA_EXTRINSICS, HUMANEVA_INTRINSICS, CameraParams
 from posejax.errors import PosejaxError

@@ -30,12 +30,13 @@ import itertools
 import os
 import re
 import sys
+import zipfile
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from posejax.errors import PosejaxError
-from posejax.io_utils import atomic_savez, load_npz_dict
+from posejax.io_utils import atomic_savez
 from posejax.skeleton import LAYOUTS, layout_for_source
 
 SUBJECTS = ("Train/S1", "Train/S2", "Train/S3", "Validate/S1", "Validate/S2", "Validate/S3")
@@ -180,13 +181,25 @@ def convert_3d(mat_root: str, frame_ranges: Mapping[str, Mapping[str, tuple[int,
 # ---------------------------------------------------------------- 2D detections
 
 
+def _load_archive(path: str, keys: tuple[str, ...]) -> dict[str, Any]:
+  """The given keys of a detection archive; Latin-1 unpickling, as Detectron wrote them with Python 2."""
+  try:
+    with np.load(path, allow_pickle=True, encoding="latin1") as archive:
+      missing = [k for k in keys if k not in archive.files]
+      if missing:
+        raise PosejaxError(f"{path}: missing key(s) {', '.join(missing)} (found: {', '.join(archive.files)})")
+      return {k: archive[k] for k in keys}
+  except (OSError, ValueError, zipfile.BadZipFile) as e:
+    raise PosejaxError(f"{path}: not a readable .npz file ({e})") from None
+
+
 def import_detectron(path: str) -> np.ndarray:
   """(T, K, 2) soft-argmax keypoints of the best-scoring person box of each frame.
 
   A Detectron archive holds per-frame `boxes[f][1]` (N, 5) and `keypoints[f][1]` (N, rows, K);
   rows 4 and 5 are the soft-argmax x, y. A frame without a box repeats the previous one.
   """
-  archive = load_npz_dict(path, ("boxes", "keypoints"))
+  archive = _load_archive(path, ("boxes", "keypoints"))
   results = []
   for frame, (boxes, keypoints) in enumerate(zip(archive["boxes"], archive["keypoints"])):
     if len(boxes[1]) == 0:
@@ -205,7 +218,7 @@ def import_detectron(path: str) -> np.ndarray:
 
 def import_cpn(path: str) -> np.ndarray:
   """(T, K, 2): the x, y columns of a CPN archive's `keypoints` (T, K, 2+)."""
-  keypoints = np.asarray(load_npz_dict(path, ("keypoints",))["keypoints"])
+  keypoints = np.asarray(_load_archive(path, ("keypoints",))["keypoints"])
   if keypoints.ndim != 3 or keypoints.shape[2] < 2:
     raise PosejaxError(f"{path}: keypoints has shape {keypoints.shape}, expected (T, K, 2+)")
   return keypoints[:, :, :2].astype(np.float32)
