@@ -11,16 +11,25 @@ needed about 6 hours on a Pascal GPU for 80 epochs.
 
 Every other config imports this one and changes what differs. Keys:
   mode: 'common' (one model, all selected actions) or 'action_based' (one model per action).
-  actions: '*' or e.g. 'Sitting,Walking' (canonical names, exact match).
+  actions: '*' or e.g. 'Sitting,Walking' (canonical names of data.dataset's actions).
+  action_match: how `actions` selects: 'exact' (default; canonical action names, 'Sitting'
+    never takes 'SittingDown') or 'prefix' (the reference's -a filter: a sequence is kept when
+    its name starts with one of the strings, so 'Sitting' also takes 'SittingDown', 'Walk'
+    takes Walking, WalkDog and WalkTogether, 'Walking 1' only that trial; the models of
+    action_based mode are the actions of the kept sequences).
+  data.dataset: 'h36m' (Human3.6M) or 'humaneva15' (HumanEva-I, 15 joints: data.dir holds
+    data_3d_humaneva15.npz and data_2d_humaneva15_<keypoints>.npz, subjects like 'Train/S1';
+    see configs/humaneva15.py). Empty train/test subject lists take the dataset's default split.
   train.budget: 'fixed' (AB: epochs * unit_epochs own epochs per action), 'frame_matched'
     (epochs * floor(sum f / f(a)), equation 2) or 'equal_samples' (every action draws the
     samples of `epochs` common epochs; lr/BN schedules advance per unit of data).
   train.logs_per_epoch: log points (validation, metrics.jsonl line) per common epoch.
   checkpoint.every_epochs: checkpoint every N log points (and at the end, and on SIGTERM).
   data.source: 'npz' (data.dir holds data_3d_h36m.npz and data_2d_h36m_<keypoints>.npz) or
-    'tfds' (data.dir is a TFDS data dir, local or gs://..., holding h36m_posejax/<keypoints>
-    built by `python -m posejax.data.tfds_h36m --data-dir NPZ_DIR --out DIR`). Both give the
-    same records and dataset fingerprint; data.synthetic_frames applies to 'npz' only.
+    'tfds' (Human3.6M only; data.dir is a TFDS data dir, local or gs://..., holding
+    h36m_posejax/<keypoints> built by `python -m posejax.data.tfds_h36m --data-dir NPZ_DIR
+    --out DIR`). Both give the same records and dataset fingerprint; data.synthetic_frames
+    applies to 'npz' only.
   classifier.enabled: the action classifier that routes test sequences without labels (None:
     on in action-based mode); classifier.epochs/channels/filter_widths size it.
   data.synthetic_frames: > 0 generates synthetic files when missing, only into a missing or
@@ -34,12 +43,14 @@ def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.mode = "common"
   config.actions = "*"
+  config.action_match = "exact"  # or "prefix": the reference's -a filter (see above)
   config.seed = 1234
   config.distributed = False  # jax.distributed.initialize() for multi-host runs
   # JAX's persistent compilation cache; None: ~/.cache/posejax/xla, '': off.
   config.compilation_cache_dir = ml_collections.config_dict.placeholder(str)
 
   config.data = ml_collections.ConfigDict()
+  config.data.dataset = "h36m"  # or "humaneva15"
   config.data.source = "npz"  # or "tfds": data.dir is then a TFDS data dir (see above)
   config.data.dir = "data"
   config.data.keypoints = "cpn_ft_h36m_dbb"

@@ -49,7 +49,7 @@ UNREADABLE_DIR = "checkpoints_unreadable"  # damaged steps are moved here, not d
 FORMAT_VERSION = 1
 # Config entries that must match for a checkpoint to be resumed (data order and schedules
 # shapes depend on them); the model's hyper-parameters are compared through metadata['model'].
-RESUME_KEYS = ("mode", "seed", "data.keypoints", "data.train_subjects", "data.valid_subjects",
+RESUME_KEYS = ("mode", "seed", "actions", "action_match", "data.dataset", "data.keypoints", "data.train_subjects", "data.valid_subjects",
                "data.shuffle_seed", "train.batch_size", "train.epochs", "train.budget", "train.unit_epochs", "train.augment", "train.lr", "train.lr_decay",
                "train.bn_momentum_start", "train.bn_momentum_end")
 

@@ -364,4 +364,5 @@ def train_and_save(run: Any, pose_variables: Any, document: Mapping[str, Any]) -
   return routing.finish_document(document, run.eval_model, pose_variables, run.test_set,
                                  out_dir=workdir_lib.eval_dir(run.workdir, document["checkpoint_step"]),
                                  classifier=classifier, tta=bool(run.config.eval.get("tta", True)),
-                                 mode="oracle", write=jax.process_index() == 0)
+                                 mode="oracle", by_subject=bool(run.config.eval.get("by_subject", False)),
+                                 write=jax.process_index() == 0)

@@ -19,7 +19,6 @@ from typing import Any, Callable, Sequence
 
 import ml_collections
 
-from posejax.data.actions import resolve_actions
 from posejax.errors import PosejaxError
 
 PREFIX = "--config."
@@ -92,6 +91,8 @@ def _rules() -> list[tuple[str, bool, tuple[Callable[[Any], bool], str]]]:
       ("data.synthetic_frames", False, _int_at_least(0)),
       ("data.synthetic_seed", False, _ANY_INT),
       ("data.source", False, _one_of("npz", "tfds")),
+      ("data.dataset", False, _one_of("h36m", "humaneva15")),
+      ("action_match", False, _one_of("exact", "prefix")),
       ("model.filter_widths", True, (_odd_widths, "a non-empty list of odd positive integers, e.g. 3,3,3")),
       ("model.channels", True, _int_at_least(1)),
       ("model.dropout", True, _number_in(0, 1, False, True)),
@@ -162,7 +163,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
       value = tuple(value)
     if not ok(value):
       raise PosejaxError(f"{PREFIX}{path}={_show(value)}: expected {allowed}")
-  resolve_actions(config.actions)  # raises with the known names
+  from posejax.data.loading import selected_actions  # the dataset's actions and the match mode
+  selected_actions(config)  # raises with the known names
   overlap = sorted(set(config.data.train_subjects) & set(config.data.test_subjects))
   if overlap:
     raise PosejaxError(f"{PREFIX}data.test_subjects: {', '.join(overlap)} also in --config.data.train_subjects "

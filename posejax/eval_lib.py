@@ -138,11 +138,9 @@ def build_model(config: Any, num_keypoints: int) -> TemporalModel:
 
 def load_test_dataset(config: Any, subjects: Sequence[str] | None = None,
                       actions: Sequence[str] | str | None = None) -> PoseDataset:
-  """The configured test subjects (or `subjects`) and actions, from the Human3.6M-format files."""
-  from posejax.data.h36m import load_h36m
-  return load_h36m(config.data.dir, config.data.keypoints,
-                   subjects=list(subjects or config.data.test_subjects),
-                   actions=config.actions if actions is None else actions)
+  """The configured test subjects (or `subjects`) and actions of the configured dataset."""
+  from posejax.data.loading import load_subjects
+  return load_subjects(config, subjects, None if actions is None else actions)
 
 
 def eval_options(config: Any) -> dict[str, Any]:

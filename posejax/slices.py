@@ -26,15 +26,17 @@ from typing import Sequence
 
 import numpy as np
 
-from posejax.data.actions import ACTIONS
+from posejax.data.actions import ACTIONS, HUMANEVA_ACTIONS
 from posejax.data.dataset import PoseDataset, SequenceRecord
 from posejax.errors import PosejaxError
 
 MODES = ("common", "action_based")
 COMMON = "all"
 # Model ids of padding models (dummies that never step) start here; real models use their
-# action's index in the canonical table (or len(ACTIONS) for the common model).
+# action's index in the Human3.6M table, len(ACTIONS) for the common model, and the ids after
+# it for the actions of other datasets (HumanEva-I's 'Walking' shares Human3.6M's id).
 PADDING_ID = 100
+_OTHER_ACTIONS = tuple(a for a in HUMANEVA_ACTIONS if a not in ACTIONS)
 
 
 def check_mode(mode: str) -> str:
@@ -51,10 +53,22 @@ def slice_names(mode: str, actions: Sequence[str]) -> list[str]:
   return [COMMON] if mode == "common" else list(actions)
 
 
+def model_id(slice_name: str) -> int:
+  """The stable id of a slice: distinct for every known action and for the common model."""
+  if slice_name == COMMON:
+    return len(ACTIONS)
+  if slice_name in ACTIONS:
+    return ACTIONS.index(slice_name)
+  if slice_name in _OTHER_ACTIONS:
+    return len(ACTIONS) + 1 + _OTHER_ACTIONS.index(slice_name)
+  raise PosejaxError(f"slice {slice_name!r}: not an action of any dataset, no model id")
+
+
 def model_ids(slices: Sequence[str], padded: int | None = None) -> np.ndarray:
-  """(A',) int32 stable model ids: an action's canonical index, so an action trained alone is
-  initialised, shuffled and dropped out exactly as inside a run with other actions."""
-  ids = [ACTIONS.index(s) if s in ACTIONS else len(ACTIONS) for s in slices]
+  """(A',) int32 stable model ids: an action's id does not depend on the other slices, so an
+  action trained alone is initialised, shuffled and dropped out exactly as inside a run with
+  other actions."""
+  ids = [model_id(s) for s in slices]
   extra = (padded or len(ids)) - len(ids)
   return np.asarray(ids + [PADDING_ID + i for i in range(extra)], np.int32)
 

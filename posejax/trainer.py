@@ -31,8 +31,8 @@ from posejax import (checkpointing, engine, eval_lib, evaluation, optim, report,
 from posejax import classifier  # the action classifier, trained after the pose models
 from posejax import workdir as workdir_lib
 from posejax.compilation_cache import enable_compilation_cache
-from posejax.data.actions import ABBREVIATIONS, resolve_actions
-from posejax.data.loading import load_data, load_validation
+from posejax.data.actions import ABBREVIATIONS
+from posejax.data.loading import load_data, load_validation, selected_actions
 from posejax.errors import PosejaxError
 from posejax.metrics_writer import MetricsWriter
 from posejax.model import TemporalModel, causal_shift, count_params, receptive_field
@@ -118,7 +118,7 @@ class Run:
   def __init__(self, config, workdir: str):
     self.config, self.workdir = config, workdir
     self.mode = slices.check_mode(str(config.mode))
-    self.actions = resolve_actions(config.actions)
+    self.actions = selected_actions(config)  # of config.data.dataset, by config.action_match
     self.slices = slices.slice_names(self.mode, self.actions)
     self.dtype = compute_dtype(config)
     self.heldout = eval_lib.heldout_subjects(config)
@@ -257,7 +257,8 @@ def _final_evaluation(run: Run, state, step: int, timers: Timers) -> dict[str, A
   cfg = run.config.eval
   start = time.perf_counter()
   tta = bool(cfg.get("tta", True))
-  results = evaluation.evaluate_dataset(run.eval_model, run.variables(state), run.test_set, run.slices, tta=tta)
+  results = evaluation.evaluate_dataset(run.eval_model, run.variables(state), run.test_set, run.slices, tta=tta,
+                                        by_subject=bool(cfg.get("by_subject", False)))
   timers.eval += time.perf_counter() - start
   document = report.results_document(
       results, config=run.config.to_dict(), checkpoint_step=step, train_time_s=timers.train, mode=run.mode,
@@ -267,6 +268,8 @@ def _final_evaluation(run: Run, state, step: int, timers: Timers) -> dict[str, A
   if jax.process_index() == 0:
     report.write_results(workdir_lib.eval_dir(run.workdir, step), document)
   _log(f"Final evaluation (test-time augmentation: {tta}), mm:\n" + report.to_text(report.results_table(document)))
+  for subject, sub in document.get("by_subject", {}).items():
+    _log(f"Subject {subject}:\n" + report.to_text(report.results_table(sub)))
   return document
 
 

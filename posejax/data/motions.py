@@ -1,4 +1,4 @@
-"""Action motion library for the synthetic Human3.6M-like data.
+"""Action motion library for the synthetic Human3.6M-like and HumanEva-I-like data.
 
 A motion is what a body does, independent of its size: per-frame joint angles of the
 32-joint mocap tree, a heading, and where on the floor the body is. Every action is
@@ -566,12 +566,99 @@ def _posing(rng, frames, style):
   return m
 
 
+# ---------------------------------------------------------------- HumanEva-I actions
+
+GUARD = pose(shoulders=(30, 28, -35), elbows=(125, 0, -25), low_back=(8, 0, 0), neck=(-6, 0, 0))
+CATCH = pose(shoulders=(48, 12, -20), elbows=(65, 0, -20), up_back=(6, 0, 0))
+
+
+def _jog(rng, frames, style):
+  """Running laps: twice the walking speed, higher knees, forearms carried at ~90 degrees."""
+  pace = 2.1 + 0.08 * _noise(rng, frames, seconds=2.0)
+  floor, heading = _loop_path(rng, style.walk_speed * pace, (rng.uniform(1.1, 1.4), rng.uniform(0.8, 1.05)))
+  steps, amplitude = _locomotion(rng, floor, heading, style)
+  legs = [JOINTS[j] for j in ("l_hip", "r_hip", "l_knee", "r_knee")]
+  steps[:, legs, 0] *= 1.35
+  steps[:, [JOINTS["l_shoulder"], JOINTS["r_shoulder"]], 0] *= 1.6
+  angles = _constant(frames, STAND, pose(elbows=(85, 0, -10), low_back=(6, 0, 0))) + steps
+  _add(angles, "neck", 2, 6 * _noise(rng, frames, seconds=2.0))
+  return Motion(angles, heading, floor, amplitude)
+
+
+def _box(rng, frames, style):
+  """Shadow boxing: a guard, knees bent, quick straight punches of either hand, light footwork."""
+  m = _standing(rng, frames, style, moves_every=2.5, radius=0.3, turns_every=3.0, sway=1.0)
+  _blend(m.angles, GUARD, 1.0)
+  _add(m.angles, "hips", 0, 14)
+  _add(m.angles, "knees", 0, 22)
+  _add(m.angles, "ankles", 0, 8)
+  punches = _episodes(rng, frames, 0.5 / style.tempo, 0.3 / style.tempo, first=rng.uniform(0.0, 0.5))
+  lead = rng.random(len(punches)) < 0.5
+  for hand, mine in (("R", lead), ("L", ~lead)):
+    w = _activation(frames, [e for e, m_ in zip(punches, mine) if m_], 0.1)
+    _blend(m.angles, _arm(hand, (88, 8, -5), (8, 0, 0)), w)
+    _add(m.angles, "up_back", 2, (-14 if hand == "R" else 14) * w)  # the shoulder follows the fist
+  return m
+
+
+def _gestures(rng, frames, style):
+  """Standing and gesturing: waving, beckoning, pointing, arms spread, arms down."""
+  m = _standing(rng, frames, style, moves_every=10.0, turns_every=8.0, sway=0.4)
+  side = style.side
+  gestures = [ARMS_DOWN, _wave(side), _arm(side, (55, 5, 0), (95, 0, 0)), _point(side, rng),
+              pose(shoulders=(70, 55, 0), elbows=(15, 0, 0))]
+  weights = _schedule(rng, frames, len(gestures), 2.0 / style.tempo, 0.6)
+  _mix(m.angles, gestures, weights)
+  elbow = JOINTS[side.lower() + "_elbow"]
+  t = np.arange(frames) / FPS
+  m.angles[:, elbow, 2] += 25 * weights[:, 1] * np.sin(2 * np.pi * 2.0 * t)  # waving
+  m.angles[:, elbow, 0] += 30 * weights[:, 2] * np.sin(2 * np.pi * 1.5 * t)  # come here
+  return m
+
+
+def _throw_catch(rng, frames, style):
+  """Catching a ball with both hands at the chest, then an overhand throw, facing a partner."""
+  m = _standing(rng, frames, style, moves_every=6.0, radius=0.3, turns_every=1e9, sway=0.5)
+  side = style.side
+  cycles = _episodes(rng, frames, 1.2 / style.tempo, 1.6 / style.tempo, first=rng.uniform(0.0, 1.0))
+  catch = _activation(frames, [(s, s + 0.55 * (e - s)) for s, e in cycles], 0.25)
+  windup = _activation(frames, [(s + 0.5 * (e - s), s + 0.8 * (e - s)) for s, e in cycles], 0.12)
+  release = _activation(frames, [(s + 0.78 * (e - s), e) for s, e in cycles], 0.1)
+  _blend(m.angles, CATCH, catch)
+  _blend(m.angles, {**_arm(side, (150, 35, 40), (100, 0, 0)), **pose(up_back=(-6, 0, 0))}, windup)
+  _blend(m.angles, {**_arm(side, (75, 10, -10), (20, 0, 0)), **pose(up_back=(14, 0, 0))}, release)
+  _add(m.angles, "up_back", 2, (20 if side == "R" else -20) * (windup - release))
+  return m
+
+
 ACTION_MOTIONS: dict[str, Callable[[np.random.Generator, int, Style], Motion]] = {
     "Directions": _directions, "Discussion": _discussion, "Eating": _eating, "Greeting": _greeting,
     "Phoning": _phoning, "Photo": _photo, "Posing": _posing, "Purchases": _purchases, "Sitting": _sitting,
     "SittingDown": _sitting_down, "Smoking": _smoking, "Waiting": _waiting, "WalkDog": _walk_dog,
     "Walking": _walking, "WalkTogether": _walk_together,
+    # HumanEva-I
+    "Jog": _jog, "Box": _box, "Gestures": _gestures, "ThrowCatch": _throw_catch,
 }
+
+
+def resample(motion: Motion, frames: int, fps: float) -> Motion:
+  """The motion (sampled at `FPS`) at another frame rate: its first `frames` frames at `fps`,
+  by linear interpolation (all channels are smooth and unwrapped).
+
+  Raises:
+    ValueError: the motion is shorter than `(frames - 1) * FPS / fps + 1` frames.
+  """
+  times = np.arange(frames) * FPS / fps
+  source = np.arange(len(motion.heading), dtype=np.float64)
+  if times[-1] > source[-1]:
+    raise ValueError(f"a {len(source)}-frame motion cannot give {frames} frames at {fps} fps")
+
+  def interp(x: np.ndarray) -> np.ndarray:
+    flat = x.reshape(len(x), -1)
+    columns = [np.interp(times, source, flat[:, k]) for k in range(flat.shape[1])]
+    return np.stack(columns, axis=-1).reshape((frames,) + x.shape[1:])
+
+  return Motion(*(interp(np.asarray(field, np.float64)) for field in motion))
 
 
 def action_motion(action: str, rng: np.random.Generator, frames: int, style: Style) -> Motion:

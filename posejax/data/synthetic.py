@@ -187,7 +187,7 @@ def _sequence_lengths(rng: np.random.Generator, frames: int) -> tuple[int, list[
   return mocap, [mocap + int(rng.integers(1, 9)) for _ in range(4)]
 
 
-def _film(motion: motions.Motion, offsets: np.ndarray, centre: np.ndarray, cams: Sequence[CameraParams],
+def film(motion: motions.Motion, offsets: np.ndarray, centre: np.ndarray, cams: Sequence[CameraParams],
           keypoints: Callable[[np.ndarray, np.ndarray], np.ndarray]):
   """Places a motion where every camera sees every keypoint; returns world (T, 32, 3) float32 and
   each camera's keypoint pixels (T, K, 2).
@@ -221,7 +221,7 @@ def _subject_sequences(seed: int, subject: str, frames: int):
     rng = _subject_rng(seed, subject, 1, index)
     mocap, video = _sequence_lengths(rng, frames)
     motion = motions.action_motion(name.split(" ")[0], rng, max(video), style)
-    world, pixels = _film(motion, offsets, centre, cams, _kept_joints)
+    world, pixels = film(motion, offsets, centre, cams, _kept_joints)
     yield name, world, [p[:length] for p, length in zip(pixels, video)], mocap, video
 
 
@@ -256,7 +256,7 @@ def project_to_pixels(points: np.ndarray, cam: CameraParams) -> np.ndarray:
 
 # Detector error per keypoint relative to the torso: extremities are found less reliably.
 _H36M_NOISE = np.array([1.3, 1.3, 1.2, 1.8, 1.3, 1.2, 1.8, 1.2, 1.0, 0.9, 1.1, 1.0, 1.3, 2.0, 1.0, 1.3, 2.0])
-_COCO_NOISE = np.array([0.8, 0.7, 0.7, 0.9, 0.9, 1.0, 1.0, 1.3, 1.3, 2.0, 2.0, 1.4, 1.4, 1.2, 1.2, 1.8, 1.8])
+COCO_NOISE = np.array([0.8, 0.7, 0.7, 0.9, 0.9, 1.0, 1.0, 1.3, 1.3, 2.0, 2.0, 1.4, 1.4, 1.2, 1.2, 1.8, 1.8])
 
 
 def detector_noise(rng: np.random.Generator, keypoints: np.ndarray, joint_scale: np.ndarray) -> np.ndarray:
@@ -320,9 +320,9 @@ def _custom_videos(seed: int, frames: int) -> dict[str, np.ndarray]:
     style = motions.make_style(rng, float(np.linalg.norm(offsets[2]) + np.linalg.norm(offsets[3])))
     length = max(16, int(round(frames * rng.uniform(0.85, 1.15))))
     motion = motions.action_motion(action, rng, length, style)
-    _, (clean,) = _film(motion, offsets, capture_centre(h36m_cameras()["S1"]), (cam,),
+    _, (clean,) = film(motion, offsets, capture_centre(h36m_cameras()["S1"]), (cam,),
                         lambda world, rotations: coco_keypoints(world, rotations, offsets))
-    videos[video] = (clean + detector_noise(rng, clean, _COCO_NOISE)).astype(np.float32)
+    videos[video] = (clean + detector_noise(rng, clean, COCO_NOISE)).astype(np.float32)
   return videos
 
 
@@ -354,7 +354,7 @@ def _summary(positions_3d: dict, paths: dict[str, str], seed: int) -> str:
           + "; ".join(parts) + ". Wrote " + ", ".join(paths.values()) + ".")
 
 
-def _sha256(path: str) -> str:
+def file_sha256(path: str) -> str:
   digest = hashlib.sha256()
   with open(path, "rb") as f:
     for block in iter(lambda: f.read(1 << 20), b""):
@@ -362,8 +362,12 @@ def _sha256(path: str) -> str:
   return digest.hexdigest()
 
 
-def read_marker(out_dir: str) -> dict | None:
-  """The marker of `out_dir` ({'frames', 'seed', 'subjects', 'complete', 'files'}), or None."""
+def read_marker(out_dir: str, generator: str = _GENERATOR) -> dict | None:
+  """The marker of `out_dir` ({'frames', 'seed', 'subjects', 'complete', 'files'}), or None.
+
+  Raises:
+    PosejaxError: a marker of another generator (`generator` names the expected one).
+  """
   path = os.path.join(out_dir, MARKER)
   if not os.path.isfile(path):
     return None
@@ -372,46 +376,49 @@ def read_marker(out_dir: str) -> dict | None:
       marker = json.load(f)
   except (OSError, ValueError) as e:
     raise PosejaxError(f"{path}: unreadable synthetic-data marker ({e})") from None
-  if not isinstance(marker, dict) or marker.get("generator") != _GENERATOR or not isinstance(
+  if not isinstance(marker, dict) or marker.get("generator") != generator or not isinstance(
       marker.get("files"), dict):
-    raise PosejaxError(f"{path}: not a marker written by {_GENERATOR}")
+    raise PosejaxError(f"{path}: not a marker written by {generator}")
   return marker
 
 
-def unwritable_reason(out_dir: str) -> str | None:
-  """Why `generate` may not write into `out_dir`, or None when it may.
+def unwritable_reason(out_dir: str, file_names: Sequence[str] | None = None,
+                      generator: str = _GENERATOR) -> str | None:
+  """Why `generator` may not write `file_names` (default: this module's `FILE_NAMES`) into
+  `out_dir`, or None when it may.
 
   It may write into a missing or empty directory, or into one holding its marker where every
-  file of `FILE_NAMES` present is recorded in the marker (with its digest, unchanged, when the
+  file of `file_names` present is recorded in the marker (with its digest, unchanged, when the
   generation completed). Other files of a marked directory are left alone.
   """
   if not os.path.exists(out_dir):
     return None
   if not os.path.isdir(out_dir):
     return f"{out_dir} is not a directory"
-  marker = read_marker(out_dir)
+  marker = read_marker(out_dir, generator)
   if marker is None:
     entries = sorted(os.listdir(out_dir))
     if not entries:
       return None
     shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
-    return (f"{out_dir} holds files {_GENERATOR} did not write ({shown}); it writes only into an "
+    return (f"{out_dir} holds files {generator} did not write ({shown}); it writes only into an "
             f"empty directory or one it generated (marked by {MARKER})")
-  for name in FILE_NAMES.values():
+  for name in (FILE_NAMES.values() if file_names is None else file_names):
     path = os.path.join(out_dir, name)
     if not os.path.lexists(path):
       continue
     if name not in marker["files"] or not os.path.isfile(path):
-      return f"{path} was not written by {_GENERATOR} (not recorded in {MARKER})"
+      return f"{path} was not written by {generator} (not recorded in {MARKER})"
     digest = marker["files"][name]
-    if marker.get("complete") and digest != _sha256(path):
-      return f"{path} changed since {_GENERATOR} wrote it (SHA-256 differs from {MARKER})"
+    if marker.get("complete") and digest != file_sha256(path):
+      return f"{path} changed since {generator} wrote it (SHA-256 differs from {MARKER})"
   return None
 
 
-def _write_marker(out_dir: str, frames: int, seed: int, subjects: tuple[str, ...],
-                  digests: dict[str, str | None]) -> None:
-  marker = {"generator": _GENERATOR, "frames": frames, "seed": seed, "subjects": list(subjects),
+def write_marker(out_dir: str, frames: int, seed: int, subjects: tuple[str, ...],
+                 digests: dict[str, str | None], generator: str = _GENERATOR) -> None:
+  """Records the generation in `out_dir`; complete when every file has its digest."""
+  marker = {"generator": generator, "frames": frames, "seed": seed, "subjects": list(subjects),
             "complete": all(d is not None for d in digests.values()), "files": digests}
   atomic_write_text(os.path.join(out_dir, MARKER), json.dumps(marker, indent=1) + "\n")
 
@@ -442,12 +449,12 @@ def generate(out_dir: str, *, frames: int = 600, seed: int = 0, subjects: Sequen
   custom_meta = {"layout_name": "coco", "num_joints": 17, "keypoints_symmetry": _symmetry(_COCO_LAYOUT),
                  "video_metadata": {v: {"w": 1000, "h": 1002} for v in videos}}
   os.makedirs(out_dir, exist_ok=True)
-  _write_marker(out_dir, frames, seed, subjects, {name: None for name in FILE_NAMES.values()})
+  write_marker(out_dir, frames, seed, subjects, {name: None for name in FILE_NAMES.values()})
   atomic_savez(paths["positions_3d"], positions_3d=positions_3d)
   atomic_savez(paths["gt"], positions_2d=gt, metadata=h36m_meta)
   atomic_savez(paths["synthetic"], positions_2d=detected, metadata={"layout_name": "h36m", **h36m_meta})
   atomic_savez(paths["custom"], positions_2d={v: {"custom": [k]} for v, k in videos.items()}, metadata=custom_meta)
-  _write_marker(out_dir, frames, seed, subjects, {os.path.basename(p): _sha256(p) for p in paths.values()})
+  write_marker(out_dir, frames, seed, subjects, {os.path.basename(p): file_sha256(p) for p in paths.values()})
   if log is not None:
     log(_summary(positions_3d, paths, seed))
   return paths
