@@ -25,7 +25,7 @@ from typing import Any, Sequence
 import jax
 import numpy as np
 
-from posejax import eval_lib, evaluation, render
+from posejax import eval_lib, evaluation, model_spec, render
 from posejax.camera import normalize_screen_coordinates
 from posejax.errors import PosejaxError
 from posejax.io_utils import atomic_savez, load_npz_dict
@@ -88,7 +88,9 @@ def lift_videos(run: eval_lib.RestoredRun, videos: Sequence[Video], left: Sequen
   """(T, 17, 3) camera-space predictions of every video, and the slice's action name."""
   index = choose_slice(run.actions_of_slices, action)
   variables = jax.tree_util.tree_map(lambda leaf: leaf[index], run.variables)
-  model = eval_lib.build_model(run.config, COCO.num_joints)
+  model = eval_lib.build_model(run)
+  # The custom format holds (T, 17, 2) COCO keypoints: a model of other inputs cannot lift them.
+  model_spec.check_input(model_spec.of_model(model), COCO.num_joints, 2, where="custom 2D keypoints (COCO)")
   inputs = [normalize_screen_coordinates(v.keypoints, v.width, v.height).astype(np.float32) for v in videos]
   tta = bool(eval_lib.config_value(run.config, "eval.tta", True))
   preds = evaluation.predict(model, variables, inputs, tta=tta,
