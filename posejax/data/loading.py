@@ -24,7 +24,7 @@ from typing import Sequence
 import jax
 import ml_collections
 
-from posejax.data import h36m, synthetic
+from posejax.data import h36m, subset, synthetic
 from posejax.data.actions import resolve_actions
 from posejax.data.dataset import PoseDataset
 from posejax.data.h36m_cameras import H36M_SUBJECTS
@@ -115,7 +115,9 @@ def load_data(config: ml_collections.ConfigDict,
   """(train dataset, test dataset, fingerprint) of `config.data` and the canonical `actions`.
 
   One read for both splits (train subjects then test subjects); `select` keeps each split's
-  record order. The fingerprint is the 16-hex-digit digest of the npz files.
+  record order. The fingerprint is the 16-hex-digit digest of the npz files. The training
+  split is cut to `config.data.subset`, both to every `config.data.downsample`-th frame
+  (`posejax.data.subset`).
   """
   source = str(config.data.get("source", "npz"))
   if source not in SOURCES:
@@ -124,8 +126,10 @@ def load_data(config: ml_collections.ConfigDict,
   train_subjects = _subjects(config.data.train_subjects, "data.train_subjects")
   test_subjects = _subjects(config.data.test_subjects, "data.test_subjects")
   both = list(dict.fromkeys(train_subjects + test_subjects))
+  fraction, downsample = subset.options(config)
   dataset, fingerprint = (_load_tfds if source == "tfds" else _load_npz)(config, both, actions)
-  return dataset.select(subjects=train_subjects), dataset.select(subjects=test_subjects), fingerprint
+  return (subset.subsample(dataset.select(subjects=train_subjects), fraction, downsample),
+          subset.subsample(dataset.select(subjects=test_subjects), downsample=downsample), fingerprint)
 
 
 def load_validation(config: ml_collections.ConfigDict, actions: Sequence[str]) -> PoseDataset | None:
@@ -135,4 +139,4 @@ def load_validation(config: ml_collections.ConfigDict, actions: Sequence[str]) -
     return None
   source = str(config.data.get("source", "npz"))
   dataset, _ = (_load_tfds if source == "tfds" else _load_npz)(config, valid, resolve_actions(actions))
-  return dataset
+  return subset.subsample(dataset, downsample=subset.options(config)[1])
