@@ -86,3 +86,4 @@ def with_learning_rate(opt_state: optax.OptState, learning_rate: jax.Array) -> o
 def learning_rate_of(opt_state: optax.OptState) -> jax.Array:
   """The learning rate stored in an `adam_amsgrad` state."""
   return opt_state.hyperparams["learning_rate"]
+

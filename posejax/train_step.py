@@ -133,6 +133,8 @@ def gather_models(tree: PyTree, models: jax.Array, layout: slices.SlotLayout) ->
   local = jnp.minimum(models.reshape(g, k) - (jnp.arange(g, dtype=models.dtype) * m)[:, None], m - 1)
 
   def take(x):
+    if g == 1:  # no group axis: a plain gather (reshapes of the state cost copies)
+      return x[local[0]]
     grouped = x.reshape((g, m) + x.shape[1:])
     return jax.vmap(lambda xs, i: xs[i])(grouped, local).reshape((g * k,) + x.shape[1:])
 
@@ -145,6 +147,8 @@ def scatter_models(tree: PyTree, models: jax.Array, values: PyTree, layout: slic
   local = models.reshape(g, k) - (jnp.arange(g, dtype=models.dtype) * m)[:, None]  # >= m: empty
 
   def put(x, v):
+    if g == 1:
+      return x.at[local[0]].set(v, mode="drop")
     grouped, v = x.reshape((g, m) + x.shape[1:]), v.reshape((g, k) + v.shape[1:])
     out = jax.vmap(lambda xs, i, vs: xs.at[i].set(vs, mode="drop"))(grouped, local, v)
     return out.reshape(x.shape)

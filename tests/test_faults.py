@@ -301,7 +301,7 @@ def _cli_cases(tmp_path, locked):
       (ev + ["--workdir", str(tmp_path / "none")], 2, "directory not found"),
       (ev + ["--workdir", w, "--bogus"], 2, "Unknown command line flag 'bogus'"),
       (ev + ["--config", cfg, "--config.eval.chunck=3", "--workdir", w], 2, "did you mean --config.eval.chunk?"),
-      (ev + ["--workdir", str(tmp_path), "--checkpoint", "x"], 2, "'x' is not 'best', 'latest' or a step"),
+      (ev + ["--workdir", str(tmp_path), "--checkpoint", "x"], 2, "'x' is not 'latest', 'best' or a step"),
       (interop, 2, "the following arguments are required: --from-videopose3d"),
       (interop + ["--from-videopose3d", str(bad_bin)], 2, "not a readable PyTorch checkpoint"),
       (prepare + ["--from-cdf", str(tmp_path), "--out", str(tmp_path / "file" / "o")], 2, "--out"),

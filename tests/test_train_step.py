@@ -153,3 +153,21 @@ def test_accumulate_adds_slot_losses_to_their_models_and_flags_non_finite():
   np.testing.assert_allclose(acc["loss_sum"][0], 5.0)
   assert acc["steps"].tolist() == [2, 2, 3]
   assert acc["first_nonfinite"].tolist() == [-1, 2, 2]
+
+
+def test_slot_step_updates_the_donated_state_in_place():
+  """The compiled AB step gathers, steps and scatters without copying state-sized buffers."""
+  import re
+  n = len(IDS)
+  budget = schedules.Budget("fixed", 1, B, np.full(n, 100), np.ones(n), np.full(n, B),
+                            np.ones(n, np.int64), np.ones(n))
+  step = jax.jit(functools.partial(
+      ts.slot_step, model=MODEL, optimizer=TX, hyperparams_fn=schedules.hyperparams_fn(budget, 1e-3, 0.95, 0.1, 0.001),
+      model_ids=jnp.asarray(IDS), layout=slices.SlotLayout(1, n, 2)), donate_argnums=(0,))
+  state = ts.init_stacked_state(MODEL, TX, 7, jnp.asarray(IDS), (1, RF, K, 2))
+  slots = {"model": jnp.array([0, 2], jnp.int32), "epoch": jnp.zeros(2, jnp.int32)}
+  hlo = step.lower(state, _batch(1, models=2), slots, jax.random.key(0)).compile().as_text()
+  assert "input_output_alias" in hlo  # the state is donated
+  kernel = rf"f32\[{n},(3|1),{C},{C}\]"  # a stacked conv kernel (or Adam moment) of the state
+  copies = [line for line in hlo.splitlines() if re.search(kernel + r"\S* copy\(", line)]
+  assert not copies, copies[:3]

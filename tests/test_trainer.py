@@ -195,3 +195,12 @@ def test_configs(name):
                                  config.train.unit_epochs, [1000, 2000], 100)
   if name == "ab243":  # the seed's UE = 1200
     assert budget.epochs.tolist() == [1200, 1200]
+
+
+def test_a_non_finite_loss_stops_the_run_without_saving(data_dir, tmp_path):
+  config = _config(data_dir, lr=1e30)  # parameters overflow within a few steps
+  workdir = str(tmp_path / "w")
+  with pytest.raises(PosejaxError, match=r"non-finite training loss at global step \d+ in the model of "
+                                         r"'(Eating|Walking)'; stopped without saving \(no checkpoint"):
+    trainer.train_and_evaluate(config, workdir)
+  assert checkpointing.manager(workdir, read_only=True).all_steps() == []
