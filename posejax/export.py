@@ -4,7 +4,8 @@
       [--checkpoint latest|best|STEP] [--slice ACTION] [--frames N] [--overwrite]
 
 The exported graph is the dilated model with the checkpoint's weights baked in:
-input `poses_2d` (B, T, K, 2) float32 normalized screen coordinates, output `poses_3d`
+input `poses_2d` (B, T, K, F) float32 normalized screen coordinates (F = 2, or the features the
+model was trained on, e.g. x, y, confidence), output `poses_3d`
 (B, T - RF + 1, 17, 3) camera-space root-relative metres. B is dynamic; T is dynamic (any
 T >= RF) or fixed with `--frames N`. The graph does no padding and no flip augmentation:
 one pose per input frame, as `eval.py` gives, needs `pad + shift` copies of the first frame

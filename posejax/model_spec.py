@@ -57,8 +57,11 @@ def compute_dtype(config: Any) -> str:
   return dtype
 
 
-def input_shape(dataset: PoseDataset) -> tuple[int, int]:
-  """(K keypoints, F features) of every 2D frame of `dataset` (F = 2, or more: x, y, confidence...)."""
+def input_shape(dataset: PoseDataset, *others: PoseDataset | None) -> tuple[int, int]:
+  """(K keypoints, F features) of every 2D frame of `dataset` (F = 2, or more: x, y, confidence...).
+
+  `others` (e.g. the test split; None entries are skipped) must have the same frames.
+  """
   shapes = sorted({tuple(r.poses_2d.shape[1:]) for r in dataset.sequences})
   if not shapes:
     raise PosejaxError(f"{dataset.source}: no 2D sequences")
@@ -68,7 +71,27 @@ def input_shape(dataset: PoseDataset) -> tuple[int, int]:
   (k, f), = shapes
   if f < 2:
     raise PosejaxError(f"{dataset.source}: {f} feature(s) per keypoint; need at least x and y")
+  for other in others:
+    if other is not None:
+      check_input({"num_joints_in": k, "in_features": f}, *input_shape(other),
+                  where=f"{other.source}: subjects {', '.join(other.subjects)}",
+                  what=f"those of subjects {', '.join(dataset.subjects)} are")
   return int(k), int(f)
+
+
+def training_form(config: Any) -> tuple[int, bool]:
+  """(chunk length, whether the dilated model trains) of config.train (spec 8.6).
+
+  The strided model trains on one-frame examples; the reference's --stride (train.stride > 1:
+  chunks of that many output frames) and --disable-optimizations (train.dense_training) train
+  the dilated one, as does the dense variant (which has no strided form).
+  """
+  t = config["train"]
+  stride, dense_training = int(t.get("stride", 1)), bool(t.get("dense_training", False))
+  if not 1 <= stride <= int(t["batch_size"]):
+    raise PosejaxError(f"--config.train.stride={stride}: must be between 1 and --config.train.batch_size "
+                       f"({int(t['batch_size'])}): a batch holds batch_size // stride chunks")
+  return stride, stride > 1 or dense_training or bool(_config_model(config).get("dense", False))
 
 
 def from_config(config: Any, *, num_keypoints: int, in_features: int = 2, num_joints: int = 17) -> dict[str, Any]:

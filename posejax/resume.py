@@ -21,11 +21,24 @@ import dataclasses
 import os
 from typing import Any, Callable, Mapping
 
-from posejax import checkpointing
+from posejax import checkpointing, model_spec
 from posejax.errors import PosejaxError
 
 SUPERSEDED_DIR = "checkpoints_superseded"
 OPTION = "--config.checkpoint.resume_from"
+
+
+# Values of options that checkpoints of earlier versions do not record (they trained so).
+_EARLIER_DEFAULTS = {"data": {"subset": 1.0, "downsample": 1}, "train": {"stride": 1, "dense_training": False}}
+
+
+def as_current(saved: Mapping[str, Any]) -> dict[str, Any]:
+  """A checkpoint's metadata with the fields earlier versions did not record filled in (to
+  compare it with this run's: `checkpointing.check_compatible`)."""
+  config = dict(saved.get("config", {}))
+  for group, defaults in _EARLIER_DEFAULTS.items():
+    config[group] = {**defaults, **config.get(group, {})}
+  return dict(saved, config=config, model=model_spec.normalized_record(saved.get("model")))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -61,17 +61,6 @@ def _log(msg: str) -> None:
     print(msg, flush=True)
 
 
-def _stride(config) -> tuple[int, bool]:
-  """(chunk length, whether the dilated model trains): config.train.stride (the reference's
-  --stride) and config.train.dense_training (its --disable-optimizations)."""
-  t = config.train
-  stride, dense_training = int(t.get("stride", 1)), bool(t.get("dense_training", False))
-  if not 1 <= stride <= int(t.batch_size):
-    raise PosejaxError(f"--config.train.stride={stride}: must be between 1 and --config.train.batch_size "
-                       f"({int(t.batch_size)}): a batch holds batch_size // stride chunks")
-  return stride, stride > 1 or dense_training
-
-
 def _epoch_line(record: Mapping[str, Any], minutes: float, slice_names: list[str]) -> str:
   """The reference's per-epoch line (mm), then per-model train/valid pairs in AB mode."""
   per = record["per_action"]
@@ -111,7 +100,7 @@ class Run:
     self.heldout = eval_lib.heldout_subjects(config)
     # The reference's --stride: examples are chunks of `stride` output frames, batch_size // stride
     # of them per batch (spec 7.1, 7.4), trained with the dilated model (spec 8.6).
-    self.stride, self.dilated = _stride(config)
+    self.stride, self.dilated = model_spec.training_form(config)
     self.train_ds, self.test_ds, self.fingerprint = load_data(config, self.actions)
     self.valid_ds = load_validation(config, self.actions)
     t = config.train
@@ -122,12 +111,7 @@ class Run:
     if int(self.budget.steps.max()) * self.batch_size >= 2**31:
       raise PosejaxError(f"config.train: {int(self.budget.steps.max()):,} steps of batch {self.batch_size} "
                          "exceed the 2**31 examples a stream can index")
-    keypoints, features = model_spec.input_shape(self.train_ds)
-    for ds in (self.test_ds, self.valid_ds):
-      if ds is not None:
-        model_spec.check_input({"num_joints_in": keypoints, "in_features": features}, *model_spec.input_shape(ds),
-                               where=f"{ds.source}: subjects {', '.join(ds.subjects)}",
-                               what="the training subjects' frames are")
+    keypoints, features = model_spec.input_shape(self.train_ds, self.test_ds, self.valid_ds)
     self.hparams = model_spec.from_config(config, num_keypoints=keypoints, in_features=features,
                                           num_joints=self.train_ds.skeleton.num_joints)
     self.train_model = model_spec.build(self.hparams, strided=not self.dilated, dtype=self.dtype)
@@ -187,18 +171,6 @@ class Run:
     return evaluation.validation_metrics(self.eval_model, self.variables(state), test_set, self.slices)
 
 
-# Values of options that checkpoints of earlier versions do not record (they trained so).
-_EARLIER_DEFAULTS = {"data": {"subset": 1.0, "downsample": 1}, "train": {"stride": 1, "dense_training": False}}
-
-
-def _as_current(saved: Mapping[str, Any]) -> dict[str, Any]:
-  """A checkpoint's metadata with the fields earlier versions did not record filled in."""
-  config = dict(saved.get("config", {}))
-  for group, defaults in _EARLIER_DEFAULTS.items():
-    config[group] = {**defaults, **config.get(group, {})}
-  return dict(saved, config=config, model=model_spec.normalized_record(saved.get("model")))
-
-
 def _restore_or_init(run: Run, mngr, timers: Timers):
   """(state, accumulator, global step) from the newest readable checkpoint (or the one
   config.checkpoint.resume_from names, `posejax.resume`), or fresh.
@@ -207,7 +179,7 @@ def _restore_or_init(run: Run, mngr, timers: Timers):
   previous one is used; a checkpoint of an incompatible run is an error.
   """
   layout = run.layout
-  check = lambda saved: checkpointing.check_compatible(_as_current(saved), run.metadata(timers, 0.0),
+  check = lambda saved: checkpointing.check_compatible(resume.as_current(saved), run.metadata(timers, 0.0),
                                                        checkpointing.checkpoint_dir(run.workdir))
   restored = resume.restore(run.config, run.workdir, mngr, jax.eval_shape(run.init_fn),
                             train_step.init_accumulator(layout.padded_models), check=check, log=_log)
@@ -358,6 +330,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   wall_start = time.perf_counter()
   sharding.maybe_initialize_distributed(bool(config.get("distributed", False)))
   enable_compilation_cache(config.get("compilation_cache_dir", None))
+  resume.parse(config.checkpoint.get("resume_from", None), workdir)  # a bad value fails before the data loads
   run = Run(config, workdir)
   os.makedirs(workdir, exist_ok=True)
   budget, layout = run.budget, run.layout

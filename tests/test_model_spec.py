@@ -1,5 +1,7 @@
 """Tests for posejax.model_spec: one spec for training, evaluation, inference, import and export."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -117,8 +119,16 @@ def test_export_and_inference_build_the_recorded_model(monkeypatch):
 def test_input_shape_of_a_dataset():
   recs, data = sample_data()
   assert model_spec.input_shape(data) == (K, 2)
-  import dataclasses
   mixed = dataclasses.replace(data, sequences=data.sequences[:1] + (dataclasses.replace(
       data.sequences[1], poses_2d=np.zeros((4, K, 3), np.float32)),))
   with pytest.raises(PosejaxError, match="different shapes"):
     model_spec.input_shape(mixed)
+
+
+def test_splits_of_different_input_shapes_are_refused():
+  recs, data = sample_data()
+  three = dataclasses.replace(data, sequences=tuple(dataclasses.replace(r, poses_2d=np.concatenate(
+      [r.poses_2d, np.ones(r.poses_2d.shape[:2] + (1,), np.float32)], -1)) for r in data.sequences))
+  assert model_spec.input_shape(three, three, None) == (K, 3)
+  with pytest.raises(PosejaxError, match="17 keypoints x 2 features per frame; those of subjects S9, S11 are 17 x 3"):
+    model_spec.input_shape(three, data)

@@ -1,11 +1,14 @@
 """Tests for posejax.sampling: TF's index shuffle in jax.numpy, and device windows that are
 bit-identical to the host tf.data windows and to NumPy slicing, for any schedule rows."""
 
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
 
 from posejax import input_pipeline, sampling, slices
+from posejax.errors import PosejaxError
 from posejax.tf_compat import tf
 
 # The input-pipeline tests' coded dataset and its NumPy references.
@@ -105,7 +108,6 @@ def test_table_and_spec_errors():
   table = sampling.make_window_table(DATASET, ACTIONS, "common", False)
   assert table.examples.tolist() == [25] and table.frames_2d.shape == (25, 5, 2)
   assert slices.examples_per_epoch(DATASET, ACTIONS, "common", False).tolist() == [25]
-  from posejax.errors import PosejaxError
   with pytest.raises(PosejaxError, match="odd"):
     _spec(table, 4, 0, ids=(1,))
   with pytest.raises(PosejaxError, match="stream_ids"):
@@ -117,7 +119,6 @@ def test_table_and_spec_errors():
 
 def with_confidence(dataset):
   """The coded dataset with a third feature per keypoint (a positive 'confidence': never mirrored)."""
-  import dataclasses
   records = []
   for r in dataset.sequences:
     confidence = 0.5 + 0.1 * np.broadcast_to(np.arange(r.poses_2d.shape[1], dtype=np.float32), r.poses_2d.shape[:2])
@@ -216,6 +217,5 @@ def test_chunk_counts_and_grid_by_hand():
   # One-frame chunks: the examples are the frames (slices' count).
   one = sampling.make_window_table(DATASET, ACTIONS, "action_based", True)
   np.testing.assert_array_equal(one.examples, slices.examples_per_epoch(DATASET, ACTIONS, "action_based", True))
-  from posejax.errors import PosejaxError
   with pytest.raises(PosejaxError, match="train.stride"):
     sampling.make_window_table(DATASET, ACTIONS, "common", False, 0)
