@@ -1,37 +1,53 @@
-"""3D poses for videos in the wild from 2D keypoints (spec 4.4 and 14).
+"""3D poses for videos in the wild, from a video or from 2D keypoints (spec 4.4, 13 and 14).
 
 Reads `data_2d_custom_<name>.npz` (`positions_2d[video]['custom'] = [(T, 17, 2) pixels]`, COCO
-order; `metadata` with the coco preset and `video_metadata[video] = {'w', 'h'}`), normalizes
-each video with its own width and height, lifts it with a trained workdir's model and writes
-`OUT/<video>.npz`: `positions_3d` (T, 17, 3) camera-space root-relative metres,
-`positions_3d_world` (rotated by Human3.6M S1 camera 0, lowest point on the floor, spec 13
-"without ground truth"), `keypoints_2d` (pixels), `width`, `height`, `model_action`.
+order; `metadata` with the coco preset and `video_metadata[video] = {'w', 'h'}`), or detects
+the person in `--video` with posejax.detect; normalizes each video with its own width and
+height, converts the keypoints to the Human3.6M layout when the model was trained on it
+(posejax.detect.coco_to_h36m), lifts them with a trained workdir's model and, when the
+workdir holds a trajectory model (posejax.trajectory), adds its root trajectory.
+
+`--keypoints` alone writes `OUT/<video>.npz` per video (and `OUT/<video>.gif` with
+`--render`). `--video V` writes, for V's file stem S: `OUT/data_2d_custom_S.npz` (the
+detections, unless `--keypoints` gives them), `OUT/S_3d.npz`, `OUT/S_3d.npy` (the
+reference's `--viz-export`: (T, 17, 3) camera space, metres, trajectory added when
+present) and `OUT/S_3d.mp4`: the video with its keypoints beside the 3D skeleton (GIF
+with `--viz_format gif`, or when no ffmpeg is found). The .npz files hold
+`positions_3d` (T, 17, 3) camera-space root-relative metres, `positions_3d_world`
+(rotated by Human3.6M S1 camera 0, lowest point on the floor, spec 13 "without ground
+truth"), `keypoints_2d` (pixels), `width`, `height`, `model_action`, and `trajectory`
+(T, 1, 3) when the workdir has a trajectory model.
 
 Usage:
-  python -m posejax.infer --workdir DIR --keypoints data_2d_custom_NAME.npz --out DIR \
-      [--config CONFIG] [--checkpoint latest|STEP|best] [--action Walking] [--render] [--fps 50]
+  python -m posejax.infer --workdir DIR --video VIDEO [--keypoints data_2d_custom_NAME.npz] [--out DIR]
+  python -m posejax.infer --workdir DIR --keypoints data_2d_custom_NAME.npz [--out DIR] [--render]
+      [--config CONFIG] [--checkpoint latest|STEP|best] [--action Walking] [--fps F]
 
-The default checkpoint is the latest (the final model of a finished run); `best` needs a run
-with a held-out validation split (config.data.valid_subjects).
+OUT defaults to WORKDIR/infer. The default checkpoint is the latest (the final model of a
+finished run); `best` needs a run with a held-out validation split (config.data.valid_subjects).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 import sys
+import warnings
 from typing import Any, Sequence
 
 import jax
 import numpy as np
 
-from posejax import eval_lib, evaluation, model_spec, render
+from posejax import detect, eval_lib, evaluation, model_spec, render, trajectory
+from posejax import video as video_io
 from posejax.camera import normalize_screen_coordinates
 from posejax.errors import PosejaxError
-from posejax.io_utils import atomic_savez, load_npz_dict
-from posejax.skeleton import H36M_SKELETON, LAYOUTS
+from posejax.io_utils import atomic_savez, atomic_write_bytes, load_npz_dict
+from posejax.skeleton import H36M_SKELETON, LAYOUTS, layout_for_source
 
-COCO = LAYOUTS["coco"]
+COCO, H36M = LAYOUTS["coco"], LAYOUTS["h36m"]
+DEFAULT_FPS = 50.0  # Human3.6M's, for keypoint files that do not say
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,15 +99,49 @@ def choose_slice(actions_of_slices: Sequence[str], action: str | None) -> int:
   return slices.index(action)
 
 
+def model_layout(config: Any) -> str | None:
+  """Keypoint layout the model was trained on (config.data.keypoints); None when unknown.
+
+  Human3.6M's ground truth ('gt') and the synthetic detections use the h36m layout.
+  """
+  source = str(eval_lib.config_value(config, "data.keypoints", ""))
+  if source in ("gt", "synthetic"):
+    return H36M.name
+  try:
+    return layout_for_source(source).name
+  except PosejaxError:
+    return None
+
+
+def model_inputs(config: Any, videos: Sequence[Video], left: Sequence[int], right: Sequence[int]
+                 ) -> tuple[list[np.ndarray], tuple[int, ...], tuple[int, ...]]:
+  """Normalized (T, 17, 2) model inputs in the model's layout and that layout's left/right keypoints."""
+  layout = model_layout(config)
+  keypoints = [v.keypoints for v in videos]
+  if layout == H36M.name:
+    keypoints = [detect.coco_to_h36m(k)[0] for k in keypoints]
+    left, right = H36M.left, H36M.right
+  elif layout not in (COCO.name, None):
+    raise PosejaxError(f"--workdir: the model was trained on {layout} keypoints "
+                       f"({LAYOUTS[layout].num_joints} joints); videos in the wild give COCO keypoints")
+  elif layout is None:
+    source = eval_lib.config_value(config, "data.keypoints", "")
+    print(f"note: the model was trained on 2D source {source!r} of unknown layout; it is given COCO "
+          "keypoints as they are, so its poses may be unreliable", file=sys.stderr)
+  inputs = [normalize_screen_coordinates(k, v.width, v.height).astype(np.float32)
+            for k, v in zip(keypoints, videos)]
+  return inputs, tuple(left), tuple(right)
+
+
 def lift_videos(run: eval_lib.RestoredRun, videos: Sequence[Video], left: Sequence[int], right: Sequence[int],
                 *, action: str | None = None) -> tuple[list[np.ndarray], str]:
   """(T, 17, 3) camera-space predictions of every video, and the slice's action name."""
   index = choose_slice(run.actions_of_slices, action)
   variables = jax.tree_util.tree_map(lambda leaf: leaf[index], run.variables)
-  model = eval_lib.build_model(run)
-  # The custom format holds (T, 17, 2) COCO keypoints: a model of other inputs cannot lift them.
-  model_spec.check_input(model_spec.of_model(model), COCO.num_joints, 2, where="custom 2D keypoints (COCO)")
-  inputs = [normalize_screen_coordinates(v.keypoints, v.width, v.height).astype(np.float32) for v in videos]
+  model = eval_lib.build_model(run)  # the architecture the checkpoint records
+  inputs, left, right = model_inputs(run.config, videos, left, right)
+  # Videos give (T, K, 2) keypoints (x, y): a model trained on other inputs cannot lift them.
+  model_spec.check_input(model_spec.of_model(model), *inputs[0].shape[1:], where="2D keypoints of the videos")
   tta = bool(eval_lib.config_value(run.config, "eval.tta", True))
   preds = evaluation.predict(model, variables, inputs, tta=tta,
                              kps_left=left, kps_right=right, joints_left=H36M_SKELETON.joints_left,
@@ -99,22 +149,41 @@ def lift_videos(run: eval_lib.RestoredRun, videos: Sequence[Video], left: Sequen
   return preds, run.actions_of_slices[index]
 
 
+def lift_trajectories(config: Any, traj: tuple[Any, Any], videos: Sequence[Video], left: Sequence[int],
+                      right: Sequence[int]) -> list[np.ndarray]:
+  """(T, 1, 3) camera-space root positions (metres) from a trajectory model (spec 8.10).
+
+  Test-time flipping as the reference's: the mirrored input's x is negated, no joint swap.
+  """
+  model, variables = traj
+  inputs, left, right = model_inputs(config, videos, left, right)
+  tta = bool(eval_lib.config_value(config, "eval.tta", True))
+  return evaluation.predict(model, variables, inputs, tta=tta, kps_left=left, kps_right=right,
+                            joints_left=(), joints_right=(), **eval_lib.eval_options(config))
+
+
+def _write_poses(path: str, video: Video, pred: np.ndarray, traj: np.ndarray | None,
+                 model_action: str) -> np.ndarray:
+  """Writes the .npz of one video (module docstring); returns the world-coordinate poses."""
+  absolute = pred if traj is None else pred + traj
+  world, _ = render.to_world(absolute, None, render.DUMMY_ORIENTATION, None)
+  extra = {} if traj is None else {"trajectory": traj}
+  atomic_savez(path, positions_3d=pred, positions_3d_world=world, keypoints_2d=video.keypoints,
+               width=video.width, height=video.height, model_action=model_action, **extra)
+  return world
+
+
 def infer_file(run: eval_lib.RestoredRun, keypoints_path: str, out_dir: str, *, action: str | None = None,
-               render_gif: bool = False, fps: float = 50.0, size: float = 5.0, limit: int = -1,
-               downsample: int = 1) -> list[str]:
+               render_gif: bool = False, fps: float = DEFAULT_FPS, size: float = 5.0, limit: int = -1,
+               downsample: int = 1, traj: tuple[Any, Any] | None = None) -> list[str]:
   """Writes OUT/<video>.npz (and OUT/<video>.gif with `render_gif`) per video; returns the npz paths."""
   videos, left, right = read_custom_keypoints(keypoints_path)
-  keypoints_source = str(eval_lib.config_value(run.config, "data.keypoints", ""))
-  if "coco" not in keypoints_source:
-    print(f"note: the model was trained on 2D source {keypoints_source!r}, not COCO-ordered keypoints; "
-          "its poses for COCO input are unreliable", file=sys.stderr)
   preds, model_action = lift_videos(run, videos, left, right, action=action)
+  trajs = lift_trajectories(run.config, traj, videos, left, right) if traj else [None] * len(videos)
   paths = []
-  for video, pred in zip(videos, preds):
-    world, _ = render.to_world(pred, None, render.DUMMY_ORIENTATION, None)
+  for video, pred, root in zip(videos, preds, trajs):
     stem = os.path.join(out_dir, os.path.basename(video.name))
-    atomic_savez(stem + ".npz", positions_3d=pred, positions_3d_world=world, keypoints_2d=video.keypoints,
-                 width=video.width, height=video.height, model_action=model_action)
+    world = _write_poses(stem + ".npz", video, pred, root, model_action)
     paths.append(stem + ".npz")
     if render_gif:
       render.render_animation(video.keypoints, {"Reconstruction": world}, H36M_SKELETON, output=stem + ".gif",
@@ -124,21 +193,118 @@ def infer_file(run: eval_lib.RestoredRun, keypoints_path: str, out_dir: str, *, 
   return paths
 
 
+def video_keypoints(info: video_io.VideoInfo, keypoints_path: str) -> Video:
+  """The entry of a custom 2D file for a video: the one named as its file, or the file's only one."""
+  videos, _, _ = read_custom_keypoints(keypoints_path)
+  named = [v for v in videos if os.path.basename(v.name) == info.name]
+  if named:
+    return named[0]
+  if len(videos) == 1:
+    return videos[0]
+  raise PosejaxError(f"{keypoints_path}: no keypoints for video {info.name!r} "
+                     f"(videos: {', '.join(v.name for v in videos)})")
+
+
+def video_outputs(out_dir: str, video_path: str, viz_format: str) -> dict[str, str]:
+  """Output paths of `--video` (module docstring); PosejaxError if one is the input video."""
+  stem = os.path.splitext(os.path.basename(video_path))[0]
+  paths = {"keypoints": os.path.join(out_dir, f"data_2d_custom_{stem}.npz"),
+           "npz": os.path.join(out_dir, f"{stem}_3d.npz"), "npy": os.path.join(out_dir, f"{stem}_3d.npy"),
+           "animation": os.path.join(out_dir, f"{stem}_3d.{viz_format}")}
+  for path in paths.values():
+    if os.path.exists(path) and os.path.samefile(path, video_path):
+      raise PosejaxError(f"--out {out_dir}: would write over the input video {video_path}")
+  return paths
+
+
+def background_size(width: int, height: int, size: float) -> tuple[int, int]:
+  """Decoding size of the video for an input panel of about size * 80 pixels (80 dpi), 2x oversampled."""
+  scale = min(1.0, 2 * size * 80 / max(width, height))
+  return max(2, round(width * scale)), max(2, round(height * scale))
+
+
+def infer_video(run: eval_lib.RestoredRun, video_path: str, out_dir: str, *, keypoints_path: str | None = None,
+                detector: str | None = None, min_confidence: float = 0.5, action: str | None = None,
+                viz_format: str = "mp4", fps: float | None = None, size: float = 5.0, limit: int = -1,
+                downsample: int = 1, traj: tuple[Any, Any] | None = None) -> dict[str, str]:
+  """Detects (or reads) the keypoints of one video, lifts them and writes the outputs; returns their paths.
+
+  Args:
+    detector: the detector environment's python (posejax.detect.detector_python()).
+    viz_format: 'mp4' or 'gif'; MP4 falls back to GIF (with a note) when no ffmpeg is found.
+    fps: animation frame rate (None: the video's, else 50).
+  """
+  info = video_io.probe(video_path)
+  if viz_format == "mp4" and not render.mp4_available():
+    print("note: no ffmpeg found (pip install imageio-ffmpeg); writing a GIF instead of an MP4",
+          file=sys.stderr)
+    viz_format = "gif"
+  paths = video_outputs(out_dir, video_path, viz_format)
+  if keypoints_path:
+    video = video_keypoints(info, keypoints_path)
+    del paths["keypoints"]
+  else:
+    detection = detect.detect_video(video_path, detector or detect.detector_python(),
+                                    min_confidence=min_confidence, verbose=True)
+    print(detect.summary(detection), flush=True)
+    detect.write_custom(paths["keypoints"], [detection])
+    video = Video(detection.name, detection.keypoints, detection.width, detection.height)
+  (pred,), model_action = lift_videos(run, [video], COCO.left, COCO.right, action=action)
+  root = lift_trajectories(run.config, traj, [video], COCO.left, COCO.right)[0] if traj else None
+  world = _write_poses(paths["npz"], video, pred, root, model_action)
+  # numpy.save appends .npy to a bare temporary name, so the atomic write goes through bytes.
+  buffer = io.BytesIO()
+  np.save(buffer, (pred if root is None else pred + root).astype(np.float32))
+  atomic_write_bytes(paths["npy"], buffer.getvalue())
+  background = render.read_video(video_path, *background_size(info.width, info.height, size), limit=limit)
+  frames = render.render_animation(
+      video.keypoints, {"Reconstruction": world}, H36M_SKELETON, output=paths["animation"],
+      fps=fps or info.fps or DEFAULT_FPS, azimuth=render.DUMMY_AZIMUTH, viewport=(video.width, video.height),
+      keypoints_right=COCO.right, layout_name=COCO.name, limit=limit, downsample=downsample, size=size,
+      background=background, verbose=True)
+  print(f"wrote {paths['animation']} ({frames} frames)")
+  return paths
+
+
 def main(argv: Sequence[str], flags: Any) -> None:
   """Entry point body; user errors print one line and exit with status 2."""
+  # ffmpeg and the detector are started with fork + exec at once, which JAX's warning about
+  # forking a multithreaded process does not concern.
+  warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
   try:
     if len(argv) > 1:
       raise PosejaxError(f"unexpected arguments: {' '.join(argv[1:])}")
-    read_custom_keypoints(flags.keypoints)  # a bad file fails before the restore
+    if not flags.video and not flags.keypoints:
+      raise PosejaxError("pass --video VIDEO (the person is detected in it) or --keypoints data_2d_custom_NAME.npz")
+    if flags.viz_format not in ("mp4", "gif"):
+      raise PosejaxError(f"--viz_format {flags.viz_format!r}: use mp4 or gif")
+    out = flags.out or os.path.join(flags.workdir, "infer")
+    detector = None
+    if flags.video:  # bad input fails before the restore
+      info = video_io.probe(flags.video)
+      if flags.keypoints:
+        video_keypoints(info, flags.keypoints)
+      else:
+        detector = detect.detector_python(flags.detector_python)
+    else:
+      read_custom_keypoints(flags.keypoints)
     run = eval_lib.restore_run(flags.workdir, flags.checkpoint, flags.config)
-    print(f"lifting with {run.describe()} of {flags.workdir}", flush=True)
-    paths = infer_file(run, flags.keypoints, flags.out, action=flags.action, render_gif=flags.render,
-                       fps=flags.fps, size=flags.viz_size, limit=flags.viz_limit,
-                       downsample=flags.viz_downsample)
+    traj = trajectory.load(flags.workdir)
+    print(f"lifting with {run.describe()} of {flags.workdir}"
+          + (" and its trajectory model" if traj else ""), flush=True)
+    viz = dict(fps=flags.fps, size=flags.viz_size, limit=flags.viz_limit, downsample=flags.viz_downsample)
+    if flags.video:
+      paths = list(infer_video(run, flags.video, out, keypoints_path=flags.keypoints, detector=detector,
+                               min_confidence=flags.min_confidence, action=flags.action,
+                               viz_format=flags.viz_format, traj=traj, **viz).values())
+    else:
+      viz["fps"] = flags.fps or DEFAULT_FPS
+      paths = infer_file(run, flags.keypoints, out, action=flags.action, render_gif=flags.render, traj=traj,
+                         **viz)
   except PosejaxError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
-  print(f"wrote {len(paths)} file(s) to {flags.out}")
+  print(f"wrote {len(paths)} file(s) to {out}")
 
 
 def _define_flags(values: Any = None) -> Any:
@@ -150,16 +316,22 @@ def _define_flags(values: Any = None) -> Any:
                                   flag_values=values)
   kw = dict(flag_values=values)
   flags.DEFINE_string("workdir", None, "Training workdir.", required=True, **kw)
-  flags.DEFINE_string("keypoints", None, "data_2d_custom_NAME.npz file.", required=True, **kw)
-  flags.DEFINE_string("out", None, "Output folder.", required=True, **kw)
+  flags.DEFINE_string("video", None, "Video file: detect the person, lift, write 3D poses and an MP4.", **kw)
+  flags.DEFINE_string("keypoints", None, "data_2d_custom_NAME.npz file (with --video: its keypoints, "
+                      "no detection).", **kw)
+  flags.DEFINE_string("out", None, "Output folder (default: WORKDIR/infer).", **kw)
   flags.DEFINE_string("checkpoint", eval_lib.DEFAULT_CHECKPOINT,
                       "latest (the final model), a step number, or best (runs with a validation split).", **kw)
   flags.DEFINE_string("action", None, "Action-based workdirs: the action whose model lifts the videos.", **kw)
-  flags.DEFINE_bool("render", False, "Also write OUT/<video>.gif.", **kw)
-  flags.DEFINE_float("fps", 50.0, "Frame rate of the rendered GIF.", **kw)
+  flags.DEFINE_bool("render", False, "--keypoints alone: also write OUT/<video>.gif.", **kw)
+  flags.DEFINE_string("viz_format", "mp4", "--video: animation format, mp4 or gif.", **kw)
+  flags.DEFINE_float("fps", None, "Frame rate of the animation (default: the video's, else 50).", **kw)
   flags.DEFINE_float("viz_size", 5.0, "Figure size multiplier.", **kw)
   flags.DEFINE_integer("viz_limit", -1, "Render only the first N frames (< 1: all).", **kw)
   flags.DEFINE_integer("viz_downsample", 1, "Average every N frames when rendering.", **kw)
+  flags.DEFINE_float("min_confidence", 0.5, "--video: detector confidence threshold.", **kw)
+  flags.DEFINE_string("detector_python", None, "--video: the detector environment's python "
+                      f"(default: ${detect.DETECTOR_ENV_VAR} or .venv-detect/bin/python).", **kw)
   return values
 
 

@@ -324,8 +324,12 @@ def save_to_workdir(imported: "VideoPose3DImport", workdir: str, *, config_path:
   if data_dir:
     config.data.dir = data_dir
   stacked = jax.tree.map(lambda x: np.asarray(x)[None], imported.variables_pos)
-  return checkpointing.save_imported(workdir, stacked, config, ["all"], source=source or "videopose3d",
-                                     model=model_spec.of_model(model), step=int(imported.epoch or 0))
+  written = checkpointing.save_imported(workdir, stacked, config, ["all"], source=source or "videopose3d",
+                                        model=model_spec.of_model(model), step=int(imported.epoch or 0))
+  if imported.model_traj is not None:  # used by posejax.infer for videos in the wild
+    from posejax import trajectory
+    trajectory.save(workdir, imported.model_traj, imported.variables_traj)
+  return written
 
 
 if __name__ == "__main__":

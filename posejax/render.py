@@ -3,14 +3,13 @@
 The first panel shows the input keypoints (pixels) over the video frame or a black image
 of the viewport; one 3D panel per pose array follows (elevation 15 degrees, the camera's
 azimuth, a 1.7 m box that follows the root in x and y, z from the floor). GIFs use
-Pillow; MP4 needs the ffmpeg binary.
+Pillow; MP4 uses the ffmpeg binary of the imageio-ffmpeg wheel (posejax.video), or
+PATH's.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import tempfile
 from typing import Callable, Mapping, Sequence
 
@@ -22,6 +21,7 @@ import numpy as np  # noqa: E402
 import tqdm  # noqa: E402
 from matplotlib import animation  # noqa: E402
 
+from posejax import video as video_io  # noqa: E402
 from posejax.camera import camera_to_world  # noqa: E402
 from posejax.errors import PosejaxError  # noqa: E402
 from posejax.skeleton import Skeleton  # noqa: E402
@@ -46,11 +46,19 @@ def check_output(path: str) -> str:
   if ext == ".gif":
     return "gif"
   if ext == ".mp4":
-    if not animation.writers.is_available("ffmpeg"):
-      raise PosejaxError(f"{path}: writing .mp4 needs the ffmpeg binary, which is not on PATH; "
+    if not mp4_available():
+      raise PosejaxError(f"{path}: writing .mp4 needs ffmpeg (pip install imageio-ffmpeg); "
                          "write a .gif instead")
     return "mp4"
   raise PosejaxError(f"{path}: unsupported animation format {ext or '(none)'!r} (use .gif or .mp4)")
+
+
+def mp4_available() -> bool:
+  """Whether matplotlib can write MP4: points its ffmpeg writer at posejax.video's binary."""
+  exe = video_io.ffmpeg_exe()
+  if exe is not None:
+    matplotlib.rcParams["animation.ffmpeg_path"] = exe
+  return animation.writers.is_available("ffmpeg")
 
 
 def downsample_frames(x: np.ndarray, factor: int) -> np.ndarray:
@@ -82,18 +90,12 @@ def to_world(prediction: np.ndarray, ground_truth: np.ndarray | None, orientatio
 
 
 def read_video(path: str, width: int, height: int, skip: int = 0, limit: int = -1) -> np.ndarray:
-  """(T, height, width, 3) uint8 RGB frames decoded with ffmpeg, the first `skip` dropped."""
-  if not os.path.isfile(path):
-    raise PosejaxError(f"{path}: video file not found")
-  if shutil.which("ffmpeg") is None:
-    raise PosejaxError(f"{path}: decoding a background video needs the ffmpeg binary, which is not "
-                       "on PATH; render without --viz_video")
-  cmd = ["ffmpeg", "-loglevel", "error", "-i", path, "-f", "image2pipe", "-pix_fmt", "rgb24",
-         "-vf", f"scale={width}:{height}", "-vcodec", "rawvideo", "-"]
-  raw = subprocess.run(cmd, check=True, capture_output=True).stdout
-  frames = np.frombuffer(raw, np.uint8).reshape(-1, height, width, 3)
-  end = None if limit < 1 else limit
-  return frames[:end][skip:]
+  """(T, height, width, 3) uint8 RGB frames decoded with ffmpeg, the first `skip` dropped.
+
+  (width, height) may be smaller than the viewport: the input panel stretches the frames
+  over it, so decoding at the panel's resolution saves memory on long videos.
+  """
+  return video_io.read_frames(path, (width, height), limit)[skip:]
 
 
 def _bones(skeleton: Skeleton) -> list[tuple[int, int]]:
@@ -128,7 +130,9 @@ def build_figure(keypoints: np.ndarray, poses: Mapping[str, np.ndarray], skeleto
   ax_in.set_axis_off()
   ax_in.set_title("Input")
   black = np.zeros((height, width, 3), np.uint8)
-  image = ax_in.imshow(black if background is None else background[0], aspect="equal")
+  # extent: frames decoded at another resolution still cover the viewport's pixel coordinates
+  image = ax_in.imshow(black if background is None else background[0], aspect="equal",
+                       extent=(0, width, height, 0))
   right = set(keypoints_right)
   colors = ["red" if k in right else "black" for k in range(keypoints.shape[1])]
   lines_2d = [(ax_in.plot(*keypoints[0, [j, p]].T, color="pink")[0], j, p)
@@ -194,7 +198,7 @@ def render_animation(keypoints: np.ndarray, poses: Mapping[str, np.ndarray], ske
     raise PosejaxError(f"{output}: nothing to render (0 frames)")
   keypoints = downsample_frames(np.asarray(keypoints[:frames], np.float32), downsample)
   poses = {k: downsample_frames(np.asarray(v[:frames], np.float32), downsample) for k, v in poses.items()}
-  if background is not None:
+  if background is not None and downsample > 1:
     background = downsample_frames(background[:frames].astype(np.float32), downsample).astype(np.uint8)
   fps = fps / max(downsample, 1)
   frames = keypoints.shape[0]

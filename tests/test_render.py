@@ -1,7 +1,5 @@
 """Tests for posejax.render and the render/export helpers of posejax.eval_lib."""
 
-import shutil
-
 import numpy as np
 import pytest
 from PIL import Image
@@ -42,7 +40,7 @@ def test_downsample_averages_and_drops_remainder():
 def test_bad_outputs_are_user_errors(tmp_path):
   with pytest.raises(PosejaxError, match="unsupported animation format"):
     render.check_output(str(tmp_path / "a.avi"))
-  if shutil.which("ffmpeg") is None:
+  if not render.mp4_available():
     with pytest.raises(PosejaxError, match="use .gif|write a .gif"):
       render.check_output(str(tmp_path / "a.mp4"))
   with pytest.raises(PosejaxError, match="video file not found"):
