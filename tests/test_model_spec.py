@@ -96,8 +96,8 @@ def test_data_of_another_shape_is_a_one_line_error(tmp_path, monkeypatch):
                      "17 x 3") as info:
     eval_lib.evaluate_workdir(str(tmp_path), verbose=False)
   assert "\n" not in str(info.value)
-  # Inference reads (T, 17, 2) COCO keypoints: a 3-feature model cannot lift them.
-  with pytest.raises(PosejaxError, match="custom 2D keypoints"):
+  # Inference lifts (T, 17, 2) video keypoints: a 3-feature model cannot read them.
+  with pytest.raises(PosejaxError, match="2D keypoints of the videos: 17 keypoints x 2 features per frame"):
     infer.lift_videos(run, [infer.Video("v", np.zeros((9, 17, 2), np.float32), 64, 48)], (), ())
 
 
