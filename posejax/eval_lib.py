@@ -147,8 +147,8 @@ def build_model(run: RestoredRun, dataset: PoseDataset | None = None) -> Tempora
   hparams = model_hparams(run)
   differences = model_spec.config_differences(hparams, run.config)
   if differences:
-    print(f"note: the config's {', '.join(differences)} differ from the checkpoint's model; evaluating the "
-          "checkpoint's model", file=sys.stderr)
+    print(f"note: not using the config's {', '.join(differences)}: the architecture the checkpoint records "
+          "is evaluated", file=sys.stderr)
   if dataset is not None:
     model_spec.check_input(hparams, *model_spec.input_shape(dataset),
                            where=f"2D source {dataset.source!r}")

@@ -80,7 +80,7 @@ def test_eval_with_a_conflicting_config_uses_the_checkpoints_model(tmp_path, mon
   got = eval_lib.evaluate_workdir(str(tmp_path), config=other, out_dir=str(tmp_path / "b"), verbose=False)
   err = capsys.readouterr().err
   assert err.count("\n") == 1 and "model.filter_widths=[3, 3, 3] (checkpoint: [3, 3])" in err
-  assert "model.channels=32 (checkpoint: 8)" in err and "evaluating the checkpoint's model" in err
+  assert "model.channels=32 (checkpoint: 8)" in err and "the architecture the checkpoint records is evaluated" in err
   assert got["average"] == want["average"]
   model = model_spec.build(h)
   expected = evaluation.evaluate_dataset(model, run.variables, data, list(ACTIONS), chunk=4, batch=2)
