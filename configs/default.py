@@ -34,6 +34,24 @@ Every other config imports this one and changes what differs. Keys:
     on in action-based mode); classifier.epochs/channels/filter_widths size it.
   data.synthetic_frames: > 0 generates synthetic files when missing, only into a missing or
     empty data.dir or one the generator wrote before (.posejax_synthetic.json).
+  data.shuffle_seed: seed of the training data order only (None: config.seed). `seed` sets the
+    initial weights (and dropout); with shuffle_seed fixed, changing `seed` keeps the order.
+
+Options of the reference's run.py (videopose3d.md 15), by its flag:
+  --subset F               data.subset: fraction of the training data; each sequence keeps one
+                           contiguous run of frames chosen by a hash of its length (the
+                           reference's deterministic_random), the same on every run.
+  --downsample N           data.downsample: every N-th frame of the training AND test data.
+  --stride N               train.stride: chunked training; an example is a chunk of N output
+                           frames (N + RF - 1 input frames, edge-padded), batch_size // N chunks
+                           per batch, trained with the dilated model (epochs count chunks).
+  --disable-optimizations  train.dense_training: train the dilated model (not the strided one)
+                           also at stride 1.
+  -r / --resume FILE       checkpoint.resume_from: a step of this workdir, or a path
+                           (OTHER/checkpoints/STEP, or a workdir: its newest step) to start a
+                           fresh workdir from; unset: the workdir's newest checkpoint.
+  2D keypoints with more than 2 features (x, y, confidence...) are used as they are (only x, y
+  are normalized; flipping negates x only); the model's input width follows the data.
 """
 
 import ml_collections
@@ -62,8 +80,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.valid_subjects = ()
   config.data.synthetic_frames = 0  # > 0: generate synthetic files of this length when missing
   config.data.synthetic_seed = 0
-  # Seed of the training data order (the reference fixes it); None: config.seed.
+  # Seed of the training data order (the reference fixes it); None: config.seed. `seed` alone
+  # sets the initial weights and dropout.
   config.data.shuffle_seed = ml_collections.config_dict.placeholder(int)
+  config.data.subset = 1.0  # --subset: fraction of each training sequence (a contiguous run)
+  config.data.downsample = 1  # --downsample: every N-th frame, training and evaluation
 
   config.model = ml_collections.ConfigDict()
   config.model.filter_widths = (3, 3, 3)
@@ -83,6 +104,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.bn_momentum_start = 0.1
   config.train.bn_momentum_end = 0.001
   config.train.augment = True
+  # --stride: output frames per training example (chunk); > 1 trains the dilated model on
+  # batch_size // stride chunks of stride + RF - 1 frames.
+  config.train.stride = 1
+  config.train.dense_training = False  # --disable-optimizations: dilated model at stride 1 too
   config.train.budget = "fixed"
   config.train.unit_epochs = 15
   config.train.logs_per_epoch = 1
@@ -112,6 +137,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.checkpoint = ml_collections.ConfigDict()
   config.checkpoint.every_epochs = 10
   config.checkpoint.keep = 3
+  # --resume: a step of this workdir or a checkpoint path to start from (None: the newest here).
+  config.checkpoint.resume_from = ml_collections.config_dict.placeholder(str)
 
   config.sharding = ml_collections.ConfigDict()
   config.sharding.action_devices = 0  # 0: largest divisor of the device count <= models

@@ -51,7 +51,8 @@ FORMAT_VERSION = 1
 # shapes depend on them); the model's hyper-parameters are compared through metadata['model'].
 RESUME_KEYS = ("mode", "seed", "actions", "action_match", "data.dataset", "data.keypoints", "data.train_subjects", "data.valid_subjects",
                "data.shuffle_seed", "train.batch_size", "train.epochs", "train.budget", "train.unit_epochs", "train.augment", "train.lr", "train.lr_decay",
-               "train.bn_momentum_start", "train.bn_momentum_end")
+               "train.bn_momentum_start", "train.bn_momentum_end", "data.subset", "data.downsample", "train.stride",
+               "train.dense_training")
 
 
 def checkpoint_dir(workdir: str) -> str:

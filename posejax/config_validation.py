@@ -114,6 +114,13 @@ def _rules() -> list[tuple[str, bool, tuple[Callable[[Any], bool], str]]]:
       ("train.slots", False, _int_at_least(0)),
       ("train.steps_per_call", False, _int_at_least(1)),
       ("data.shuffle_seed", False, ((lambda v: v is None or _is_int(v)), "an integer or None")),
+      ("data.subset", False, _number_in(0, 1, True, False)),
+      ("data.downsample", False, _int_at_least(1)),
+      ("train.stride", False, _int_at_least(1)),
+      ("train.dense_training", False, _BOOL),
+      ("checkpoint.resume_from", False, ((lambda v: v is None or (_is_int(v) and v >= 0)
+                                          or (isinstance(v, str) and v.strip() != "")),
+                                         "a step number or a checkpoint path")),
       ("compilation_cache_dir", False, ((lambda v: v is None or isinstance(v, str)), "a folder, '' (off) or None")),
       ("eval.tta", False, _BOOL),
       ("eval.validate", False, _BOOL),

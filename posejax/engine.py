@@ -35,14 +35,15 @@ class Engine:
   """Everything static about a run's steps.
 
   Attributes:
-    model: the training model (strided form).
+    model: the training model: strided for one-frame examples, else dilated (chunks of
+      `spec.chunk_length` frames, or `train.dense_training`).
     optimizer: `optim.adam_amsgrad()`.
     hyperparams_fn: ((K,) epochs, (K,) models) -> lr and BN momentum.
     model_ids: (A',) int32 stable model ids.
     layout: the device mesh and model padding.
     slots: how the K slots lie on the mesh's action groups.
-    spec: the windows' static description.
-    examples: (A,) n_a of the real models.
+    spec: the windows' static description (batch_size in examples, i.e. chunks).
+    examples: (A,) n_a (examples per epoch) of the real models.
     steps_per_call: global steps per compiled call on the device path.
   """
   model: nn.Module
@@ -157,9 +158,11 @@ def run_segment_host(engine: Engine, compiled, state, acc, batches: Iterator[dic
 
 def host_batch_example(engine: Engine, table: sampling.WindowTable) -> dict[str, jax.ShapeDtypeStruct]:
   """Shapes of one host batch (for compiling the host step before the first batch)."""
-  k, b, rf = engine.slots.slots, engine.spec.batch_size, engine.spec.receptive_field
-  return {"poses_2d": jax.ShapeDtypeStruct((k, b, rf) + table.frames_2d.shape[1:], jnp.float32),
-          "poses_3d": jax.ShapeDtypeStruct((k, b, 1) + table.targets_3d.shape[1:], jnp.float32)}
+  k, spec = engine.slots.slots, engine.spec
+  return {"poses_2d": jax.ShapeDtypeStruct((k, spec.batch_size, spec.window_frames) + table.frames_2d.shape[1:],
+                                           jnp.float32),
+          "poses_3d": jax.ShapeDtypeStruct((k, spec.batch_size, spec.chunk_length) + table.targets_3d.shape[1:],
+                                           jnp.float32)}
 
 
 def fresh_accumulator(layout: sharding.Layout) -> dict[str, jax.Array]:

@@ -6,24 +6,28 @@ of each slice, or ['all'] in common mode), `metrics.jsonl`, `train_summary.json`
 checkpoint is the latest, i.e. the final model of a finished run, as the reference evaluates;
 results go to `WORKDIR/eval/step_N/results.{json,csv,md}` for checkpoint step N.
 
-Config fields read: `actions`, `data.dir`, `data.keypoints`, `data.test_subjects`,
-`model.{filter_widths, causal, dropout, channels, dense}`, and optionally
-`eval.{tta (True), by_subject (False), chunk, batch}`.
+Config fields read: `actions`, `data.dir`, `data.keypoints`, `data.test_subjects`, and
+optionally `data.downsample` (1) and `eval.{tta (True), by_subject (False), chunk, batch}`.
+The model is the one the checkpoint records (`posejax.model_spec.from_checkpoint`): a
+`--config` with another architecture is reported and not used, and 2D data of another
+keypoint count or feature count is an error.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 from typing import Any, Mapping, Sequence
 
 import jax
 import ml_collections
 import numpy as np
 
-from posejax import evaluation, render, report
+from posejax import evaluation, model_spec, render, report
 from posejax import workdir as layout
 from posejax.camera import image_coordinates
+from posejax.data import subset
 from posejax.data.actions import action_of
 from posejax.data.dataset import PoseDataset, SequenceRecord
 from posejax.data.h36m_cameras import h36m_cameras
@@ -127,13 +131,28 @@ def restore_run(workdir: str, which: str | int = DEFAULT_CHECKPOINT,
   return RestoredRun(config, variables, tuple(actions), int(step), metadata, final, note)
 
 
-def build_model(config: Any, num_keypoints: int) -> TemporalModel:
-  """The dilated evaluation form of the configured model."""
-  m = config.model
-  return TemporalModel(num_joints_in=num_keypoints, num_joints_out=17,
-                       filter_widths=tuple(int(w) for w in m.filter_widths), causal=bool(m.causal),
-                       dropout=float(m.dropout), channels=int(m.channels),
-                       dense=bool(config_value(config, "model.dense", False)))
+def model_hparams(run: RestoredRun) -> dict[str, Any]:
+  """The checkpoint's model hyper-parameters (its record, else its weights' shapes and config)."""
+  return model_spec.from_checkpoint(run.metadata.get("model"), run.config, run.variables, run.describe())
+
+
+def build_model(run: RestoredRun, dataset: PoseDataset | None = None) -> TemporalModel:
+  """The dilated evaluation model of a restored checkpoint, with the architecture it records.
+
+  A config (e.g. --config) that sets another architecture is reported on stderr and not used.
+
+  Raises:
+    PosejaxError: `dataset`'s 2D frames are not the model's keypoints x features.
+  """
+  hparams = model_hparams(run)
+  differences = model_spec.config_differences(hparams, run.config)
+  if differences:
+    print(f"note: not using the config's {', '.join(differences)}: the architecture the checkpoint records "
+          "is evaluated", file=sys.stderr)
+  if dataset is not None:
+    model_spec.check_input(hparams, *model_spec.input_shape(dataset),
+                           where=f"2D source {dataset.source!r}")
+  return model_spec.build(hparams)
 
 
 def load_test_dataset(config: Any, subjects: Sequence[str] | None = None,
@@ -154,7 +173,7 @@ def evaluate_common(common_workdir: str, dataset: PoseDataset, *, tta: bool, by_
   run = restore_run(common_workdir)
   if list(run.actions_of_slices) != [evaluation.COMMON_SLICE]:
     raise PosejaxError(f"--common {common_workdir}: not a common run (its models: {', '.join(run.actions_of_slices)})")
-  model = build_model(run.config, dataset.num_keypoints)
+  model = build_model(run, dataset)
   results = evaluation.evaluate_dataset(model, run.variables, dataset, run.actions_of_slices, tta=tta,
                                         by_subject=by_subject, **eval_options(run.config))
   return {**results, "workdir": os.path.abspath(common_workdir), "checkpoint_step": run.step}
@@ -186,8 +205,9 @@ def evaluate_workdir(workdir: str, which: str | int = DEFAULT_CHECKPOINT,
   if verbose:
     print(f"evaluating {run.describe()} of {workdir}", flush=True)
   cfg = run.config
-  dataset = load_test_dataset(cfg)
-  model = build_model(cfg, dataset.num_keypoints)
+  # Test data at the training frame rate (the reference's --downsample applies to evaluation).
+  dataset = subset.subsample(load_test_dataset(cfg), downsample=subset.options(cfg)[1])
+  model = build_model(run, dataset)
   tta = bool(config_value(cfg, "eval.tta", True))
   if by_subject is None:
     by_subject = bool(config_value(cfg, "eval.by_subject", False))
@@ -289,14 +309,14 @@ def render_workdir(workdir: str, options: RenderOptions, which: str | int = DEFA
   print(f"rendering with {run.describe()}", flush=True)
   dataset = load_test_dataset(run.config, subjects=[options.subject], actions=[action])
   rec = find_record(dataset, options.subject, options.action, options.camera)
-  model = build_model(run.config, dataset.num_keypoints)
+  model = build_model(run, dataset)
   prediction = predict_record(run, model, dataset, rec)
   world, gt, azimuth = world_poses(rec, prediction)
   if options.export:
     export_predictions(options.export, [(rec, prediction, world)])
   if options.output:
     panels = {"Reconstruction": world} | ({"Ground truth": gt} if gt is not None else {})
-    keypoints = image_coordinates(rec.poses_2d, rec.res_w, rec.res_h)
+    keypoints = image_coordinates(rec.poses_2d[..., :2], rec.res_w, rec.res_h)
     background = None
     if options.video:
       # As the reference: video frames [skip, limit) against keypoints and poses from `skip` on.
@@ -336,7 +356,7 @@ def export_workdir(workdir: str, path: str, which: str | int = DEFAULT_CHECKPOIN
   run = restore_run(workdir, which, config)
   print(f"exporting the predictions of {run.describe()}", flush=True)
   dataset = load_test_dataset(run.config)
-  model = build_model(run.config, dataset.num_keypoints)
+  model = build_model(run, dataset)
   preds = evaluation.predict_dataset(model, run.variables, dataset, run.actions_of_slices,
                                      tta=bool(config_value(run.config, "eval.tta", True)),
                                      **eval_options(run.config))

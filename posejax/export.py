@@ -4,7 +4,8 @@
       [--checkpoint latest|best|STEP] [--slice ACTION] [--frames N] [--overwrite]
 
 The exported graph is the dilated model with the checkpoint's weights baked in:
-input `poses_2d` (B, T, K, 2) float32 normalized screen coordinates, output `poses_3d`
+input `poses_2d` (B, T, K, F) float32 normalized screen coordinates (F = 2, or the features the
+model was trained on, e.g. x, y, confidence), output `poses_3d`
 (B, T - RF + 1, 17, 3) camera-space root-relative metres. B is dynamic; T is dynamic (any
 T >= RF) or fixed with `--frames N`. The graph does no padding and no flip augmentation:
 one pose per input frame, as `eval.py` gives, needs `pad + shift` copies of the first frame
@@ -262,7 +263,6 @@ def export_workdir(workdir: str, fmt: str, out: str, *, which: str | int = "late
                    overwrite: bool = False) -> list[str]:
   """Exports a workdir's model(s); returns the written paths."""
   from posejax import eval_lib  # imported late: it pulls in orbax and the data modules
-  from posejax.streaming import num_keypoints
   check_format(fmt)
   if frames is not None and frames < 1:
     raise PosejaxError(f"--frames {frames}: must be a positive number of frames")
@@ -273,9 +273,9 @@ def export_workdir(workdir: str, fmt: str, out: str, *, which: str | int = "late
   paths = output_paths(out, fmt, None if single else names)
   for path in paths:
     check_target(path, fmt, overwrite)
+  model = eval_lib.build_model(run)  # the architecture the checkpoint records
   for index, name, path in zip(indices, names, paths):
     variables = jax.tree_util.tree_map(lambda leaf: leaf[index], run.variables)
-    model = eval_lib.build_model(run.config, num_keypoints(variables))
     info = {"action": name, "checkpoint_step": run.step,
             "keypoints_2d": str(eval_lib.config_value(run.config, "data.keypoints", ""))}
     export_model(model, variables, fmt, path, frames=frames, metadata=info, overwrite=overwrite)

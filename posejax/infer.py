@@ -46,7 +46,7 @@ from typing import Any, Sequence
 import jax
 import numpy as np
 
-from posejax import detect, eval_lib, evaluation, render, trajectory
+from posejax import detect, eval_lib, evaluation, model_spec, render, trajectory
 from posejax import video as video_io
 from posejax.camera import normalize_screen_coordinates
 from posejax.errors import PosejaxError
@@ -191,8 +191,10 @@ def lift_videos(run: eval_lib.RestoredRun, videos: Sequence[Video], left: Sequen
   """
   from posejax import routing as routing_lib  # late: the classifier pulls in optax and the sampler
   mode = choose_routing(run.actions_of_slices, action, routing, classifier is not None)
-  model = eval_lib.build_model(run.config, COCO.num_joints)
+  model = eval_lib.build_model(run)  # the architecture the checkpoint records
   inputs, left, right = model_inputs(run.config, videos, left, right)
+  # Videos give (T, K, 2) keypoints (x, y): a model trained on other inputs cannot lift them.
+  model_spec.check_input(model_spec.of_model(model), *inputs[0].shape[1:], where="2D keypoints of the videos")
   flip = (tuple(left), tuple(right), tuple(H36M_SKELETON.joints_left), tuple(H36M_SKELETON.joints_right))
   preds, used, probabilities = routing_lib.lift(
       model, run.variables, run.actions_of_slices, inputs, mode=mode, flip=flip, classifier=classifier,

@@ -33,9 +33,9 @@ def _batch_fn(table: sampling.WindowTable, spec: sampling.WindowSpec):
   than embedded in its graph).
   """
   t = {k: tf.constant(v) for k, v in table.arrays().items()}
-  b, rf = spec.batch_size, spec.receptive_field
+  b, rf, c = spec.batch_size, spec.receptive_field, spec.chunk_length
   ids = tf.constant(spec.stream_ids, tf.int64)
-  offsets = tf.range(rf) - rf // 2 - spec.causal_shift
+  offsets = tf.range(spec.window_frames) - rf // 2 - spec.causal_shift
   perm_2d = tf.constant(flip_permutation(table.frames_2d.shape[1], spec.keypoints_left, spec.keypoints_right))
   perm_3d = tf.constant(flip_permutation(table.targets_3d.shape[1], spec.joints_left, spec.joints_right))
   sign_2d = tf.constant([-1.0] + [1.0] * (table.frames_2d.shape[2] - 1), tf.float32)
@@ -57,14 +57,15 @@ def _batch_fn(table: sampling.WindowTable, spec: sampling.WindowSpec):
     example += tf.gather(t["slice_offset"], slice_index)[:, None]
     block = tf.searchsorted(t["block_start"], tf.reshape(example, [-1]), side="right") - 1
     block = tf.reshape(block, tf.shape(stream))
-    first = tf.gather(t["block_frame"], block)
-    frame = first + example - tf.gather(t["block_start"], block)
-    last = first + tf.gather(t["block_length"], block) - 1
-    flip = tf.gather(t["block_flip"], block)
-    rows = tf.clip_by_value(frame[..., None] + offsets, first[..., None], last[..., None])
-    poses_2d = mirror(tf.gather(t["frames_2d"], rows), flip[..., None, None, None], perm_2d, sign_2d)
-    target = mirror(tf.gather(t["targets_3d"], frame), flip[..., None, None], perm_3d, sign_3d)
-    return {"poses_2d": poses_2d, "poses_3d": target[:, :, None]}
+    first, length = tf.gather(t["block_frame"], block), tf.gather(t["block_length"], block)
+    frame = first + (example - tf.gather(t["block_start"], block)) * c - sampling.chunk_offset(length, c)
+    first, last = first[..., None], (first + length - 1)[..., None]
+    flip = tf.gather(t["block_flip"], block)[..., None, None, None]
+    rows = tf.clip_by_value(frame[..., None] + offsets, first, last)
+    poses_2d = mirror(tf.gather(t["frames_2d"], rows), flip, perm_2d, sign_2d)
+    target_rows = tf.clip_by_value(frame[..., None] + tf.range(c), first, last)
+    target = mirror(tf.gather(t["targets_3d"], target_rows), flip, perm_3d, sign_3d)
+    return {"poses_2d": poses_2d, "poses_3d": target}
 
   return batch
 
@@ -84,7 +85,7 @@ def host_batches(table: sampling.WindowTable, spec: sampling.WindowSpec,
     rows: (T, K) slice index of each slot (any valid slice for empty slots).
     positions: (T, K) own step count of each slot's model.
   Yields:
-    {'poses_2d': (K, B, RF, Kp, F) float32, 'poses_3d': (K, B, 1, J, 3) float32}.
+    {'poses_2d': (K, B, C + RF - 1, Kp, F) float32, 'poses_3d': (K, B, C, J, 3) float32}.
   """
   elements = tf.data.Dataset.from_tensor_slices((np.asarray(rows, np.int32), np.asarray(positions, np.int32)))
   return _stream(elements, table, spec)
@@ -92,14 +93,15 @@ def host_batches(table: sampling.WindowTable, spec: sampling.WindowSpec,
 
 def train_batches(dataset: PoseDataset, *, actions: Sequence[str], mode: str, batch_size: int,
                   receptive_field: int, causal_shift: int = 0, augment: bool = True,
-                  seed: int = 1234, start_step: int = 0,
-                  stream_ids: Sequence[int] | None = None) -> Iterator[dict[str, np.ndarray]]:
+                  seed: int = 1234, start_step: int = 0, stream_ids: Sequence[int] | None = None,
+                  chunk_length: int = 1) -> Iterator[dict[str, np.ndarray]]:
   """Endless batches of every slice at once, slice a at its own step p = start_step, ...
 
   The lock-step view of the stream (all slices step together), for inspection and benchmarks:
-  {'poses_2d': (A, B, RF, Kp, F), 'poses_3d': (A, B, 1, J, 3)} per step.
+  {'poses_2d': (A, B, C + RF - 1, Kp, F), 'poses_3d': (A, B, C, J, 3)} per step (B chunks of
+  C = chunk_length output frames).
   """
-  table = sampling.make_window_table(dataset, actions, mode, augment)
+  table = sampling.make_window_table(dataset, actions, mode, augment, chunk_length)
   count = len(table.examples)
   ids = range(count) if stream_ids is None else stream_ids
   spec = sampling.window_spec(table, batch_size=batch_size, receptive_field=receptive_field,

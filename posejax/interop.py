@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from posejax import cli
+from posejax import cli, model_spec
 from posejax.errors import PosejaxError
 from posejax.model import TemporalModel, count_params, pads, receptive_field
 
@@ -110,9 +110,9 @@ def model_from_state_dict(state_dict: Mapping[str, Any], *, source: str = "state
   joints_out, rem = divmod(arrays["shrink.weight"].shape[0], 3)
   if rem:
     raise PosejaxError(f"{source}: shrink has {arrays['shrink.weight'].shape[0]} outputs, not 3 per joint")
-  model = TemporalModel(num_joints_in=in_channels // in_features, in_features=in_features,
-                        num_joints_out=joints_out, filter_widths=widths, causal=causal, dropout=dropout,
-                        channels=channels, dense=dense)
+  model = model_spec.build({"filter_widths": widths, "channels": channels, "causal": causal, "dense": dense,
+                            "dropout": dropout, "num_joints_in": in_channels // in_features,
+                            "in_features": in_features, "num_joints_out": joints_out})
   return model, _variables_from_arrays(arrays, model, source)
 
 
@@ -324,11 +324,8 @@ def save_to_workdir(imported: "VideoPose3DImport", workdir: str, *, config_path:
   if data_dir:
     config.data.dir = data_dir
   stacked = jax.tree.map(lambda x: np.asarray(x)[None], imported.variables_pos)
-  hparams = {"filter_widths": list(config.model.filter_widths), "channels": int(model.channels),
-             "causal": bool(model.causal), "dense": bool(model.dense), "dropout": float(model.dropout),
-             "num_joints_in": int(model.num_joints_in), "num_joints_out": int(model.num_joints_out)}
   written = checkpointing.save_imported(workdir, stacked, config, ["all"], source=source or "videopose3d",
-                                        model=hparams, step=int(imported.epoch or 0))
+                                        model=model_spec.of_model(model), step=int(imported.epoch or 0))
   if imported.model_traj is not None:  # used by posejax.infer for videos in the wild
     from posejax import trajectory
     trajectory.save(workdir, imported.model_traj, imported.variables_traj)

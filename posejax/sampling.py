@@ -4,10 +4,17 @@ No TensorFlow here: this module runs wherever JAX runs. The training frames of a
 in one flat table (on the device in the default input mode); a batch is described by indices
 only, and the windows are gathered and mirrored where the table lives.
 
+An example is a chunk of C = `chunk_length` consecutive output frames (the reference's
+`--stride`, its ChunkedGenerator, videopose3d.md 7.1): a sequence of L frames is cut into
+ceil(L / C) chunks on a grid centred on the sequence, so the first and last chunks may stick
+out of it; the example's input window is its C + RF - 1 frames of 2D and its target its C
+frames of 3D, both edge-replicated where they stick out. C = 1 (the default) is one example
+per frame with an RF-frame window.
+
 The order (the contract of the tf.data pipeline, kept bit for bit): the example at stream
 position q = p * B + i of a slice whose model is at its own step p is example
 `index_shuffle(q % n, key=(seed, id, q // n))` of the slice's n examples in reference order
-(per sequence: unflipped frames, then flipped), where `index_shuffle` is TensorFlow's
+(per sequence: unflipped chunks, then flipped), where `index_shuffle` is TensorFlow's
 `random_index_shuffle` (a Simon-cipher permutation with cycle walking, 4 rounds), written
 here in `jax.numpy` so that it runs on the device.
 """
@@ -95,22 +102,39 @@ def index_shuffle(index: jax.Array, key: jax.Array, max_index: jax.Array,
 # --- Frame tables ----------------------------------------------------------------------------
 
 
-def example_blocks(lengths: Sequence[int], augment: bool) -> tuple[np.ndarray, ...]:
+def num_chunks(lengths, chunk_length: int):
+  """Chunks of the reference's grid over sequences of `lengths` frames: ceil(L / C)."""
+  return -(-lengths // chunk_length)
+
+
+def chunk_offset(lengths, chunk_length: int):
+  """How far the centred chunk grid starts before the sequence: (ceil(L / C) * C - L) // 2.
+
+  Chunk k of a sequence covers its output frames [k * C - offset, (k + 1) * C - offset).
+  Works on NumPy and jax.numpy integers alike.
+  """
+  return (num_chunks(lengths, chunk_length) * chunk_length - lengths) // 2
+
+
+def example_blocks(lengths: Sequence[int], augment: bool, chunk_length: int = 1) -> tuple[np.ndarray, ...]:
   """Example blocks of one slice, in reference order (per sequence: unflipped, then flipped).
 
-  A block is one sequence's run of consecutive examples with one flip value.
+  A block is one sequence's run of consecutive examples (chunks) with one flip value.
 
   Args:
     lengths: frames of the slice's sequences, stored consecutively in the frame table.
+    chunk_length: output frames per example (C).
   Returns:
     (example_start, frame_start, length, flip), each (num_blocks,): the first example of the
     block (relative to the slice), the frame-table row of the sequence's first frame (relative
-    to the slice), the sequence length and the flip flag.
+    to the slice), the sequence length (frames) and the flip flag. The block holds
+    ceil(length / C) examples.
   """
   frame_start = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
   copies = 2 if augment else 1
   lengths = np.repeat(np.asarray(lengths, np.int64), copies)
-  example_start = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+  chunks = num_chunks(lengths, int(chunk_length))
+  example_start = np.concatenate([[0], np.cumsum(chunks)[:-1]]).astype(np.int64)
   flip = np.tile(np.arange(copies, dtype=bool), len(frame_start))
   return example_start, np.repeat(frame_start, copies), lengths, flip
 
@@ -136,8 +160,9 @@ class WindowTable:
       row of the sequence start and sequence length of each example block (`example_blocks`).
     block_flip: (num_blocks,) bool.
     slice_offset: (A,) int32 global index of each slice's first example.
-    examples: (A,) int32 n_a.
+    examples: (A,) int32 n_a, examples (chunks) per epoch.
     keypoints_left, keypoints_right, joints_left, joints_right: flip lists.
+    chunk_length: output frames per example (C; the example counts depend on it).
   """
 
   frames_2d: np.ndarray
@@ -152,6 +177,7 @@ class WindowTable:
   keypoints_right: tuple[int, ...]
   joints_left: tuple[int, ...]
   joints_right: tuple[int, ...]
+  chunk_length: int = 1
 
   @property
   def num_frames(self) -> int:
@@ -168,8 +194,13 @@ class WindowTable:
 
 
 def make_window_table(dataset: PoseDataset, actions: Sequence[str], mode: str,
-                      augment: bool) -> WindowTable:
-  """Flattens the selected records into frame tables (memory: O(frames))."""
+                      augment: bool, chunk_length: int = 1) -> WindowTable:
+  """Flattens the selected records into frame tables (memory: O(frames)).
+
+  chunk_length: output frames per example (the reference's `--stride`).
+  """
+  if chunk_length < 1:
+    raise PosejaxError(f"--config.train.stride: {chunk_length} must be a positive number of frames")
   groups = slices_lib.slice_records(dataset, actions, mode)
   records = [r for group in groups for r in group]
   unusable = [f"{r.subject}/{r.name}/camera {r.camera}" for r in records
@@ -183,21 +214,22 @@ def make_window_table(dataset: PoseDataset, actions: Sequence[str], mode: str,
   copies = 2 if augment else 1
   if copies * len(frames_2d) >= 2**31:
     raise PosejaxError(f"{len(frames_2d):,} training frames exceed the 2**31 examples a stream can index")
-  blocks, slice_offset, frame_offset, example_offset = [], [], 0, 0
+  blocks, slice_offset, examples, frame_offset, example_offset = [], [], [], 0, 0
   for group in groups:
-    start, frame, length, flip = example_blocks([r.num_frames for r in group], augment)
+    start, frame, length, flip = example_blocks([r.num_frames for r in group], augment, chunk_length)
     blocks.append((start + example_offset, frame + frame_offset, length, flip))
     slice_offset.append(example_offset)
+    examples.append(int(num_chunks(length, chunk_length).sum()))
     frame_offset += int(length.sum()) // copies
-    example_offset += int(length.sum())
+    example_offset += examples[-1]
   start, frame, length, flip = (np.concatenate(column) for column in zip(*blocks))
   return WindowTable(
       frames_2d=frames_2d, targets_3d=targets_3d, block_start=start.astype(np.int32),
       block_frame=frame.astype(np.int32), block_length=length.astype(np.int32), block_flip=flip,
-      slice_offset=np.asarray(slice_offset, np.int32),
-      examples=slices_lib.examples_per_epoch(dataset, actions, mode, augment).astype(np.int32),
+      slice_offset=np.asarray(slice_offset, np.int32), examples=np.asarray(examples, np.int32),
       keypoints_left=tuple(dataset.keypoints_left), keypoints_right=tuple(dataset.keypoints_right),
-      joints_left=tuple(dataset.joints_left), joints_right=tuple(dataset.joints_right))
+      joints_left=tuple(dataset.joints_left), joints_right=tuple(dataset.joints_right),
+      chunk_length=int(chunk_length))
 
 
 # --- Indices and windows on the device -------------------------------------------------------
@@ -205,7 +237,11 @@ def make_window_table(dataset: PoseDataset, actions: Sequence[str], mode: str,
 
 @dataclasses.dataclass(frozen=True)
 class WindowSpec:
-  """Static description of a batch: hashable, so it can be closed over by jitted steps."""
+  """Static description of a batch: hashable, so it can be closed over by jitted steps.
+
+  batch_size counts examples (chunks of `chunk_length` output frames), as the reference's
+  `batch_size // stride`.
+  """
   batch_size: int
   receptive_field: int
   causal_shift: int
@@ -215,10 +251,17 @@ class WindowSpec:
   keypoints_right: tuple[int, ...]
   joints_left: tuple[int, ...]
   joints_right: tuple[int, ...]
+  chunk_length: int = 1
+
+  @property
+  def window_frames(self) -> int:
+    """Input frames of an example: C + RF - 1."""
+    return self.chunk_length + self.receptive_field - 1
 
 
 def window_spec(table: WindowTable, *, batch_size: int, receptive_field: int, causal_shift: int,
                 seed: int, stream_ids: Sequence[int]) -> WindowSpec:
+  """The spec of `table`'s stream (its chunk length); batch_size in examples (chunks)."""
   if batch_size < 1:
     raise PosejaxError(f"--config.train.batch_size: {batch_size} must be positive")
   if receptive_field < 1 or receptive_field % 2 == 0:
@@ -229,7 +272,7 @@ def window_spec(table: WindowTable, *, batch_size: int, receptive_field: int, ca
     raise PosejaxError(f"stream_ids: expected {len(table.examples)} ids (one per slice), got {len(stream_ids)}")
   return WindowSpec(int(batch_size), int(receptive_field), int(causal_shift), int(seed),
                     tuple(int(i) for i in stream_ids), table.keypoints_left, table.keypoints_right,
-                    table.joints_left, table.joints_right)
+                    table.joints_left, table.joints_right, table.chunk_length)
 
 
 def example_indices(tables: dict[str, jax.Array], spec: WindowSpec, slice_index: jax.Array,
@@ -241,8 +284,9 @@ def example_indices(tables: dict[str, jax.Array], spec: WindowSpec, slice_index:
     slice_index: (K,) int32 slice of each slot (any valid slice for empty slots).
     position: (K,) int32 own step count of each slot's model.
   Returns:
-    {'frame', 'first', 'last': (K, B) int32 frame rows of the window centre and of its
-     sequence's ends; 'flip': (K, B) bool}.
+    {'frame', 'first', 'last': (K, B) int32 frame rows of the chunk's first output frame (the
+     window centre when C = 1; before 'first' for a chunk sticking out of its sequence) and of
+     its sequence's ends; 'flip': (K, B) bool}.
   """
   b = spec.batch_size
   n = tables["examples"][slice_index][:, None]  # (K, 1)
@@ -252,10 +296,10 @@ def example_indices(tables: dict[str, jax.Array], spec: WindowSpec, slice_index:
   key = jnp.stack(jnp.broadcast_arrays(seed, ids, (stream // n).astype(jnp.uint32)), axis=-1)
   example = index_shuffle(stream % n, key, n - 1) + tables["slice_offset"][slice_index][:, None]
   block = jnp.searchsorted(tables["block_start"], example, side="right", method="compare_all") - 1
-  first = tables["block_frame"][block]
-  frame = first + example - tables["block_start"][block]
-  last = first + tables["block_length"][block] - 1
-  return {"frame": frame, "first": first, "last": last, "flip": tables["block_flip"][block]}
+  first, length = tables["block_frame"][block], tables["block_length"][block]
+  c = spec.chunk_length
+  frame = first + (example - tables["block_start"][block]) * c - chunk_offset(length, c)
+  return {"frame": frame, "first": first, "last": first + length - 1, "flip": tables["block_flip"][block]}
 
 
 def _mirror(x: jax.Array, flip: jax.Array, left: tuple[int, ...], right: tuple[int, ...]) -> jax.Array:
@@ -270,15 +314,16 @@ def gather_windows(tables: dict[str, jax.Array], spec: WindowSpec,
   """The windows and targets at `example_indices` (edge padding = clipping to the sequence).
 
   Returns:
-    {'poses_2d': (K, B, RF, Kp, F), 'poses_3d': (K, B, 1, J, 3)} float32.
+    {'poses_2d': (K, B, C + RF - 1, Kp, F), 'poses_3d': (K, B, C, J, 3)} float32.
   """
-  rf = spec.receptive_field
-  offsets = jnp.arange(rf, dtype=jnp.int32) - rf // 2 - spec.causal_shift
-  rows = jnp.clip(where["frame"][..., None] + offsets, where["first"][..., None], where["last"][..., None])
-  poses_2d = _mirror(tables["frames_2d"][rows], where["flip"][..., None], spec.keypoints_left,
-                     spec.keypoints_right)
-  target = _mirror(tables["targets_3d"][where["frame"]], where["flip"], spec.joints_left, spec.joints_right)
-  return {"poses_2d": poses_2d, "poses_3d": target[:, :, None]}
+  rf, c = spec.receptive_field, spec.chunk_length
+  first, last, flip = where["first"][..., None], where["last"][..., None], where["flip"][..., None]
+  offsets = jnp.arange(spec.window_frames, dtype=jnp.int32) - rf // 2 - spec.causal_shift
+  rows = jnp.clip(where["frame"][..., None] + offsets, first, last)
+  poses_2d = _mirror(tables["frames_2d"][rows], flip, spec.keypoints_left, spec.keypoints_right)
+  target_rows = jnp.clip(where["frame"][..., None] + jnp.arange(c, dtype=jnp.int32), first, last)
+  target = _mirror(tables["targets_3d"][target_rows], flip, spec.joints_left, spec.joints_right)
+  return {"poses_2d": poses_2d, "poses_3d": target}
 
 
 def device_batch(tables: dict[str, jax.Array], spec: WindowSpec, slice_index: jax.Array,

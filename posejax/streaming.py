@@ -163,14 +163,9 @@ class PoseStream:
     return np.stack(poses) if poses else np.zeros((0, self.model.num_joints_out, 3), np.float32)
 
 
-def num_keypoints(variables: Any) -> int:
-  """K of a model's input, read off its first convolution (kernel (W, K * 2, C))."""
-  return int(np.shape(variables["params"]["expand_conv"]["kernel"])[1]) // 2
-
-
 def from_workdir(workdir: str, which: str | int = "best", action: str | None = None) -> PoseStream:
   """A stream of a training workdir's model (`action` picks an action-based run's model)."""
   from posejax import eval_lib  # imported late: it pulls in the data and rendering modules
   run = eval_lib.restore_run(workdir, which)
   variables = select_slice(run.variables, run.actions_of_slices, action)
-  return PoseStream(eval_lib.build_model(run.config, num_keypoints(variables)), variables)
+  return PoseStream(eval_lib.build_model(run), variables)

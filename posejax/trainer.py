@@ -26,8 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 
-from posejax import (checkpointing, engine, eval_lib, evaluation, optim, report, sampling, schedules, sharding,
-                     slices, train_step)
+from posejax import (checkpointing, engine, eval_lib, evaluation, model_spec, optim, report, resume, sampling,
+                     schedules, sharding, slices, train_step)
 from posejax import classifier  # the action classifier, trained after the pose models
 from posejax import workdir as workdir_lib
 from posejax.compilation_cache import enable_compilation_cache
@@ -35,11 +35,10 @@ from posejax.data.actions import ABBREVIATIONS
 from posejax.data.loading import load_data, load_validation, selected_actions
 from posejax.errors import PosejaxError
 from posejax.metrics_writer import MetricsWriter
-from posejax.model import TemporalModel, causal_shift, count_params, receptive_field
+from posejax.model import causal_shift, count_params, receptive_field
 
 COMMON = slices.COMMON
 SUMMARY_FILE = workdir_lib.SUMMARY_FILE
-DTYPES = ("float32", "bfloat16")
 # The device path keeps the training tables resident when they take at most this share of a
 # device's memory (when the device reports it); beyond, windows are gathered on the host.
 DEVICE_TABLE_SHARE = 0.4
@@ -61,28 +60,6 @@ class Timers:
 def _log(msg: str) -> None:
   if jax.process_index() == 0:
     print(msg, flush=True)
-
-
-def compute_dtype(config) -> str:
-  dtype = str(config.model.get("compute_dtype", "float32"))
-  if dtype not in DTYPES:
-    raise PosejaxError(f"--config.model.compute_dtype: {dtype!r} is not one of {', '.join(DTYPES)}")
-  return dtype
-
-
-def model_hparams(config, num_keypoints: int, num_joints: int) -> dict[str, Any]:
-  m = config.model
-  return {"filter_widths": [int(w) for w in m.filter_widths], "channels": int(m.channels),
-          "causal": bool(m.causal), "dense": bool(m.dense), "dropout": float(m.dropout),
-          "num_joints_in": int(num_keypoints), "num_joints_out": int(num_joints)}
-
-
-def build_model(hparams: Mapping[str, Any], *, strided: bool, dtype: str = "float32") -> TemporalModel:
-  """The training form (strided, spec 8.6; dilated when dense) or the evaluation form."""
-  return TemporalModel(num_joints_in=hparams["num_joints_in"], num_joints_out=hparams["num_joints_out"],
-                       filter_widths=tuple(hparams["filter_widths"]), causal=hparams["causal"],
-                       dropout=hparams["dropout"], channels=hparams["channels"], dense=hparams["dense"],
-                       strided=strided and not hparams["dense"], dtype=dtype)
 
 
 def _epoch_line(record: Mapping[str, Any], minutes: float, slice_names: list[str]) -> str:
@@ -120,21 +97,26 @@ class Run:
     self.mode = slices.check_mode(str(config.mode))
     self.actions = selected_actions(config)  # of config.data.dataset, by config.action_match
     self.slices = slices.slice_names(self.mode, self.actions)
-    self.dtype = compute_dtype(config)
+    self.dtype = model_spec.compute_dtype(config)
     self.heldout = eval_lib.heldout_subjects(config)
+    # The reference's --stride: examples are chunks of `stride` output frames, batch_size // stride
+    # of them per batch (spec 7.1, 7.4), trained with the dilated model (spec 8.6).
+    self.stride, self.dilated = model_spec.training_form(config)
     self.train_ds, self.test_ds, self.fingerprint = load_data(config, self.actions)
     self.valid_ds = load_validation(config, self.actions)
     t = config.train
-    self.batch_size = int(t.batch_size)
-    self.table = sampling.make_window_table(self.train_ds, self.actions, self.mode, bool(t.augment))
+    self.batch_size = int(t.batch_size) // self.stride  # examples (chunks) per batch
+    self.table = sampling.make_window_table(self.train_ds, self.actions, self.mode, bool(t.augment), self.stride)
     self.budget = schedules.make_budget(str(t.budget), self.mode, int(t.epochs), int(t.unit_epochs),
                                         self.table.examples, self.batch_size)
     if int(self.budget.steps.max()) * self.batch_size >= 2**31:
       raise PosejaxError(f"config.train: {int(self.budget.steps.max()):,} steps of batch {self.batch_size} "
                          "exceed the 2**31 examples a stream can index")
-    self.hparams = model_hparams(config, self.train_ds.num_keypoints, self.train_ds.skeleton.num_joints)
-    self.train_model = build_model(self.hparams, strided=True, dtype=self.dtype)
-    self.eval_model = build_model(self.hparams, strided=False)
+    keypoints, features = model_spec.input_shape(self.train_ds, self.test_ds, self.valid_ds)
+    self.hparams = model_spec.from_config(config, num_keypoints=keypoints, in_features=features,
+                                          num_joints=self.train_ds.skeleton.num_joints)
+    self.train_model = model_spec.build(self.hparams, strided=not self.dilated, dtype=self.dtype)
+    self.eval_model = model_spec.build(self.hparams)
     # Test (and held-out) sets stay on the device: one compilation and no copy per log point.
     e = config.eval
     resident = lambda ds: evaluation.resident_test_set(ds, self.slices, self.eval_model,
@@ -168,7 +150,7 @@ class Run:
                                 steps_per_call=int(t.get("steps_per_call", 16)))
     self.init_fn = lambda: train_step.init_stacked_state(
         self.train_model, self.optimizer, int(config.seed), self.model_ids,
-        (1, self.rf, self.hparams["num_joints_in"], self.table.frames_2d.shape[-1]))
+        (1, spec.window_frames, self.hparams["num_joints_in"], self.hparams["in_features"]))
 
   def padded(self, per_model: np.ndarray) -> np.ndarray:
     out = np.zeros(self.layout.padded_models, np.int64)
@@ -191,17 +173,17 @@ class Run:
 
 
 def _restore_or_init(run: Run, mngr, timers: Timers):
-  """(state, accumulator, global step) from the newest readable checkpoint, or fresh.
+  """(state, accumulator, global step) from the newest readable checkpoint (or the one
+  config.checkpoint.resume_from names, `posejax.resume`), or fresh.
 
   A damaged newest checkpoint (a crash or a full disk) is set aside with a message and the
   previous one is used; a checkpoint of an incompatible run is an error.
   """
   layout = run.layout
-  check = lambda saved: checkpointing.check_compatible(saved, run.metadata(timers, 0.0),
+  check = lambda saved: checkpointing.check_compatible(resume.as_current(saved), run.metadata(timers, 0.0),
                                                        checkpointing.checkpoint_dir(run.workdir))
-  restored = checkpointing.restore_latest_good(mngr, jax.eval_shape(run.init_fn),
-                                               train_step.init_accumulator(layout.padded_models),
-                                               check=check, log=_log)
+  restored = resume.restore(run.config, run.workdir, mngr, jax.eval_shape(run.init_fn),
+                            train_step.init_accumulator(layout.padded_models), check=check, log=_log)
   if restored is None:
     state = jax.jit(run.init_fn, out_shardings=layout.model_sharding)()
     return state, engine.fresh_accumulator(layout), 0
@@ -284,9 +266,14 @@ def _summary(run: Run, timers: Timers, document: Mapping[str, Any], wall_now: fl
           "epochs": budget.common_epochs, "budget": budget.rule, "unit_epochs": int(config.train.unit_epochs),
           "global_steps": int(run.segment_lengths.sum()), "slots": run.slot_layout.slots,
           "useful_fraction": run.useful, "input": run.input, "compute_dtype": run.dtype,
-          "batch_size": run.batch_size, "devices": len(jax.devices()),
+          "batch_size": run.batch_size, "stride": run.stride, "train_model": _train_form(run),
+          "devices": len(jax.devices()),
           "mesh": [layout.action_size, layout.data_size],
           "final": {"average": document["average"], "tta": document["tta"]}}
+
+
+def _train_form(run: Run) -> str:
+  return "dilated" if run.dilated else "strided"
 
 
 class _Loop:
@@ -347,6 +334,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   wall_start = time.perf_counter()
   sharding.maybe_initialize_distributed(bool(config.get("distributed", False)))
   enable_compilation_cache(config.get("compilation_cache_dir", None))
+  resume.parse(config.checkpoint.get("resume_from", None), workdir)  # a bad value fails before the data loads
   run = Run(config, workdir)
   os.makedirs(workdir, exist_ok=True)
   budget, layout = run.budget, run.layout
@@ -356,6 +344,10 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   _log(f"INFO: Training on {run.train_ds.frames():,} frames, testing on {run.test_ds.frames():,} frames; budget "
        f"'{budget.rule}': " + ", ".join(f"{ABBREVIATIONS.get(s, s)} {e:g} ep/{n:,} steps" for s, e, n in
                                         zip(run.slices, budget.epochs, budget.steps)))
+  if run.stride > 1 or run.dilated:
+    _log(f"INFO: training the {_train_form(run)} model on chunks of {run.stride} frame(s) ({run.stride + run.rf - 1} "
+         f"input frames), {run.batch_size} per batch; {', '.join(f'{n:,}' for n in run.table.examples)} chunks "
+         "per epoch")
   _log(f"INFO: schedule: {run.slot_layout.slots} slot(s) per global step, {int(run.segment_lengths.sum()):,} global "
        f"steps, useful fraction of model-steps {run.useful:.4f}; input on the {run.input} "
        f"({run.table.nbytes() / 2**20:,.0f} MiB of training tables)")

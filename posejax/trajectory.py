@@ -17,13 +17,12 @@ from typing import Any
 import numpy as np
 from flax import traverse_util
 
+from posejax import model_spec
 from posejax.errors import PosejaxError
 from posejax.io_utils import atomic_savez, load_npz_dict
 from posejax.model import TemporalModel
 
 FILE = "trajectory.npz"
-_FIELDS = ("num_joints_in", "in_features", "num_joints_out", "filter_widths", "causal", "dropout", "channels",
-           "dense")
 
 
 def path(workdir: str) -> str:
@@ -32,8 +31,7 @@ def path(workdir: str) -> str:
 
 def save(workdir: str, model: TemporalModel, variables: Any) -> str:
   """Writes the model's hyper-parameters and `{'params', 'batch_stats'}` (unstacked); returns the path."""
-  hparams = {f: getattr(model, f) for f in _FIELDS}
-  hparams["filter_widths"] = [int(w) for w in hparams["filter_widths"]]
+  hparams = model_spec.of_model(model)
   flat = traverse_util.flatten_dict(dict(variables), sep="/")
   target = path(workdir)
   atomic_savez(target, hparams=json.dumps(hparams), **{k: np.asarray(v, np.float32) for k, v in flat.items()})
@@ -50,7 +48,7 @@ def load(workdir: str) -> tuple[TemporalModel, dict[str, Any]] | None:
   data = load_npz_dict(target, ("hparams", *names))
   try:
     hparams = json.loads(str(data.pop("hparams")))
-    model = TemporalModel(**{f: hparams[f] for f in _FIELDS})
+    model = model_spec.build(hparams)
   except (ValueError, KeyError, TypeError) as e:
     raise PosejaxError(f"{target}: not a trajectory model file ({e})") from None
   variables = traverse_util.unflatten_dict(data, sep="/")

@@ -11,7 +11,7 @@ import pytest
 from absl import flags
 from PIL import Image
 
-from posejax import checkpointing, eval_lib, evaluation, optim, train_step
+from posejax import checkpointing, eval_lib, evaluation, model_spec, optim, train_step
 from posejax import workdir as layout
 from posejax.errors import PosejaxError
 from test_evaluation import FLIP, K, dataset, init_variables, random_poses, record
@@ -29,7 +29,7 @@ def tiny_config(**data) -> ml_collections.ConfigDict:
 
 
 def stacked_variables(config, seed: int):
-  model = eval_lib.build_model(config, K)
+  model = model_spec.build(model_spec.from_config(config, num_keypoints=K))
   return jax.tree_util.tree_map(lambda *x: jnp.stack(x), *(init_variables(model, seed + i) for i in range(2)))
 
 
@@ -75,7 +75,7 @@ def finished_run(tmp_path, monkeypatch):
 
 def test_final_checkpoint_is_evaluated_by_default(finished_run, capsys):
   workdir, config, variables, data = finished_run
-  model = eval_lib.build_model(config, K)
+  model = model_spec.build(model_spec.from_config(config, num_keypoints=K))
   doc = eval_lib.evaluate_workdir(workdir)
   assert "evaluating checkpoint step 8 (final: the end of training)" in capsys.readouterr().out
   saved = report_at(workdir, 8)
@@ -175,7 +175,7 @@ def test_eval_cli_final_by_default_and_one_line_errors(finished_run, capsys):
 def test_evaluate_and_render_a_workdir(tmp_path, monkeypatch):
   config = tiny_config()
   config.eval.by_subject = True
-  model = eval_lib.build_model(config, K)
+  model = model_spec.build(model_spec.from_config(config, num_keypoints=K))
   stacked = stacked_variables(config, 5)
   recs, data = sample_data()
   workdir = tmp_path / "run"

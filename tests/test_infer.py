@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from posejax import eval_lib, infer
+from posejax import eval_lib, infer, model_spec
 from posejax.errors import PosejaxError
 from posejax.skeleton import LAYOUTS
 from test_evaluation import init_variables
@@ -23,7 +23,7 @@ def tiny_run(actions=("Eating", "Walking")) -> eval_lib.RestoredRun:
       "data": {"dir": "unused", "keypoints": "detectron_pt_coco", "test_subjects": ["S9"]},
       "model": {"filter_widths": [3, 3], "causal": False, "dropout": 0.25, "channels": 8, "dense": False},
       "eval": {"tta": True, "chunk": 8, "batch": 2}})
-  model = eval_lib.build_model(config, 17)
+  model = model_spec.build(model_spec.from_config(config, num_keypoints=17))
   variables = [init_variables(model, i) for i in range(len(actions))]
   stacked = jax.tree_util.tree_map(lambda *x: jnp.stack(x), *variables)
   return eval_lib.RestoredRun(config, stacked, tuple(actions), 10, {})

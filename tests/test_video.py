@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from absl import flags
 
-from posejax import checkpointing, detect, eval_lib, infer, render, trajectory
+from posejax import checkpointing, detect, eval_lib, infer, model_spec, render, trajectory
 from posejax import video as video_io
 from posejax.data import demo_video
 from posejax.errors import PosejaxError
@@ -29,7 +29,7 @@ def tiny_config(keypoints="detectron_pt_coco", tta=True) -> ml_collections.Confi
 
 def imported_workdir(path, config) -> str:
   """A workdir as `posejax.interop --workdir` writes it: one common model."""
-  variables = init_variables(eval_lib.build_model(config, 17), 3)
+  variables = init_variables(model_spec.build(model_spec.from_config(config, num_keypoints=17)), 3)
   stacked = jax.tree.map(lambda x: np.asarray(x)[None], variables)
   checkpointing.save_imported(str(path), stacked, config, ["all"], source="test.bin", step=5)
   return str(path)

@@ -197,7 +197,7 @@ def _camera_space_3d(world: np.ndarray, camera: CameraParams) -> np.ndarray:
 
 
 def _camera_arrays_2d(entry: Any, num_joints: int, path: str, where: str) -> list[np.ndarray]:
-  """The 4 per-camera (T, K, 2) arrays of one sequence, shape-checked."""
+  """The 4 per-camera (T, K, F) arrays of one sequence (F >= 2: x, y, then e.g. a confidence), shape-checked."""
   if not isinstance(entry, (list, tuple)) or len(entry) != NUM_CAMERAS:
     count = len(entry) if isinstance(entry, (list, tuple)) else type(entry).__name__
     raise PosejaxError(f"{path}: {where} has {count} camera arrays, expected a list of {NUM_CAMERAS}")
@@ -206,8 +206,9 @@ def _camera_arrays_2d(entry: Any, num_joints: int, path: str, where: str) -> lis
     if kps is None:
       raise PosejaxError(f"{path}: {where} camera {cam} is None (missing detections)")
     kps = np.asarray(kps)
-    if kps.ndim != 3 or kps.shape[-1] != 2:
-      raise PosejaxError(f"{path}: {where} camera {cam} has shape {kps.shape}, expected (T, K, 2)")
+    if kps.ndim != 3 or kps.shape[-1] < 2:
+      raise PosejaxError(f"{path}: {where} camera {cam} has shape {kps.shape}, expected (T, K, 2) "
+                         "(or more features than x, y)")
     if kps.shape[1] != num_joints:
       raise PosejaxError(f"{path}: {where} camera {cam} has {kps.shape[1]} keypoints, "
                          f"metadata num_joints is {num_joints}")
@@ -236,7 +237,9 @@ def _sequence_records(subject: str, name: str, entry_2d: Any, positions_3d: Any,
                            f"the {poses_3d.shape[0]} mocap frames in {FILE_3D}")
       kps = kps[:poses_3d.shape[0]]  # videos may run past the mocap
     _check_finite(kps, path_2d, f"{where} camera {cam}")
-    poses_2d = normalize_screen_coordinates(kps.astype(np.float32), camera.res_w, camera.res_h)
+    # As the reference (6.3): x and y are normalized, further features (confidence) kept as they are.
+    poses_2d = kps.astype(np.float32)
+    poses_2d[..., :2] = normalize_screen_coordinates(poses_2d[..., :2], camera.res_w, camera.res_h)
     records.append(SequenceRecord(
         subject=subject, name=name, action=action_of(name), camera=cam,
         poses_2d=poses_2d.astype(np.float32), poses_3d=poses_3d,
@@ -259,7 +262,8 @@ def load_h36m(data_dir: str, keypoints: str = "gt", subjects: Sequence[str] | st
 
   Returns:
     A `PoseDataset` with one record per (subject, sequence, camera): subjects in the given
-    order, sequences in the 2D file's order, cameras 0..3. `poses_2d`: (T, K, 2) normalized;
+    order, sequences in the 2D file's order, cameras 0..3. `poses_2d`: (T, K, F) with x, y
+    normalized (F = 2, or more features kept as they are);
     `poses_3d`: (T, 17, 3) camera space, joint 0 = trajectory, joints 1.. root-relative.
 
   Raises:

@@ -38,7 +38,7 @@ from typing import Callable, Sequence
 import jax
 import ml_collections
 
-from posejax.data import h36m, humaneva, synthetic, synthetic_humaneva
+from posejax.data import h36m, humaneva, subset, synthetic, synthetic_humaneva
 from posejax.data.actions import DATASET_ACTIONS, keeps, prefix_selects, resolve_actions, sequence_prefixes
 from posejax.data.dataset import PoseDataset
 from posejax.data.h36m_cameras import H36M_SUBJECTS, TEST_SUBJECTS, TRAIN_SUBJECTS
@@ -190,14 +190,18 @@ def load_data(config: ml_collections.ConfigDict,
   """(train dataset, test dataset, fingerprint) of `config.data` and the canonical `actions`.
 
   One read for both splits (train subjects then test subjects); `select` keeps each split's
-  record order. The fingerprint is the 16-hex-digit digest of the npz files.
+  record order. The fingerprint is the 16-hex-digit digest of the npz files. The training
+  split is cut to `config.data.subset`, both to every `config.data.downsample`-th frame
+  (`posejax.data.subset`).
   """
   kind = DATASETS[dataset_name(config)]
   train_subjects = _subjects(config.data.train_subjects, "data.train_subjects", kind.train_subjects)
   test_subjects = _subjects(config.data.test_subjects, "data.test_subjects", kind.test_subjects)
   both = list(dict.fromkeys(train_subjects + test_subjects))
+  fraction, downsample = subset.options(config)
   dataset, fingerprint = _read(config, both, actions)
-  return dataset.select(subjects=train_subjects), dataset.select(subjects=test_subjects), fingerprint
+  return (subset.subsample(dataset.select(subjects=train_subjects), fraction, downsample),
+          subset.subsample(dataset.select(subjects=test_subjects), downsample=downsample), fingerprint)
 
 
 def load_subjects(config: ml_collections.ConfigDict, subjects: Sequence[str] | None = None,
@@ -216,4 +220,4 @@ def load_validation(config: ml_collections.ConfigDict, actions: Sequence[str]) -
   if not valid:
     return None
   dataset, _ = _read(config, valid, actions)
-  return dataset
+  return subset.subsample(dataset, downsample=subset.options(config)[1])
