@@ -112,8 +112,8 @@ def test_export_and_inference_build_the_recorded_model(monkeypatch):
   export.export_workdir("unused", "onnx", "/nonexistent/out.onnx", slice_name="Walking")
   assert model_spec.of_model(built["model"]) == h
   videos = [infer.Video("v", np.random.default_rng(0).uniform(0, 64, (12, 17, 2)).astype(np.float32), 64, 48)]
-  preds, action = infer.lift_videos(run, videos, (1, 3), (2, 4), action="Walking")
-  assert preds[0].shape == (12, 17, 3) and np.all(np.isfinite(preds[0])) and action == "Walking"
+  preds, lifted = infer.lift_videos(run, videos, (1, 3), (2, 4), action="Walking")
+  assert preds[0].shape == (12, 17, 3) and np.all(np.isfinite(preds[0])) and lifted[0].model_action == "Walking"
 
 
 def test_input_shape_of_a_dataset():

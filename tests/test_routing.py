@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from posejax import classifier as classifier_lib
-from posejax import device_eval, eval_lib, evaluation, report, routing
+from posejax import device_eval, eval_lib, evaluation, model_spec, report, routing
 from posejax import workdir as layout
 from posejax.errors import PosejaxError
 from test_evaluation import FLIP, K, KPS_L, KPS_R, dataset, init_variables, random_poses, record, sequences, tiny_model
@@ -213,7 +213,7 @@ def test_eval_workdir_reports_every_routing_side_by_side(routed_run, capsys):
   assert saved["routing_mode"] == "soft" and list(saved["routings"]) == ["oracle", "predicted", "soft"]
   assert saved["routings"]["oracle"]["needs_labels"] and not saved["routings"]["predicted"]["needs_labels"]
   assert saved["average"] == saved["routings"]["soft"]["average"] == doc["average"]
-  model = eval_lib.build_model(config, K)
+  model = model_spec.build(model_spec.from_config(config, num_keypoints=K))
   walking = jax.tree.map(lambda x: x[1], variables)
   expected = evaluation.evaluate_dataset(model, stack(walking, walking), data, ACTIONS, chunk=4, batch=2)
   assert saved["routings"]["predicted"]["average"]["mpjpe"] == pytest.approx(expected["average"]["mpjpe"], rel=1e-5)
@@ -273,7 +273,7 @@ def test_common_row_is_the_common_runs_model_on_the_same_test_set(routed_run, tm
   os.makedirs(common_dir)
   common_config = config.copy_and_resolve_references()
   common_config.mode, common_config.model.channels = "common", 16
-  common_model = eval_lib.build_model(common_config, K)
+  common_model = model_spec.build(model_spec.from_config(common_config, num_keypoints=K))
   common_variables = stack(init_variables(common_model, 9))
   restore = eval_lib._restore_for_eval
   monkeypatch.setattr(eval_lib, "_restore_for_eval", lambda w, which: (
