@@ -48,9 +48,13 @@ flags.DEFINE_integer("viz_camera", 0, "Camera index.")
 flags.DEFINE_string("viz_output", None, "Animation file (.gif, or .mp4 with ffmpeg).")
 flags.DEFINE_float("viz_size", 5.0, "Figure size multiplier.")
 flags.DEFINE_integer("viz_downsample", 1, "Average every N frames.")
-flags.DEFINE_integer("viz_limit", -1, "Render only the first N frames (< 1: all).")
+flags.DEFINE_integer("viz_limit", -1, "Render only the first N frames (< 1: all), counted after "
+                     "--viz_downsample as in the reference.")
 flags.DEFINE_float("viz_azimuth", None, "3D view azimuth (default: the camera's).")
 flags.DEFINE_string("viz_video", None, "Background video (needs ffmpeg).")
+flags.DEFINE_integer("viz_bitrate", 3000, "MP4 bitrate in kbit/s (the reference's --viz-bitrate).")
+flags.DEFINE_bool("viz_no_ground_truth", False, "Do not draw the ground-truth panel (the reference's "
+                  "--viz-no-ground-truth).")
 flags.DEFINE_integer("viz_skip", 0, "Skip the first N video frames.")
 flags.DEFINE_string("export", None, "Save predictions (camera and world coordinates) to FILE.npz: the "
                     "rendered sequence with --render, else every test sequence.")
@@ -87,7 +91,8 @@ def main(argv):
     options = eval_lib.RenderOptions(
         subject=FLAGS.viz_subject, action=FLAGS.viz_action, camera=FLAGS.viz_camera, output=FLAGS.viz_output,
         size=FLAGS.viz_size, downsample=FLAGS.viz_downsample, limit=FLAGS.viz_limit,
-        azimuth=FLAGS.viz_azimuth, video=FLAGS.viz_video, video_skip=FLAGS.viz_skip, export=FLAGS.export)
+        azimuth=FLAGS.viz_azimuth, video=FLAGS.viz_video, video_skip=FLAGS.viz_skip, export=FLAGS.export,
+        bitrate=FLAGS.viz_bitrate, ground_truth=not FLAGS.viz_no_ground_truth)
     eval_lib.render_workdir(FLAGS.workdir, options, which, FLAGS.config)
   elif FLAGS.export:
     eval_lib.export_workdir(FLAGS.workdir, FLAGS.export, which, FLAGS.config)

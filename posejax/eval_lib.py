@@ -32,7 +32,7 @@ from posejax.data.actions import action_of
 from posejax.data.dataset import PoseDataset, SequenceRecord
 from posejax.data.h36m_cameras import h36m_cameras
 from posejax.errors import PosejaxError
-from posejax.io_utils import atomic_savez
+from posejax.io_utils import atomic_save_npy, atomic_savez
 from posejax.model import TemporalModel
 
 DEFAULT_CHECKPOINT = "latest"
@@ -293,7 +293,9 @@ class RenderOptions:
   azimuth: float | None = None  # None: the camera's
   video: str | None = None
   video_skip: int = 0
-  export: str | None = None     # .npz of this one sequence
+  export: str | None = None     # .npz of this one sequence (and the reference's .npy beside it)
+  bitrate: int = 3000           # MP4 bitrate (kbit/s)
+  ground_truth: bool = True     # draw the ground-truth panel when the data have one
 
 
 def render_workdir(workdir: str, options: RenderOptions, which: str | int = DEFAULT_CHECKPOINT,
@@ -314,13 +316,20 @@ def render_workdir(workdir: str, options: RenderOptions, which: str | int = DEFA
   world, gt, azimuth = world_poses(rec, prediction)
   if options.export:
     export_predictions(options.export, [(rec, prediction, world)])
+    # The reference's --viz-export: this sequence's (T, 17, 3) camera-space prediction.
+    npy = os.path.splitext(options.export)[0] + ".npy"
+    atomic_save_npy(npy, prediction.astype(np.float32))
+    print(f"exported {npy} (the reference's format: (T, joints, 3) camera space)")
   if options.output:
-    panels = {"Reconstruction": world} | ({"Ground truth": gt} if gt is not None else {})
+    show_gt = gt is not None and options.ground_truth
+    panels = {"Reconstruction": world} | ({"Ground truth": gt} if show_gt else {})
     keypoints = image_coordinates(rec.poses_2d[..., :2], rec.res_w, rec.res_h)
     background = None
     if options.video:
       # As the reference: video frames [skip, limit) against keypoints and poses from `skip` on.
-      background = render.read_video(options.video, rec.res_w, rec.res_h, options.video_skip, options.limit)
+      frames_needed = options.limit * max(options.downsample, 1) if options.limit >= 1 else -1
+      background = render.read_video(options.video, rec.res_w, rec.res_h, options.video_skip,
+                                     frames_needed + options.video_skip if frames_needed >= 1 else -1)
       keypoints = keypoints[options.video_skip:]
       panels = {k: v[options.video_skip:] for k, v in panels.items()}
     frames = render.render_animation(
@@ -328,7 +337,8 @@ def render_workdir(workdir: str, options: RenderOptions, which: str | int = DEFA
         output=options.output, fps=dataset.fps or 50.0,
         azimuth=azimuth if options.azimuth is None else options.azimuth, viewport=(rec.res_w, rec.res_h),
         keypoints_right=dataset.keypoints_right, layout_name=dataset.layout_name, limit=options.limit,
-        downsample=options.downsample, size=options.size, background=background, verbose=True)
+        downsample=options.downsample, size=options.size, background=background, bitrate=options.bitrate,
+        verbose=True)
     print(f"wrote {options.output} ({frames} frames)")
 
 

@@ -55,6 +55,11 @@ def atomic_savez(path: str, **arrays: Any) -> None:
   _write_atomically(path, "wb", lambda f: np.savez_compressed(f, **arrays))
 
 
+def atomic_save_npy(path: str, array: np.ndarray) -> None:
+  """`np.save` to `path` via a temporary file and a rename."""
+  _write_atomically(path, "wb", lambda f: np.save(f, array))
+
+
 def atomic_write_text(path: str, text: str) -> None:
   """Writes `text` to `path` atomically (temporary file, then rename)."""
   _write_atomically(path, "w", lambda f: f.write(text))

@@ -186,24 +186,25 @@ def render_animation(keypoints: np.ndarray, poses: Mapping[str, np.ndarray], ske
     viewport: (width, height) of the input panel in pixels.
     keypoints_right: keypoints drawn red (the others black).
     layout_name: the keypoints' layout; selects the 2D bones (see bones_2d).
-    limit: render the first `limit` frames (< 1: all), counted before downsampling.
+    limit: render the first `limit` frames (< 1: all), counted after downsampling (the reference's).
     background: optional (T', H, W, 3) uint8 frames behind the keypoints.
     verbose: a progress bar (stderr) while frames are written.
   """
   writer_kind = check_output(output)
   frames = keypoints.shape[0] if background is None else min(keypoints.shape[0], background.shape[0])
-  if limit >= 1:
-    frames = min(frames, limit)
   if frames < 1:
     raise PosejaxError(f"{output}: nothing to render (0 frames)")
+  if limit >= 1:  # counted after downsampling, as the reference does: read only what is needed
+    frames = min(frames, limit * max(downsample, 1))
   keypoints = downsample_frames(np.asarray(keypoints[:frames], np.float32), downsample)
   poses = {k: downsample_frames(np.asarray(v[:frames], np.float32), downsample) for k, v in poses.items()}
   if background is not None and downsample > 1:
     background = downsample_frames(background[:frames].astype(np.float32), downsample).astype(np.uint8)
   fps = fps / max(downsample, 1)
-  frames = keypoints.shape[0]
+  frames = keypoints.shape[0] if limit < 1 else min(keypoints.shape[0], limit)
   if frames < 1:
     raise PosejaxError(f"{output}: --viz_downsample {downsample} leaves no frame to render")
+  keypoints, poses = keypoints[:frames], {k: v[:frames] for k, v in poses.items()}
 
   fig, update = build_figure(keypoints, poses, skeleton, azimuth=azimuth, viewport=viewport,
                              keypoints_right=keypoints_right, layout_name=layout_name, size=size,

@@ -209,5 +209,11 @@ def test_evaluate_and_render_a_workdir(tmp_path, monkeypatch):
   own = evaluation.predict(model, jax.tree_util.tree_map(lambda x: x[1], stacked), [recs[1].poses_2d],
                            tta=True, chunk=4, batch=2, **FLIP)[0]
   np.testing.assert_allclose(exported, own, atol=1e-6)
+  np.testing.assert_allclose(np.load(str(tmp_path / "walk.npy")), own, atol=1e-6)  # the reference's .npy
+  no_gt = str(tmp_path / "walk_pred_only.gif")
+  eval_lib.render_workdir(str(workdir), eval_lib.RenderOptions(subject="S9", action="Walking 1", output=no_gt,
+                                                               size=1.0, limit=2, ground_truth=False))
+  with Image.open(no_gt) as im, Image.open(gif) as with_gt:
+    assert im.size[0] < with_gt.size[0]  # one 3D panel fewer
   with pytest.raises(PosejaxError, match="--viz_action"):
     eval_lib.render_workdir(str(workdir), eval_lib.RenderOptions(subject="S9", action="Walking 2", output=gif))

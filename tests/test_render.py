@@ -22,11 +22,11 @@ def test_gif_has_the_requested_frames(tmp_path):
   out = str(tmp_path / "anim.gif")
   n = render.render_animation(keypoints, {"Reconstruction": poses(9), "Ground truth": poses(9, 1)},
                               H36M_SKELETON, output=out, fps=50, azimuth=70, viewport=(120, 100),
-                              keypoints_right=LAYOUTS["h36m"].right, layout_name=None, limit=8,
+                              keypoints_right=LAYOUTS["h36m"].right, layout_name=None, limit=3,
                               downsample=2, size=1.5)
-  assert n == 4  # first 8 frames, averaged in pairs
+  assert n == 3  # frames averaged in pairs, then the first 3 of those (the reference's --viz-limit)
   with Image.open(out) as im:
-    assert im.format == "GIF" and im.n_frames == 4
+    assert im.format == "GIF" and im.n_frames == 3
     assert im.size == (int(1.5 * 3 * 80), int(1.5 * 80))  # 80 dpi, 1 + 2 panels
   assert [p.name for p in tmp_path.iterdir()] == ["anim.gif"]  # no temporary file left
 
