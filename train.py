@@ -40,16 +40,22 @@ def main(argv):
   if len(argv) > 1:
     raise PosejaxError(f"unexpected arguments: {' '.join(argv[1:])} (options are --flag=value)")
   config_validation.validate_config(FLAGS.config)
-  workdir_lock.check_writable(FLAGS.workdir)
-  # In a multi-host run every process shares the workdir: no lock (one launcher owns it).
-  lock = (contextlib.nullcontext() if FLAGS.config.get("distributed", False)
-          else workdir_lock.WorkdirLock(FLAGS.workdir))
-  with lock:
-    import jax
-    from posejax import trainer
-    print(f"JAX {jax.__version__}, process {jax.process_index()} of {jax.process_count()}, "
-          f"devices: {', '.join(str(d) for d in jax.devices())}", flush=True)
-    result = trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  # A run rejected before it writes anything (missing data, a bad option) leaves no empty workdir.
+  created = workdir_lock.missing_folders(FLAGS.workdir)
+  try:
+    workdir_lock.check_writable(FLAGS.workdir)
+    # In a multi-host run every process shares the workdir: no lock (one launcher owns it).
+    lock = (contextlib.nullcontext() if FLAGS.config.get("distributed", False)
+            else workdir_lock.WorkdirLock(FLAGS.workdir))
+    with lock:
+      import jax
+      from posejax import trainer
+      print(f"JAX {jax.__version__}, process {jax.process_index()} of {jax.process_count()}, "
+            f"devices: {', '.join(str(d) for d in jax.devices())}", flush=True)
+      result = trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  except BaseException:
+    workdir_lock.remove_empty(created)
+    raise
   if result.get("interrupted"):
     sys.exit(0)
 

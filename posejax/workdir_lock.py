@@ -30,6 +30,28 @@ LOCK_FILE = "posejax.lock"
 PROBE_BYTES = 64 * 1024  # enough to hit a full disk; far less than a checkpoint
 
 
+def missing_folders(path: str) -> list[str]:
+  """The folders of `path` (itself and its parents) that do not exist yet, innermost first."""
+  missing, current = [], os.path.abspath(path)
+  while not os.path.exists(current):
+    missing.append(current)
+    parent = os.path.dirname(current)
+    if parent == current:
+      break
+    current = parent
+  return missing
+
+
+def remove_empty(folders: list[str]) -> None:
+  """Removes each of `folders` (innermost first) that exists and is empty: what a rejected run
+  created and did not use."""
+  for folder in folders:
+    try:
+      os.rmdir(folder)
+    except OSError:  # not empty, or already gone: keep what is there
+      return
+
+
 def check_writable(workdir: str, flag: str = "--workdir") -> None:
   """Creates `workdir` if needed and proves that a file can be written and synced there.
 

@@ -297,6 +297,8 @@ def _cli_cases(tmp_path, locked):
       (train + ["--workdir", w, "--config.train.lr=abc"], 2, "--config.train.lr=abc"),
       (train + ["--workdir", str(tmp_path / "file" / "w")], 2, "cannot create it (Not a directory)"),
       (train + ["--workdir", str(locked)], 2, "in use by pid"),
+      (train + ["--workdir", str(tmp_path / "new" / "run"), "--config.data.dir", str(tmp_path / "none"),
+                "--config.data.synthetic_frames=0"], 2, "data directory not found"),
       ([sys.executable, "train.py", "--workdir", w, "--config", str(tmp_path / "nope.py")], 2, "file not found"),
       (ev + ["--workdir", str(tmp_path / "none")], 2, "directory not found"),
       (ev + ["--workdir", w, "--bogus"], 2, "Unknown command line flag 'bogus'"),
@@ -330,5 +332,6 @@ def test_every_tool_reports_bad_input_in_one_line(tmp_path):
     holder.stdin.close()
     holder.wait(timeout=30)
   assert not os.path.exists(tmp_path / "o")  # nothing half-written (not even an empty folder)
+  assert not os.path.exists(tmp_path / "new")  # a rejected run leaves no empty workdir
   assert not os.path.exists(tmp_path / "w" / "checkpoints")
   assert not (locked / "posejax.lock").exists()  # the holder released it; the refused run left it alone
