@@ -338,6 +338,8 @@ def main(argv: Sequence[str], flags: Any) -> None:
   # ffmpeg and the detector are started with fork + exec at once, which JAX's warning about
   # forking a multithreaded process does not concern.
   warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
+  from posejax import cli
+  cli.quiet_logging()  # as quiet as train.py: no INFO lines from matplotlib's writer or orbax
   try:
     if len(argv) > 1:
       raise PosejaxError(f"unexpected arguments: {' '.join(argv[1:])}")
