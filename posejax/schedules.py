@@ -1,4 +1,4 @@
-"""Training budgets (action_based.md 6 and 10.2), the lock-step schedule, lr and BN momentum.
+"""Training budgets (action_based.md 6 and 10.2), lr and BN momentum schedules.
 
 All functions are pure. A run trains A models (A = 1 in common mode) for a budget that
 `config.train.epochs = E` (common-equivalent epochs) and `config.train.budget` define:
@@ -56,7 +56,7 @@ class Budget:
 
   @property
   def total_steps(self) -> int:
-    """Global steps of the lock-step loop, S_max."""
+    """S_max, the longest budget (the scale of the log points, `log_steps`)."""
     return int(np.max(self.steps))
 
 
