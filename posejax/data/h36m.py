@@ -9,8 +9,6 @@ Unlike the reference, sequence names are canonicalised on load, selection is by 
 
 from __future__ import annotations
 
-import glob
-import hashlib
 import os
 from typing import Any, Sequence
 
@@ -20,6 +18,7 @@ from posejax.camera import normalize_screen_coordinates, world_to_camera
 from posejax.data.actions import action_of, canonical_sequence_name, resolve_actions
 from posejax.data.dataset import PoseDataset, SequenceRecord
 from posejax.data.h36m_cameras import H36M_FPS, CameraParams, h36m_cameras
+from posejax.data.npz_files import FileLayout
 from posejax.errors import PosejaxError
 from posejax.io_utils import load_npz_dict
 from posejax.skeleton import H36M_KEPT_JOINTS, H36M_SKELETON
@@ -35,37 +34,10 @@ HOW_TO_GET_FILES = (
     "synthetic dataset with `python -m posejax.data.synthetic --out DIR`")
 
 
-def available_sources(data_dir: str) -> list[str]:
-  """The 2D sources `X` of the `data_2d_h36m_X.npz` files in `data_dir`, sorted."""
-  prefix, suffix = FILE_2D_PATTERN.split("{}")
-  paths = glob.glob(os.path.join(glob.escape(data_dir), prefix + "*" + suffix))
-  return sorted(os.path.basename(p)[len(prefix):-len(suffix)] for p in paths)
-
-
-def _data_paths(data_dir: str, keypoints: str) -> tuple[str, str]:
-  """The 3D and 2D file paths; raises with instructions when either is missing."""
-  path_3d = os.path.join(data_dir, FILE_3D)
-  if not os.path.isdir(data_dir):
-    raise PosejaxError(f"{data_dir}: data directory not found; {HOW_TO_GET_FILES}")
-  if not os.path.isfile(path_3d):
-    raise PosejaxError(f"{path_3d}: file not found; {HOW_TO_GET_FILES}")
-  path_2d = os.path.join(data_dir, FILE_2D_PATTERN.format(keypoints))
-  if not os.path.isfile(path_2d):
-    present = ", ".join(available_sources(data_dir)) or "none"
-    raise PosejaxError(
-        f"{path_2d}: file not found: unknown 2D source {keypoints!r} (sources present in "
-        f"{data_dir}: {present}; published sources: {', '.join(PUBLISHED_SOURCES)})")
-  return path_3d, path_2d
-
-
-def dataset_fingerprint(data_dir: str, keypoints: str) -> str:
-  """A 16-hex-digit SHA-256 digest of the 3D file followed by the 2D file of `keypoints`."""
-  digest = hashlib.sha256()
-  for path in _data_paths(data_dir, keypoints):
-    with open(path, "rb") as f:
-      for block in iter(lambda: f.read(1 << 20), b""):
-        digest.update(block)
-  return digest.hexdigest()[:16]
+FILES = FileLayout(FILE_3D, FILE_2D_PATTERN, PUBLISHED_SOURCES, HOW_TO_GET_FILES)
+available_sources = FILES.available_sources  # the 2D sources X of the data_2d_h36m_X.npz files
+_data_paths = FILES.paths
+dataset_fingerprint = FILES.fingerprint  # 16 hex digits of SHA-256 over the 3D then the 2D file
 
 
 def _canonical_dict(path: str, entries: Any, what: str) -> dict[str, Any]:
