@@ -43,7 +43,6 @@ import sys
 import warnings
 from typing import Any, Sequence
 
-import jax
 import numpy as np
 
 from posejax import detect, eval_lib, evaluation, model_spec, render, trajectory

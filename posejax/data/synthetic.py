@@ -460,24 +460,29 @@ def generate(out_dir: str, *, frames: int = 600, seed: int = 0, subjects: Sequen
   return paths
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(
-      prog="python -m posejax.data.synthetic",
-      description="Writes synthetic Human3.6M-like data in the VideoPose3D file formats.")
+def run_cli(argv: Sequence[str] | None, *, prog: str, description: str, default_frames: int,
+            generate_fn: Callable[..., dict[str, str]]) -> int:
+  """The command line of a synthetic generator: --out, --frames, --seed, --overwrite."""
+  parser = argparse.ArgumentParser(prog=prog, description=description)
   parser.add_argument("--out", required=True, help="output directory")
-  parser.add_argument("--frames", type=int, default=600, help="mocap frames per sequence (varies +-15%%)")
+  parser.add_argument("--frames", type=int, default=default_frames, help="mocap frames per sequence (varies +-15%%)")
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--overwrite", action="store_true",
                       help="replace the files of an earlier generation in --out (never other files)")
   args = parser.parse_args(argv)
   start = time.perf_counter()
   try:
-    generate(args.out, frames=args.frames, seed=args.seed, overwrite=args.overwrite, log=print)
+    generate_fn(args.out, frames=args.frames, seed=args.seed, overwrite=args.overwrite, log=print)
   except PosejaxError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   print(f"done in {time.perf_counter() - start:.1f} s")
   return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  return run_cli(argv, prog="python -m posejax.data.synthetic", default_frames=600, generate_fn=generate,
+                 description="Writes synthetic Human3.6M-like data in the VideoPose3D file formats.")
 
 
 if __name__ == "__main__":

@@ -28,10 +28,8 @@ Usage: `python -m posejax.data.synthetic_humaneva --out DIR [--frames N] [--seed
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
-import time
 from typing import Callable, Sequence
 
 import numpy as np
@@ -208,23 +206,9 @@ def generate(out_dir: str, *, frames: int = 900, seed: int = 0, overwrite: bool 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(
-      prog="python -m posejax.data.synthetic_humaneva",
-      description="Writes synthetic HumanEva-I-like data in the VideoPose3D file formats.")
-  parser.add_argument("--out", required=True, help="output directory")
-  parser.add_argument("--frames", type=int, default=900, help="mocap frames per trial (varies +-15%%)")
-  parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--overwrite", action="store_true",
-                      help="replace the files of an earlier generation in --out (never other files)")
-  args = parser.parse_args(argv)
-  start = time.perf_counter()
-  try:
-    generate(args.out, frames=args.frames, seed=args.seed, overwrite=args.overwrite, log=print)
-  except PosejaxError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  print(f"done in {time.perf_counter() - start:.1f} s")
-  return 0
+  return synthetic.run_cli(argv, prog="python -m posejax.data.synthetic_humaneva", default_frames=900,
+                           generate_fn=generate,
+                           description="Writes synthetic HumanEva-I-like data in the VideoPose3D file formats.")
 
 
 if __name__ == "__main__":
