@@ -1,0 +1,28 @@
+"""Semi-supervised training on the synthetic data, small enough for a 2-core CPU.
+
+  python train.py --config configs/semi_quickstart.py --workdir /tmp/semi_qs
+  python train.py --config configs/semi_quickstart.py --workdir /tmp/semi_qs_ab --config.mode=action_based
+  python train.py --config configs/semi_quickstart.py --workdir /tmp/sup_qs --config.data.unlabeled_subjects=
+
+The idea of configs/semi_s1.py on the synthetic files (generated in data/synthetic on first
+use): S1 labeled, S5-S8 unlabeled, S9 and S11 for testing; a 27-frame, 64-channel model and
+its trajectory model, one supervised warm-up epoch. Figures: see the report of the commit
+that measured them (both modes, with and without the unlabeled subjects).
+"""
+
+from configs import quickstart
+
+
+def get_config():
+  config = quickstart.get_config()
+  config.mode = "common"
+  config.data.train_subjects = ("S1",)
+  config.data.unlabeled_subjects = ("S5", "S6", "S7", "S8")
+  config.train.epochs = 6
+  config.train.lr_decay = 0.95
+  config.train.batch_size = 128
+  config.train.warmup = 1
+  config.train.logs_per_epoch = 1
+  config.checkpoint.every_epochs = 2
+  config.classifier.enabled = False
+  return config
