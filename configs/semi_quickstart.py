@@ -18,9 +18,10 @@ def get_config():
   config.mode = "common"
   config.data.train_subjects = ("S1",)
   config.data.unlabeled_subjects = ("S5", "S6", "S7", "S8")
-  config.train.epochs = 6
+  config.data.subset = 0.3
+  config.train.epochs = 10
   config.train.lr_decay = 0.95
-  config.train.batch_size = 128
+  config.train.batch_size = 64
   config.train.warmup = 1
   config.train.logs_per_epoch = 1
   config.checkpoint.every_epochs = 2

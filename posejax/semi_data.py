@@ -16,7 +16,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Sequence
 
-from posejax import sampling, semi_step
+import jax.numpy as jnp
+import numpy as np
+
+from posejax import sampling, schedules, semi_step
 from posejax.data import subset
 from posejax.data.dataset import PoseDataset
 from posejax.data.loading import DATASETS, dataset_name, load_subjects
@@ -32,7 +35,8 @@ def _subject_list(value: Any) -> list[str]:
   if isinstance(value, str):
     return [s.strip() for s in value.split(",") if s.strip()]
   try:
-    return [str(s) for s in (value or ())]
+    # A command-line override arrives as ('S5,S6',), an empty one as ('',).
+    return [p.strip() for s in (value or ()) for p in str(s).split(",") if p.strip()]
   except TypeError:
     raise PosejaxError(f"{OPTION}: {value!r} is not a list of subjects") from None
 
@@ -79,9 +83,32 @@ def check(config) -> None:
 def step_options(config, parents: Sequence[int], receptive_field: int) -> semi_step.SemiOptions:
   return semi_step.SemiOptions(
       parents=tuple(int(p) for p in parents), pad=(receptive_field - 1) // 2,
-      warmup=int(config.train.get("warmup", 1)),
       linear_projection=_flag(config, "linear_projection", False),
       bone_length=_flag(config, "bone_length", True), projection=_flag(config, "projection_loss", True))
+
+
+def warmup_steps(warmup_epochs: int, budget: schedules.Budget, num_models: int) -> np.ndarray:
+  """(num_models,) int32: each model's first steps that are warm-up (padding models: 0).
+
+  train.warmup counts epochs as train.epochs does: the warm-up is the first warmup / epochs of
+  each model's budget, ceil(warmup * S_a / (E * B)) steps; in common mode exactly the
+  reference's `epoch < warmup` (its first ceil(warmup * n / B) steps), in action-based mode
+  the same share of each model's own epochs.
+  """
+  per_epochs = int(budget.common_epochs) * int(budget.batch_size)
+  steps = (int(warmup_epochs) * np.asarray(budget.samples, np.int64) + per_epochs - 1) // per_epochs
+  out = np.zeros(num_models, np.int64)
+  out[:len(steps)] = np.minimum(steps, 2**31 - 1)
+  return out.astype(np.int32)
+
+
+def hyperparams_fn(base, warmup: np.ndarray):
+  """`base` ((K,) epochs, (K,) models) -> hparams, with each slot's 'warmup_steps' added."""
+  table = np.asarray(warmup, np.int32)
+
+  def fn(epochs, models):
+    return dict(base(epochs, models), warmup_steps=jnp.asarray(table)[models])
+  return fn
 
 
 def load_unlabeled(config, actions: Sequence[str]) -> PoseDataset:

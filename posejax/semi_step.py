@@ -4,13 +4,13 @@ The trajectory model (spec 8.10) is the pose model's network with one output joi
 camera-space root. Both train under one optimizer (Adam is elementwise, so the pose model's
 updates do not depend on the trajectory's). A step's batch holds B labeled windows with their
 3D targets and trajectories, and B unlabeled windows with their cameras. During warm-up (the
-model's own epoch < `warmup`) the step sees the labeled windows only: the pose model's update
+model's first `warmup_steps` steps) the step sees the labeled windows only: the pose model's update
 is then exactly the supervised `train_step`'s. Afterwards both models see labeled and
 unlabeled windows in one batch, and the loss adds the 2D reprojection of the unlabeled
 predictions (`semi_losses.projection_loss`) and the bone-length term.
 
 The warm-up switch is traced (`lax.cond`; a select under vmap), so one compiled step serves
-the whole run, and in action-based mode each slot follows its own model's epoch.
+the whole run, and in action-based mode each slot follows its own model's warm-up.
 """
 
 from __future__ import annotations
@@ -67,14 +67,12 @@ class SemiOptions:
   Attributes:
     parents: the skeleton's parents (bone-length term).
     pad: (RF - 1) // 2, the unlabeled windows' padding frames on each side.
-    warmup: epochs of supervised training only (--warmup).
     linear_projection: the pinhole projection (--linear-projection).
     bone_length: add the bone-length term (not --no-bone-length).
     projection: add the 2D reprojection loss (not --no-proj).
   """
   parents: tuple[int, ...]
   pad: int
-  warmup: int = 1
   linear_projection: bool = False
   bone_length: bool = True
   projection: bool = True
@@ -109,7 +107,8 @@ def semi_train_step(state: SemiTrainState, batch: Mapping[str, jax.Array], hpara
     batch: 'poses_2d' (B, W, Kp, F) labeled windows, 'poses_3d' (B, C, J, 3) targets,
       'trajectory' (B, C, 1, 3) their camera-space roots, 'unlabeled_2d' (B, W, Kp, F),
       'cameras' (B, 9) the unlabeled windows' intrinsics (flipped with them).
-    hparams: 'learning_rate', 'bn_momentum' () float32, 'epoch' () int32 the model's epoch.
+    hparams: 'learning_rate', 'bn_momentum' () float32, 'warmup_steps' () int32: the model's
+      steps before that count are warm-up (supervised only).
     rng: the model's dropout key (the step count is folded in here, as `train_step`).
 
   Returns:
@@ -150,7 +149,7 @@ def semi_train_step(state: SemiTrainState, batch: Mapping[str, jax.Array], hpara
       total = total + semi_losses.bone_length_penalty(pred, options.parents, split)
     return total, (pose_upd["batch_stats"], traj_upd["batch_stats"], loss_3d, loss_traj, loss_2d)
 
-  warmup = hparams["epoch"] < options.warmup
+  warmup = state.step < hparams["warmup_steps"]
   loss_fn = lambda params: jax.lax.cond(warmup, supervised, semi, params)
   params = {"pose": state.params, "traj": state.traj_params}
   (_, (stats, traj_stats, loss_3d, loss_traj, loss_2d)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)

@@ -174,7 +174,7 @@ def slot_step(state: TrainState, batch: Mapping[str, jax.Array], slots: Mapping[
     model_ids: (A',) int32 stable model ids.
     layout: how models and slots lie on the action-device groups.
     step_fn: another one-model step `(state, batch, hparams, rng) -> (state, metrics)` (the
-      semi-supervised one): it gets the whole batch, and the slot's epoch in hparams['epoch'].
+      semi-supervised one), given the whole batch.
 
   Returns:
     (new state, metrics of (K,) values: 'loss', 'learning_rate', 'bn_momentum').
@@ -187,7 +187,7 @@ def slot_step(state: TrainState, batch: Mapping[str, jax.Array], slots: Mapping[
     inputs = {"poses_2d": batch["poses_2d"], "poses_3d": batch["poses_3d"]}
     step = functools.partial(train_step, model=model, optimizer=optimizer)
   else:
-    inputs, step, hparams = dict(batch), step_fn, dict(hparams, epoch=slots["epoch"])
+    inputs, step = dict(batch), step_fn
   if num_models == 1 and layout.slots == 1:
     # One model, stepping at every global step: no gather or scatter (a pass over the state
     # each), and unbatched, so XLA folds the weight-gradient transposes into the matmuls.

@@ -157,6 +157,9 @@ class Run:
     hp_fn = schedules.hyperparams_fn(self.budget, float(t.lr), float(t.lr_decay), float(t.bn_momentum_start),
                                      float(t.bn_momentum_end), num_models=padded)
     self.hyperparams_fn = jax.jit(hp_fn)
+    if self.semi:
+      self.warmup_steps = semi_data.warmup_steps(int(t.get("warmup", 1)), self.budget, padded)
+      hp_fn = semi_data.hyperparams_fn(hp_fn, self.warmup_steps)
     semi = None
     input_shape = (1, spec.window_frames, self.hparams["num_joints_in"], self.hparams["in_features"])
     if self.semi:
@@ -291,7 +294,7 @@ def _save_trajectory(run: Run, state) -> None:
   """WORKDIR/trajectory.npz: the common model's trajectory model, which evaluation, rendering,
   export and inference use (`posejax.trajectory`). Action-based runs keep theirs in the
   checkpoints only (one per action)."""
-  if not run.semi or run.mode != COMMON or jax.process_index() != 0:
+  if not run.semi or run.mode != "common" or jax.process_index() != 0:
     return
   variables = jax.tree.map(lambda x: np.asarray(x[0]), sharding.fetch(state.traj_variables))
   path = trajectory_lib.save(run.workdir, model_spec.build(run.traj_hparams), variables)
@@ -394,7 +397,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
          "per epoch")
   if run.semi:
     _log(f"INFO: Semi-supervision on {run.unlabeled_table.num_frames:,} frames of "
-         f"{', '.join(semi_data.unlabeled_subjects(config))} (warm-up {run.engine.semi.options.warmup} epoch(s))")
+         f"{', '.join(semi_data.unlabeled_subjects(config))} (warm-up {int(config.train.get('warmup', 1))} epoch(s): "
+         f"{', '.join(f'{n:,}' for n in run.warmup_steps[:layout.num_models])} step(s))")
   _log(f"INFO: schedule: {run.slot_layout.slots} slot(s) per global step, {int(run.segment_lengths.sum()):,} global "
        f"steps, useful fraction of model-steps {run.useful:.4f}; input on the {run.input} "
        f"({run.table.nbytes() / 2**20:,.0f} MiB of training tables)")

@@ -19,13 +19,14 @@ MODEL = TemporalModel(num_joints_in=K, num_joints_out=J, filter_widths=WIDTHS, c
 TRAJ = TemporalModel(num_joints_in=K, num_joints_out=1, filter_widths=WIDTHS, channels=C, strided=True,
                      dropout=0.25)
 TX = optim.adam_amsgrad()
-OPTIONS = ss.SemiOptions(parents=PARENTS, pad=RF // 2, warmup=2)
+OPTIONS = ss.SemiOptions(parents=PARENTS, pad=RF // 2)
 SEMI = jax.jit(functools.partial(ss.semi_train_step, model=MODEL, traj_model=TRAJ, optimizer=TX, options=OPTIONS))
 SUP = jax.jit(functools.partial(ts.train_step, model=MODEL, optimizer=TX))
 
 
-def _hp(epoch):
-  return {"learning_rate": jnp.float32(1e-3), "bn_momentum": jnp.float32(0.1), "epoch": jnp.int32(epoch)}
+def _hp(warmup_steps):
+  return {"learning_rate": jnp.float32(1e-3), "bn_momentum": jnp.float32(0.1),
+          "warmup_steps": jnp.int32(warmup_steps)}
 
 
 def _batch(seed):
@@ -61,15 +62,18 @@ def test_warmup_steps_are_supervised_training(state):
                       opt_state=TX.init(state.params), step=state.step)
   rng = jax.random.key(7)
   semi = state
-  for i, epoch in enumerate((0, 1)):
+  for i in range(2):
     batch = _batch(i)
-    semi, m_semi = SEMI(semi, batch, _hp(epoch), rng)
-    sup, m_sup = SUP(sup, {k: batch[k] for k in ("poses_2d", "poses_3d")}, _hp(epoch), rng)
+    semi, m_semi = SEMI(semi, batch, _hp(2), rng)
+    sup, m_sup = SUP(sup, {k: batch[k] for k in ("poses_2d", "poses_3d")}, _hp(2), rng)
     np.testing.assert_allclose(m_semi["loss"], m_sup["loss"], rtol=1e-6)
     assert float(m_semi["semi"]) == 0.0 and float(m_semi["loss_2d"]) == 0.0
   jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-5, atol=1e-5), semi.variables, sup.variables)
   # Not a vacuous comparison: the models moved.
   assert not np.allclose(jax.tree.leaves(semi.params)[-1], jax.tree.leaves(state.params)[-1])
+  # The third step is past warm-up: the unlabeled windows join in.
+  semi, m_semi = SEMI(semi, _batch(2), _hp(2), rng)
+  assert float(m_semi["semi"]) == 1.0 and float(m_semi["loss_2d"]) > 0
   # The trajectory model trained too (its own loss, 1/depth weighted).
   assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(semi.traj_params),
                                                       jax.tree.leaves(state.traj_params)))
@@ -102,7 +106,7 @@ def test_semi_step_losses_and_gradient_match_numpy(state):
   model, traj = MODEL.clone(dropout=0.0), TRAJ.clone(dropout=0.0)
   step = jax.jit(functools.partial(ss.semi_train_step, model=model, traj_model=traj, optimizer=TX, options=OPTIONS))
   batch, rng = _batch(3), jax.random.key(0)
-  _, metrics = step(state, batch, _hp(2), rng)
+  _, metrics = step(state, batch, _hp(0), rng)
   x = np.concatenate([batch["poses_2d"], batch["unlabeled_2d"]])
   run = lambda net, v: net.apply(v, x, train=True, bn_momentum=0.1, mutable=["batch_stats"])[0]
   pred, pred_traj = run(model, state.variables), run(traj, state.traj_variables)
@@ -127,10 +131,10 @@ def test_semi_step_losses_and_gradient_match_numpy(state):
       t += semi_losses.bone_length_penalty(pred, PARENTS, B)
     return t
 
-  for options in (OPTIONS, ss.SemiOptions(PARENTS, RF // 2, 2, bone_length=False, projection=False)):
+  for options in (OPTIONS, ss.SemiOptions(PARENTS, RF // 2, bone_length=False, projection=False)):
     step = jax.jit(functools.partial(ss.semi_train_step, model=model, traj_model=traj, optimizer=TX,
                                      options=options))
-    new, _ = step(state, batch, _hp(2), rng)
+    new, _ = step(state, batch, _hp(0), rng)
     params = {"pose": state.params, "traj": state.traj_params}
     grads = jax.grad(total)(params, options)
     updates, _ = TX.update(grads, optim.with_learning_rate(state.opt_state, 1e-3), params)
