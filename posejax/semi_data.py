@@ -63,7 +63,7 @@ def check(config) -> None:
   train_subjects = _subject_list(config.data.train_subjects) or list(DATASETS[name].train_subjects)
   if name != "h36m":
     raise PosejaxError(f"{OPTION}: semi-supervised training is supported on Human3.6M only (as in the "
-                       f"reference), not on dataset {name!r}")
+                       f"reference: it needs each unlabeled sequence's camera), not on dataset {name!r}")
   both = sorted(set(unlabeled) & set(train_subjects))
   if both:
     raise PosejaxError(f"{OPTION}: subject(s) {', '.join(both)} are also labeled training subjects "

@@ -98,6 +98,9 @@ class Run:
   def __init__(self, config, workdir: str):
     self.config, self.workdir = config, workdir
     self.mode = slices.check_mode(str(config.mode))
+    self.semi = semi_data.enabled(config)  # spec 11: unlabeled subjects, trajectory models
+    if self.semi:
+      semi_data.check(config)
     self.actions = selected_actions(config)  # of config.data.dataset, by config.action_match
     self.slices = slices.slice_names(self.mode, self.actions)
     self.dtype = model_spec.compute_dtype(config)
@@ -105,9 +108,6 @@ class Run:
     # The reference's --stride: examples are chunks of `stride` output frames, batch_size // stride
     # of them per batch (spec 7.1, 7.4), trained with the dilated model (spec 8.6).
     self.stride, self.dilated = model_spec.training_form(config)
-    self.semi = semi_data.enabled(config)  # spec 11: unlabeled subjects, trajectory models
-    if self.semi:
-      semi_data.check(config)
     self.train_ds, self.test_ds, self.fingerprint = load_data(config, self.actions)
     self.valid_ds = load_validation(config, self.actions)
     t = config.train
