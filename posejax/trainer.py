@@ -27,7 +27,7 @@ import numpy as np
 import tqdm
 
 from posejax import (checkpointing, engine, eval_lib, evaluation, model_spec, optim, report, resume, sampling,
-                     schedules, semi_data, semi_step, sharding, slices, train_step)
+                     schedules, semi_data, semi_eval, semi_step, sharding, slices, train_step)
 from posejax import trajectory as trajectory_lib
 from posejax import classifier  # the action classifier, trained after the pose models
 from posejax import workdir as workdir_lib
@@ -73,6 +73,10 @@ def _epoch_line(record: Mapping[str, Any], minutes: float, slice_names: list[str
     line += f" traj_train {1000 * record['traj_train']:.2f} 2d_train {record['2d_train']:.5f}"
   if record.get("mpjpe_valid") is not None:
     line += f" 3d_valid {1000 * record['mpjpe_valid']:.2f}"
+  if "traj_valid" in record:  # spec 11.4 (trajectory in mm, 2D in normalized units)
+    line += (f" traj_valid {1000 * record['traj_valid']:.2f} traj_eval {1000 * record['traj_eval']:.2f} 2d_valid "
+             f"{record['2d_valid']:.5f} 2d_train_sup {record['2d_train_sup']:.5f} 2d_train_unsup "
+             f"{record['2d_train_unsup']:.5f}")
   if slice_names != [COMMON]:
     parts = [f"{ABBREVIATIONS.get(s, s)} {1000 * per[s]['loss']:.1f}"
              + (f"/{1000 * per[s]['mpjpe_valid']:.1f}" if "mpjpe_valid" in per[s] else "") for s in slice_names]
@@ -167,6 +171,12 @@ class Run:
       traj_model = model_spec.build(self.traj_hparams, strided=not self.dilated, dtype=self.dtype)
       semi = engine.Semi(traj_model, semi_data.unlabeled_spec(spec),
                          semi_data.step_options(config, self.train_ds.skeleton.parents, self.rf))
+      self.traj_eval_model = model_spec.build(self.traj_hparams)
+      shift = causal_shift(self.hparams["filter_widths"], self.hparams["causal"])
+      pack = lambda ds: semi_eval.pack(ds, self.slices, self.rf, shift)
+      # Spec 11.4's sets: test (traj_valid, 2d_valid), labeled (traj_eval, 2d_train_sup), unlabeled.
+      self.semi_sets = {"valid": pack(self.test_ds), "train_sup": pack(self.train_ds),
+                        "train_unsup": pack(self.unlabeled_ds)}
       self.init_fn = lambda: semi_step.init_stacked_state(self.train_model, traj_model, self.optimizer,
                                                           int(config.seed), self.model_ids, input_shape)
     else:
@@ -190,6 +200,16 @@ class Run:
   def variables(self, state) -> dict[str, Any]:
     """Unpadded stacked {'params', 'batch_stats'} for evaluation."""
     return sharding.unpad_models(state.variables, self.layout.num_models)
+
+  def semi_metrics(self, state) -> dict[str, float]:
+    """Spec 11.4: traj_valid, 2d_valid, traj_eval, 2d_train_sup, 2d_train_unsup (eval mode)."""
+    traj = sharding.unpad_models({"params": state.traj_params, "batch_stats": state.traj_batch_stats},
+                                 self.layout.num_models)
+    run = lambda name: semi_eval.metrics(self.eval_model, self.traj_eval_model, self.variables(state), traj,
+                                         self.semi_sets[name])
+    valid, sup, unsup = run("valid"), run("train_sup"), run("train_unsup")
+    return {"traj_valid": valid["traj"], "2d_valid": valid["2d"], "traj_eval": sup["traj"],
+            "2d_train_sup": sup["2d"], "2d_train_unsup": unsup["2d"]}
 
   def fresh_accumulator(self):
     return engine.fresh_accumulator(self.layout, self.semi)
@@ -438,11 +458,13 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
         start = time.perf_counter()
         if config.eval.get("validate", True):
           valid = run.validate(state, run.test_set)  # monitoring only: never selects a checkpoint
+        semi_valid = run.semi_metrics(state) if run.semi and config.eval.get("validate", True) else {}
         if run.valid_set is not None:
           heldout = run.validate(state, run.valid_set)["frame_weighted"]["mpjpe_valid"]
         timers.eval += time.perf_counter() - start
         record = _log_record(run, epoch, step, positions, acc_host, valid, timers,
                              time.perf_counter() - wall_start)
+        record.update(semi_valid)
         if heldout is not None:
           record[checkpointing.BEST_METRIC] = heldout
         writer.write(record)

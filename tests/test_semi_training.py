@@ -66,6 +66,9 @@ def test_common_run_writes_losses_and_the_trajectory_model(data_dir, tmp_path, c
   first, second = _records(workdir)
   assert first["2d_train"] == 0.0 and second["2d_train"] > 0  # epoch 1 is warm-up
   assert first["traj_train"] > 0 and second["per_action"]["all"]["traj_train"] == second["traj_train"]
+  for key in ("traj_valid", "2d_valid", "traj_eval", "2d_train_sup", "2d_train_unsup"):
+    assert np.isfinite(second[key]) and second[key] > 0, key
+  assert " traj_valid " in out and " 2d_train_unsup " in out
   model, variables = trajectory.load(workdir)
   assert model.num_joints_out == 1 and not model.strided and "params" in variables
 
@@ -151,6 +154,34 @@ def test_flipped_unlabeled_windows_flip_the_camera(data_dir):
   mirrored = x * [-1, 1, 1]
   np.testing.assert_allclose(camera.project_to_2d(mirrored, cams[flip]) * [-1, 1],
                              camera.project_to_2d(x, base[flip]), rtol=1e-12, atol=1e-12)
+
+
+def test_semi_eval_metrics_equal_whole_sequence_evaluation(data_dir):
+  """Chunked, batched, routed per action == each whole edge-padded sequence, in float64 NumPy."""
+  from posejax import semi_eval
+  from posejax.model import TemporalModel
+  actions = ("Eating", "Walking")
+  dataset = load_subjects(_config(data_dir), ["S9"], actions)
+  pose = TemporalModel(num_joints_in=17, num_joints_out=17, filter_widths=(3, 3), channels=8)
+  traj = TemporalModel(num_joints_in=17, num_joints_out=1, filter_widths=(3, 3), channels=8)
+  x0 = np.zeros((1, 9, 17, 2), np.float32)
+  init = lambda m, i: m.init(jax.random.key(i), x0, train=False)
+  stack = lambda vs: jax.tree.map(lambda *x: np.stack(x), *vs)
+  pv, tv = stack([init(pose, 0), init(pose, 1)]), stack([init(traj, 2), init(traj, 3)])
+  packed = semi_eval.pack(dataset, actions, 9, 0, chunk=5)
+  got = semi_eval.metrics(pose, traj, pv, tv, packed, batch=4)
+  sums = np.zeros(3)
+  for r in dataset.sequences:
+    a = actions.index(r.action)
+    x = np.concatenate([r.poses_2d[:1].repeat(4, 0), r.poses_2d, r.poses_2d[-1:].repeat(4, 0)])[None]
+    v, t = (jax.tree.map(lambda y: y[a], w) for w in (pv, tv))
+    pred = np.asarray(pose.apply(v, x, train=False), np.float64)[0]
+    root = np.asarray(traj.apply(t, x, train=False), np.float64)[0]
+    sums[0] += np.linalg.norm(root - r.poses_3d[:, :1], axis=-1).sum()
+    recon = camera.project_to_2d(pred + root, np.asarray(r.intrinsic, np.float64)[None].repeat(len(pred), 0))
+    sums[1] += np.linalg.norm(recon - r.poses_2d, axis=-1).mean(-1).sum()
+    sums[2] += len(pred)
+  np.testing.assert_allclose([got["traj"], got["2d"]], sums[:2] / sums[2], rtol=2e-5)
 
 
 @pytest.mark.parametrize("change, message", [
