@@ -208,3 +208,20 @@ def test_unlabeled_subjects_without_cameras(data_dir, tmp_path, monkeypatch):
   monkeypatch.setattr(semi_data, "load_subjects", no_cameras)
   with pytest.raises(PosejaxError, match="unlabeled_subjects: subject\\(s\\) S6 have no camera intrinsics"):
     trainer.train_and_evaluate(_config(data_dir), str(tmp_path / "w"))
+
+
+def test_semi_configs():
+  from configs import semi_quickstart, semi_s1
+  from posejax.config_validation import validate_config
+  c = semi_s1.get_config()
+  assert (c.data.keypoints, tuple(c.data.train_subjects), c.data.subset) == ("gt", ("S1",), 0.1)
+  assert tuple(c.data.unlabeled_subjects) == ("S5", "S6", "S7", "S8")
+  assert (c.train.epochs, c.train.lr_decay, tuple(c.model.filter_widths), c.train.warmup, c.train.batch_size) == (
+      200, 0.98, (3, 3, 3), 5, 64)
+  assert "65.2 mm" in semi_s1.__doc__ and "80.7 mm" in semi_s1.__doc__
+  q = semi_quickstart.get_config()
+  assert q.data.synthetic_frames > 0 and q.data.unlabeled_subjects and "--config.mode=action_based" in (
+      semi_quickstart.__doc__)
+  for config in (c, q):
+    validate_config(config)
+    semi_data.check(config)
