@@ -11,10 +11,9 @@ use): 30 % of S1 labeled, S5-S8 unlabeled (2D and cameras), S9 and S11 for testi
 
 Measured on a shared 2-core CPU (Protocol #1 average with TTA; training time):
   common:        semi-supervised 85.1 mm (6 s), without the unlabeled subjects 92.4 mm (2 s);
-  action-based:  semi-supervised 140.2 mm (122 s), without 149.4 mm (23 s).
-The action-based step computes both the warm-up and the semi-supervised branch under vmap
-(a select), hence its cost; with this little labeled data per action the per-action models
-stay far behind the common one, as in configs/quickstart.py.
+  action-based:  semi-supervised 140.1 mm (48 s), without 149.4 mm (23 s).
+With this little labeled data per action the per-action models stay far behind the common
+one, as in configs/quickstart.py.
 """
 
 from configs import quickstart

@@ -86,14 +86,15 @@ class Engine:
 
   def _one_step(self, state, acc, batch, row, global_step, rng):
     slots_in = {"model": row[:, 0], "epoch": row[:, 2]}
-    step_fn = None
+    step_fn = vmapped = None
     if self.semi is not None:
       step_fn = functools.partial(semi_step.semi_train_step, model=self.model, traj_model=self.semi.traj_model,
                                   optimizer=self.optimizer, options=self.semi.options)
+      vmapped = semi_step.vmapped_step(step_fn)
     state, metrics = train_step.slot_step(
         state, batch, slots_in, rng, model=self.model, optimizer=self.optimizer,
         hyperparams_fn=self.hyperparams_fn, model_ids=jnp.asarray(self.model_ids), layout=self.slots,
-        step_fn=step_fn)
+        step_fn=step_fn, vmapped_step_fn=vmapped)
     if self.semi is None:
       return state, train_step.accumulate(acc, row[:, 0], metrics["loss"], global_step)
     # A non-finite trajectory or 2D loss stops the run as a non-finite 3D loss does.

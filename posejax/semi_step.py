@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import flax
 import flax.linen as nn
@@ -99,8 +99,8 @@ def init_stacked_state(model: nn.Module, traj_model: nn.Module, optimizer: optax
 
 def semi_train_step(state: SemiTrainState, batch: Mapping[str, jax.Array], hparams: Mapping[str, jax.Array],
                     rng: jax.Array, *, model: nn.Module, traj_model: nn.Module,
-                    optimizer: optax.GradientTransformation,
-                    options: SemiOptions) -> tuple[SemiTrainState, dict[str, jax.Array]]:
+                    optimizer: optax.GradientTransformation, options: SemiOptions,
+                    branch: str = "auto") -> tuple[SemiTrainState, dict[str, jax.Array]]:
   """One optimizer step of a pose model and its trajectory model.
 
   Args:
@@ -110,6 +110,8 @@ def semi_train_step(state: SemiTrainState, batch: Mapping[str, jax.Array], hpara
     hparams: 'learning_rate', 'bn_momentum' () float32, 'warmup_steps' () int32: the model's
       steps before that count are warm-up (supervised only).
     rng: the model's dropout key (the step count is folded in here, as `train_step`).
+    branch: 'auto' (warm-up decided by the step count), or 'warmup' / 'semi' when the caller
+      knows it (`vmapped_step`: under vmap a traced choice computes both branches).
 
   Returns:
     (new state, {'loss': 3D MPJPE, 'loss_traj', 'loss_2d' (0 in warm-up), 'semi': 1.0 after
@@ -150,7 +152,10 @@ def semi_train_step(state: SemiTrainState, batch: Mapping[str, jax.Array], hpara
     return total, (pose_upd["batch_stats"], traj_upd["batch_stats"], loss_3d, loss_traj, loss_2d)
 
   warmup = state.step < hparams["warmup_steps"]
-  loss_fn = lambda params: jax.lax.cond(warmup, supervised, semi, params)
+  if branch == "auto":
+    loss_fn = lambda params: jax.lax.cond(warmup, supervised, semi, params)
+  else:
+    loss_fn = supervised if branch == "warmup" else semi
   params = {"pose": state.params, "traj": state.traj_params}
   (_, (stats, traj_stats, loss_3d, loss_traj, loss_2d)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
   opt_state = optim.with_learning_rate(state.opt_state, hparams["learning_rate"])
@@ -163,6 +168,21 @@ def semi_train_step(state: SemiTrainState, batch: Mapping[str, jax.Array], hpara
              "learning_rate": jnp.asarray(hparams["learning_rate"], jnp.float32),
              "bn_momentum": jnp.asarray(hparams["bn_momentum"], jnp.float32)}
   return new_state, metrics
+
+
+def vmapped_step(step_fn: Callable[..., Any]) -> Callable[..., Any]:
+  """`jax.vmap(step_fn)` over K slots that computes one branch when all slots agree.
+
+  `step_fn` is `semi_train_step` with its static arguments bound. The slots are all in
+  warm-up or all past it at every global step but those where some models cross the
+  boundary; only those compute both branches.
+  """
+  def run(states, batch, hparams, rngs):
+    warm = states.step < hparams["warmup_steps"]
+    one = lambda branch: lambda: jax.vmap(functools.partial(step_fn, branch=branch))(states, batch, hparams, rngs)
+    return jax.lax.cond(jnp.all(warm), one("warmup"),
+                        lambda: jax.lax.cond(jnp.any(warm), one("auto"), one("semi")))
+  return run
 
 
 def init_accumulator(num_models: int) -> dict[str, jax.Array]:

@@ -160,7 +160,8 @@ def slot_step(state: TrainState, batch: Mapping[str, jax.Array], slots: Mapping[
               rng: jax.Array, *, model: nn.Module, optimizer: optax.GradientTransformation,
               hyperparams_fn: Callable[[jax.Array, jax.Array], dict[str, jax.Array]],
               model_ids: jax.Array, layout: slices.SlotLayout,
-              step_fn: Callable | None = None) -> tuple[TrainState, dict[str, jax.Array]]:
+              step_fn: Callable | None = None,
+              vmapped_step_fn: Callable | None = None) -> tuple[TrainState, dict[str, jax.Array]]:
   """One global step: each of the K slots' models takes one optimizer step.
 
   Args:
@@ -175,6 +176,8 @@ def slot_step(state: TrainState, batch: Mapping[str, jax.Array], slots: Mapping[
     layout: how models and slots lie on the action-device groups.
     step_fn: another one-model step `(state, batch, hparams, rng) -> (state, metrics)` (the
       semi-supervised one), given the whole batch.
+    vmapped_step_fn: with step_fn, what steps the K gathered slots in place of
+      `jax.vmap(step_fn)`.
 
   Returns:
     (new state, metrics of (K,) values: 'loss', 'learning_rate', 'bn_momentum').
@@ -194,7 +197,8 @@ def slot_step(state: TrainState, batch: Mapping[str, jax.Array], slots: Mapping[
     squeeze = lambda tree: jax.tree.map(lambda x: x[0], tree)
     new_state, metrics = step(*map(squeeze, (state, inputs, hparams, rngs)))
     return jax.tree.map(lambda x: x[None], (new_state, metrics))
-  new_slots, metrics = jax.vmap(step)(gather_models(state, models, layout), inputs, hparams, rngs)
+  vmapped = jax.vmap(step) if vmapped_step_fn is None else vmapped_step_fn
+  new_slots, metrics = vmapped(gather_models(state, models, layout), inputs, hparams, rngs)
   return scatter_models(state, models, new_slots, layout), metrics
 
 

@@ -138,3 +138,20 @@ def test_semi_step_losses_and_gradient_match_numpy(state):
     want = jax.tree.map(lambda p, u: p + u, params, updates)
     jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-4, atol=1e-7),
                  {"pose": new.params, "traj": new.traj_params}, want)
+
+
+def test_vmapped_step_equals_vmap_of_the_step(state):
+  """One branch when the slots agree, both when they do not: the same steps as plain vmap."""
+  step = functools.partial(ss.semi_train_step, model=MODEL, traj_model=TRAJ, optimizer=TX, options=OPTIONS)
+  two = lambda *trees: jax.tree.map(lambda *x: jnp.stack(x), *trees)
+  states = two(state, state.replace(step=jnp.int32(3)))
+  batch = two(_batch(5), _batch(6))
+  rngs = jax.vmap(jax.random.key)(jnp.arange(2))
+  fast, plain = jax.jit(ss.vmapped_step(step)), jax.jit(jax.vmap(step))
+  # Steps 0 and 3: all in warm-up, mixed, none.
+  for warmup, semi in (((4, 4), [0, 0]), ((1, 2), [0, 1]), ((0, 0), [1, 1])):
+    hp = two(_hp(warmup[0]), _hp(warmup[1]))
+    (a, ma), (b, mb) = fast(states, batch, hp, rngs), plain(states, batch, hp, rngs)
+    np.testing.assert_array_equal(ma["semi"], semi)
+    np.testing.assert_array_equal(mb["semi"], semi)
+    jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-5, atol=1e-5), (a, ma), (b, mb))
