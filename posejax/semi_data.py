@@ -145,7 +145,3 @@ def unlabeled_spec(labeled: sampling.WindowSpec) -> sampling.WindowSpec:
   """The unlabeled stream: the labeled one's batch and windows, its own seed (its example
   counts travel with its table)."""
   return dataclasses.replace(labeled, seed=labeled.seed + UNLABELED_SEED_OFFSET)
-
-
-def frames(dataset: PoseDataset) -> int:
-  return int(sum(r.num_frames for r in dataset.sequences))
