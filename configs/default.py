@@ -50,6 +50,15 @@ Options of the reference's run.py (videopose3d.md 15), by its flag:
   -r / --resume FILE       checkpoint.resume_from: a step of this workdir, or a path
                            (OTHER/checkpoints/STEP, or a workdir: its newest step) to start a
                            fresh workdir from; unset: the workdir's newest checkpoint.
+  --subjects-unlabeled L   data.unlabeled_subjects: semi-supervised training (Human3.6M only):
+                           a trajectory model trains beside each pose model, and the 2D
+                           reprojection of the unlabeled subjects' predictions through their
+                           cameras (plus a bone-length term) joins the loss (see
+                           configs/semi_s1.py; data.train_subjects are the labeled subjects).
+  --warmup N               train.warmup: epochs of supervised training first (default 1).
+  --linear-projection      train.linear_projection: pinhole projection without distortion.
+  --no-bone-length         train.bone_length = False.
+  --no-proj                train.projection_loss = False.
   2D keypoints with more than 2 features (x, y, confidence...) are used as they are (only x, y
   are normalized; flipping negates x only); the model's input width follows the data.
 """
@@ -85,6 +94,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.shuffle_seed = ml_collections.config_dict.placeholder(int)
   config.data.subset = 1.0  # --subset: fraction of each training sequence (a contiguous run)
   config.data.downsample = 1  # --downsample: every N-th frame, training and evaluation
+  config.data.unlabeled_subjects = ()  # --subjects-unlabeled: non-empty turns semi-supervision on
 
   config.model = ml_collections.ConfigDict()
   config.model.filter_widths = (3, 3, 3)
@@ -108,6 +118,11 @@ def get_config() -> ml_collections.ConfigDict:
   # batch_size // stride chunks of stride + RF - 1 frames.
   config.train.stride = 1
   config.train.dense_training = False  # --disable-optimizations: dilated model at stride 1 too
+  # Semi-supervised training (data.unlabeled_subjects non-empty), the reference's flags:
+  config.train.warmup = 1  # --warmup: supervised-only epochs first
+  config.train.linear_projection = False  # --linear-projection
+  config.train.bone_length = True  # not --no-bone-length
+  config.train.projection_loss = True  # not --no-proj
   config.train.budget = "fixed"
   config.train.unit_epochs = 15
   config.train.logs_per_epoch = 1

@@ -5,8 +5,9 @@ Each checkpoint holds three items:
 * 'variables': {'params', 'batch_stats'} of the real models, stacked (A, ...) with A = 1 in
   common mode; what evaluation needs.
 * 'train': the optimizer state (its leaves in flattening order), each model's step count and
-  the loss accumulators of the current log epoch; what resuming needs. Absent in imported
-  checkpoints.
+  the loss accumulators of the current log epoch; what resuming needs; in semi-supervised
+  runs also 'trajectory', the trajectory models' {'params', 'batch_stats'}. Absent in
+  imported checkpoints.
 * 'metadata' (JSON): config, action of each slice, model hyper-parameters, dataset
   fingerprint, global step and timers.
 
@@ -53,6 +54,9 @@ RESUME_KEYS = ("mode", "seed", "actions", "action_match", "data.dataset", "data.
                "data.shuffle_seed", "train.batch_size", "train.epochs", "train.budget", "train.unit_epochs", "train.augment", "train.lr", "train.lr_decay",
                "train.bn_momentum_start", "train.bn_momentum_end", "data.subset", "data.downsample", "train.stride",
                "train.dense_training")
+# Compared too when either run is semi-supervised (earlier checkpoints do not record them).
+SEMI_RESUME_KEYS = ("data.unlabeled_subjects", "train.warmup", "train.linear_projection", "train.bone_length",
+                    "train.projection_loss")
 
 
 def checkpoint_dir(workdir: str) -> str:
@@ -105,6 +109,9 @@ def save(mngr: ocp.CheckpointManager, step: int, state: Any, accum: Mapping[str,
   opt_leaves = _host_copy(jax.tree.leaves(state.opt_state), num_models)
   train = {"opt_state": {f"{i:04d}": leaf for i, leaf in enumerate(opt_leaves)},
            "step": _host_copy(state.step, num_models), "accum": _host_copy(dict(accum), num_models)}
+  if hasattr(state, "traj_params"):  # semi_step.SemiTrainState
+    train["trajectory"] = _host_copy({"params": state.traj_params, "batch_stats": state.traj_batch_stats},
+                                     num_models)
   meta = dict(metadata, global_step=int(step), format=FORMAT_VERSION)
   # orbax first waits for the previous (asynchronous) save: its failure surfaces here too.
   with _save_errors(mngr):
@@ -203,6 +210,18 @@ def restore_train(mngr: ocp.CheckpointManager, step: int, state_template: Any,
       params=jax.tree.map(lambda t, x: x, state_template.params, variables["params"]),
       batch_stats=jax.tree.map(lambda t, x: x, state_template.batch_stats, variables["batch_stats"]),
       opt_state=jax.tree.unflatten(treedef, leaves), step=train["step"])
+  if hasattr(state_template, "traj_params"):
+    if "trajectory" not in train:
+      raise PosejaxError(f"{checkpoint_dir_of(mngr)}: step {step} holds no trajectory model (a supervised run's "
+                         "checkpoint); semi-supervised training cannot resume from it")
+    traj = train["trajectory"]
+    state = state.replace(
+        traj_params=jax.tree.map(lambda t, x: x, state_template.traj_params, traj["params"]),
+        traj_batch_stats=jax.tree.map(lambda t, x: x, state_template.traj_batch_stats, traj["batch_stats"]))
+  missing = [k for k in accum_template if k not in train["accum"]]
+  if missing:
+    raise PosejaxError(f"{checkpoint_dir_of(mngr)}: step {step} lacks the accumulators {', '.join(missing)} "
+                       "(written by a run of another kind)")
   accum = {k: train["accum"][k] for k in accum_template}
   return state, accum, metadata
 
@@ -314,7 +333,8 @@ def check_compatible(saved: Mapping[str, Any], current: Mapping[str, Any], where
     keys = sorted(set(saved.get("model", {})) | set(current["model"]))
     diffs += [f"model {k}={saved.get('model', {}).get(k)!r} (config: {current['model'].get(k)!r})"
               for k in keys if saved.get("model", {}).get(k) != current["model"].get(k)]
-  for key in RESUME_KEYS:
+  semi = any(_get(c.get("config", {}), "data.unlabeled_subjects") for c in (saved, current))
+  for key in RESUME_KEYS + (SEMI_RESUME_KEYS if semi else ()):
     a, b = _get(saved.get("config", {}), key), _get(current["config"], key)
     if a != b:
       diffs.append(f"{key}={a!r} (config: {b!r})")

@@ -15,6 +15,7 @@ No TensorFlow or ml_collections here: benchmarks drive this module directly.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable, Iterator
 
 import flax.linen as nn
@@ -24,10 +25,24 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from posejax import sampling, sharding, slices, train_step
+from posejax import sampling, semi_step, sharding, slices, train_step
 
 PyTree = Any
 INPUTS = ("device", "host")
+
+
+@dataclasses.dataclass(frozen=True)
+class Semi:
+  """Semi-supervised training's static pieces (spec 11): the second stream and step.
+
+  Attributes:
+    traj_model: the trajectory model (the training model's form, one output joint).
+    spec: the unlabeled stream's windows (its own seed; the labeled batch size).
+    options: the loss settings.
+  """
+  traj_model: nn.Module
+  spec: sampling.WindowSpec
+  options: semi_step.SemiOptions
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +60,7 @@ class Engine:
     spec: the windows' static description (batch_size in examples, i.e. chunks).
     examples: (A,) n_a (examples per epoch) of the real models.
     steps_per_call: global steps per compiled call on the device path.
+    semi: semi-supervised training (device path only; tables hold an 'unlabeled' table).
   """
   model: nn.Module
   optimizer: optax.GradientTransformation
@@ -55,6 +71,7 @@ class Engine:
   spec: sampling.WindowSpec
   examples: np.ndarray
   steps_per_call: int = 16
+  semi: Semi | None = None
 
   @property
   def num_models(self) -> int:
@@ -69,10 +86,21 @@ class Engine:
 
   def _one_step(self, state, acc, batch, row, global_step, rng):
     slots_in = {"model": row[:, 0], "epoch": row[:, 2]}
+    step_fn = vmapped = None
+    if self.semi is not None:
+      step_fn = functools.partial(semi_step.semi_train_step, model=self.model, traj_model=self.semi.traj_model,
+                                  optimizer=self.optimizer, options=self.semi.options)
+      vmapped = semi_step.vmapped_step(step_fn)
     state, metrics = train_step.slot_step(
         state, batch, slots_in, rng, model=self.model, optimizer=self.optimizer,
-        hyperparams_fn=self.hyperparams_fn, model_ids=jnp.asarray(self.model_ids), layout=self.slots)
-    return state, train_step.accumulate(acc, row[:, 0], metrics["loss"], global_step)
+        hyperparams_fn=self.hyperparams_fn, model_ids=jnp.asarray(self.model_ids), layout=self.slots,
+        step_fn=step_fn, vmapped_step_fn=vmapped)
+    if self.semi is None:
+      return state, train_step.accumulate(acc, row[:, 0], metrics["loss"], global_step)
+    # A non-finite trajectory or 2D loss stops the run as a non-finite 3D loss does.
+    loss = jnp.where(jnp.isfinite(metrics["loss_traj"] + metrics["loss_2d"]), metrics["loss"], jnp.nan)
+    base = train_step.accumulate({k: acc[k] for k in train_step.init_accumulator(0)}, row[:, 0], loss, global_step)
+    return state, semi_step.accumulate(dict(acc, **base), row[:, 0], metrics)
 
   def _batch_sharding(self) -> NamedSharding:
     return NamedSharding(self.layout.mesh, P("action", "data"))
@@ -81,6 +109,10 @@ class Engine:
     """The slots' windows gathered on the device from the resident tables."""
     slice_index = jnp.minimum(row[:, 0], self.num_models - 1)
     batch = sampling.device_batch(tables, self.spec, slice_index, row[:, 1])
+    if self.semi is not None:
+      # The endless unlabeled stream advances with the model's own step count: resumable as is.
+      unlabeled = sampling.device_batch(tables["unlabeled"], self.semi.spec, slice_index, row[:, 1])
+      batch = dict(batch, unlabeled_2d=unlabeled["poses_2d"], cameras=unlabeled["cameras"])
     return jax.lax.with_sharding_constraint(batch, self._batch_sharding())
 
   def _run_rows(self, state, acc, tables, rows, count, base_step, rng):
@@ -110,9 +142,14 @@ class Engine:
     return fn.lower(state, acc, batch, row, np.int32(0), rng).compile()
 
 
-def put_tables(table: sampling.WindowTable, layout: sharding.Layout) -> dict[str, jax.Array]:
-  """The frame tables on every device (replicated; the flip is applied on the fly)."""
-  return sharding.put_global(table.arrays(), layout.replicated)
+def put_tables(table: sampling.WindowTable, layout: sharding.Layout,
+               unlabeled: sampling.WindowTable | None = None) -> dict[str, jax.Array]:
+  """The frame tables on every device (replicated; the flip is applied on the fly); the
+  unlabeled table of semi-supervised training under 'unlabeled'."""
+  arrays = table.arrays()
+  if unlabeled is not None:
+    arrays["unlabeled"] = unlabeled.arrays()
+  return sharding.put_global(arrays, layout.replicated)
 
 
 def run_segment_device(engine: Engine, compiled, state, acc, tables, inputs: np.ndarray, base_step: int,
@@ -165,6 +202,10 @@ def host_batch_example(engine: Engine, table: sampling.WindowTable) -> dict[str,
                                            jnp.float32)}
 
 
-def fresh_accumulator(layout: sharding.Layout) -> dict[str, jax.Array]:
-  return jax.jit(lambda: train_step.init_accumulator(layout.padded_models),
-                 out_shardings=layout.model_sharding)()
+def init_accumulator(num_models: int, semi: bool = False) -> dict[str, jax.Array]:
+  acc = train_step.init_accumulator(num_models)
+  return dict(acc, **semi_step.init_accumulator(num_models)) if semi else acc
+
+
+def fresh_accumulator(layout: sharding.Layout, semi: bool = False) -> dict[str, jax.Array]:
+  return jax.jit(lambda: init_accumulator(layout.padded_models, semi), out_shardings=layout.model_sharding)()

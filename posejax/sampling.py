@@ -155,7 +155,8 @@ class WindowTable:
 
   Attributes:
     frames_2d: (N, K, F) float32 2D frames of all slices, slice after slice (F = 2 or more).
-    targets_3d: (N, J, 3) float32 3D frames with joint 0 zeroed (the pose target).
+    targets_3d: (N, J, 3) float32 3D frames with joint 0 zeroed (the pose target); None in an
+      unlabeled table.
     block_start, block_frame, block_length: (num_blocks,) int32 global example index, frame
       row of the sequence start and sequence length of each example block (`example_blocks`).
     block_flip: (num_blocks,) bool.
@@ -163,6 +164,9 @@ class WindowTable:
     examples: (A,) int32 n_a, examples (chunks) per epoch.
     keypoints_left, keypoints_right, joints_left, joints_right: flip lists.
     chunk_length: output frames per example (C; the example counts depend on it).
+    trajectory_3d: (N, 1, 3) float32 camera-space root of each frame (semi-supervised
+      training's trajectory target), or None.
+    cameras: (N, 9) float32 intrinsics of each frame's sequence (unlabeled tables), or None.
   """
 
   frames_2d: np.ndarray
@@ -178,39 +182,56 @@ class WindowTable:
   joints_left: tuple[int, ...]
   joints_right: tuple[int, ...]
   chunk_length: int = 1
+  trajectory_3d: np.ndarray | None = None
+  cameras: np.ndarray | None = None
 
   @property
   def num_frames(self) -> int:
     return int(self.frames_2d.shape[0])
 
   def arrays(self) -> dict[str, np.ndarray]:
-    """The arrays the device gather reads (what goes to the device)."""
+    """The arrays the device gather reads (what goes to the device); absent ones left out."""
     names = ("frames_2d", "targets_3d", "block_start", "block_frame", "block_length", "block_flip",
-             "slice_offset", "examples")
-    return {k: getattr(self, k) for k in names}
+             "slice_offset", "examples", "trajectory_3d", "cameras")
+    return {k: getattr(self, k) for k in names if getattr(self, k) is not None}
 
   def nbytes(self) -> int:
     return int(sum(a.nbytes for a in self.arrays().values()))
 
 
 def make_window_table(dataset: PoseDataset, actions: Sequence[str], mode: str,
-                      augment: bool, chunk_length: int = 1) -> WindowTable:
+                      augment: bool, chunk_length: int = 1, *, trajectory: bool = False,
+                      labeled: bool = True) -> WindowTable:
   """Flattens the selected records into frame tables (memory: O(frames)).
 
   chunk_length: output frames per example (the reference's `--stride`).
+  trajectory: also keep each frame's camera-space root (`trajectory_3d`).
+  labeled: False for an unlabeled table: 2D frames and each frame's camera, no 3D.
   """
   if chunk_length < 1:
     raise PosejaxError(f"--config.train.stride: {chunk_length} must be a positive number of frames")
   groups = slices_lib.slice_records(dataset, actions, mode)
   records = [r for group in groups for r in group]
-  unusable = [f"{r.subject}/{r.name}/camera {r.camera}" for r in records
-              if r.poses_3d is None or len(r.poses_3d) != r.num_frames]
+  if labeled:
+    unusable = [f"{r.subject}/{r.name}/camera {r.camera}" for r in records
+                if r.poses_3d is None or len(r.poses_3d) != r.num_frames]
+    what = "3D poses for every 2D frame"
+  else:
+    unusable = [f"{r.subject}/{r.name}/camera {r.camera}" for r in records if r.intrinsic is None]
+    what = "camera intrinsics"
   if unusable:
-    raise PosejaxError(f"{dataset.source}: training sequences without 3D poses for every 2D "
-                       f"frame: {', '.join(unusable[:3])}")
+    raise PosejaxError(f"{dataset.source}: training sequences without {what}: {', '.join(unusable[:3])}")
   frames_2d = np.concatenate([r.poses_2d for r in records]).astype(np.float32, copy=False)
-  targets_3d = np.concatenate([r.poses_3d for r in records]).astype(np.float32)
-  targets_3d[:, 0] = 0  # the trajectory is not a pose target
+  extra = {}
+  if labeled:
+    targets_3d = np.concatenate([r.poses_3d for r in records]).astype(np.float32)
+    if trajectory:
+      extra["trajectory_3d"] = targets_3d[:, :1].copy()
+    targets_3d[:, 0] = 0  # the trajectory is not a pose target
+  else:
+    targets_3d = None
+    extra["cameras"] = np.concatenate([np.broadcast_to(np.asarray(r.intrinsic, np.float32), (r.num_frames, 9))
+                                       for r in records])
   copies = 2 if augment else 1
   if copies * len(frames_2d) >= 2**31:
     raise PosejaxError(f"{len(frames_2d):,} training frames exceed the 2**31 examples a stream can index")
@@ -229,7 +250,7 @@ def make_window_table(dataset: PoseDataset, actions: Sequence[str], mode: str,
       slice_offset=np.asarray(slice_offset, np.int32), examples=np.asarray(examples, np.int32),
       keypoints_left=tuple(dataset.keypoints_left), keypoints_right=tuple(dataset.keypoints_right),
       joints_left=tuple(dataset.joints_left), joints_right=tuple(dataset.joints_right),
-      chunk_length=int(chunk_length))
+      chunk_length=int(chunk_length), **extra)
 
 
 # --- Indices and windows on the device -------------------------------------------------------
@@ -314,16 +335,26 @@ def gather_windows(tables: dict[str, jax.Array], spec: WindowSpec,
   """The windows and targets at `example_indices` (edge padding = clipping to the sequence).
 
   Returns:
-    {'poses_2d': (K, B, C + RF - 1, Kp, F), 'poses_3d': (K, B, C, J, 3)} float32.
+    {'poses_2d': (K, B, C + RF - 1, Kp, F), 'poses_3d': (K, B, C, J, 3)} float32; with a
+    trajectory table also 'trajectory' (K, B, C, 1, 3) (mirrored: x negated), with a camera
+    table 'cameras' (K, B, 9) (mirrored: cx and p1 negated, spec 7.3), without 3D targets no
+    'poses_3d'.
   """
   rf, c = spec.receptive_field, spec.chunk_length
   first, last, flip = where["first"][..., None], where["last"][..., None], where["flip"][..., None]
   offsets = jnp.arange(spec.window_frames, dtype=jnp.int32) - rf // 2 - spec.causal_shift
   rows = jnp.clip(where["frame"][..., None] + offsets, first, last)
-  poses_2d = _mirror(tables["frames_2d"][rows], flip, spec.keypoints_left, spec.keypoints_right)
+  out = {"poses_2d": _mirror(tables["frames_2d"][rows], flip, spec.keypoints_left, spec.keypoints_right)}
   target_rows = jnp.clip(where["frame"][..., None] + jnp.arange(c, dtype=jnp.int32), first, last)
-  target = _mirror(tables["targets_3d"][target_rows], flip, spec.joints_left, spec.joints_right)
-  return {"poses_2d": poses_2d, "poses_3d": target}
+  if "targets_3d" in tables:
+    out["poses_3d"] = _mirror(tables["targets_3d"][target_rows], flip, spec.joints_left, spec.joints_right)
+  if "trajectory_3d" in tables:
+    out["trajectory"] = _mirror(tables["trajectory_3d"][target_rows], flip, (), ())
+  if "cameras" in tables:
+    cameras = tables["cameras"][jnp.clip(where["frame"], where["first"], where["last"])]
+    sign = jnp.ones(9, cameras.dtype).at[jnp.asarray([2, 7])].set(-1)
+    out["cameras"] = jnp.where(where["flip"][..., None], cameras * sign, cameras)
+  return out
 
 
 def device_batch(tables: dict[str, jax.Array], spec: WindowSpec, slice_index: jax.Array,

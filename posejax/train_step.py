@@ -159,7 +159,9 @@ def scatter_models(tree: PyTree, models: jax.Array, values: PyTree, layout: slic
 def slot_step(state: TrainState, batch: Mapping[str, jax.Array], slots: Mapping[str, jax.Array],
               rng: jax.Array, *, model: nn.Module, optimizer: optax.GradientTransformation,
               hyperparams_fn: Callable[[jax.Array, jax.Array], dict[str, jax.Array]],
-              model_ids: jax.Array, layout: slices.SlotLayout) -> tuple[TrainState, dict[str, jax.Array]]:
+              model_ids: jax.Array, layout: slices.SlotLayout,
+              step_fn: Callable | None = None,
+              vmapped_step_fn: Callable | None = None) -> tuple[TrainState, dict[str, jax.Array]]:
   """One global step: each of the K slots' models takes one optimizer step.
 
   Args:
@@ -172,6 +174,10 @@ def slot_step(state: TrainState, batch: Mapping[str, jax.Array], slots: Mapping[
     hyperparams_fn: ((K,) epochs, (K,) model index) -> {'learning_rate', 'bn_momentum'}.
     model_ids: (A',) int32 stable model ids.
     layout: how models and slots lie on the action-device groups.
+    step_fn: another one-model step `(state, batch, hparams, rng) -> (state, metrics)` (the
+      semi-supervised one), given the whole batch.
+    vmapped_step_fn: with step_fn, what steps the K gathered slots in place of
+      `jax.vmap(step_fn)`.
 
   Returns:
     (new state, metrics of (K,) values: 'loss', 'learning_rate', 'bn_momentum').
@@ -180,15 +186,19 @@ def slot_step(state: TrainState, batch: Mapping[str, jax.Array], slots: Mapping[
   num_models = layout.groups * layout.models_per_group
   hparams = hyperparams_fn(slots["epoch"], jnp.minimum(models, num_models - 1))
   rngs = jax.vmap(lambda i: jax.random.fold_in(rng, i))(model_ids[jnp.minimum(models, num_models - 1)])
-  inputs = {"poses_2d": batch["poses_2d"], "poses_3d": batch["poses_3d"]}
-  step = functools.partial(train_step, model=model, optimizer=optimizer)
+  if step_fn is None:
+    inputs = {"poses_2d": batch["poses_2d"], "poses_3d": batch["poses_3d"]}
+    step = functools.partial(train_step, model=model, optimizer=optimizer)
+  else:
+    inputs, step = dict(batch), step_fn
   if num_models == 1 and layout.slots == 1:
     # One model, stepping at every global step: no gather or scatter (a pass over the state
     # each), and unbatched, so XLA folds the weight-gradient transposes into the matmuls.
     squeeze = lambda tree: jax.tree.map(lambda x: x[0], tree)
     new_state, metrics = step(*map(squeeze, (state, inputs, hparams, rngs)))
     return jax.tree.map(lambda x: x[None], (new_state, metrics))
-  new_slots, metrics = jax.vmap(step)(gather_models(state, models, layout), inputs, hparams, rngs)
+  vmapped = jax.vmap(step) if vmapped_step_fn is None else vmapped_step_fn
+  new_slots, metrics = vmapped(gather_models(state, models, layout), inputs, hparams, rngs)
   return scatter_models(state, models, new_slots, layout), metrics
 
 

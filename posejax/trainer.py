@@ -27,7 +27,8 @@ import numpy as np
 import tqdm
 
 from posejax import (checkpointing, engine, eval_lib, evaluation, model_spec, optim, report, resume, sampling,
-                     schedules, sharding, slices, train_step)
+                     schedules, semi_data, semi_eval, semi_step, sharding, slices, train_step)
+from posejax import trajectory as trajectory_lib
 from posejax import classifier  # the action classifier, trained after the pose models
 from posejax import workdir as workdir_lib
 from posejax.compilation_cache import enable_compilation_cache
@@ -68,8 +69,14 @@ def _epoch_line(record: Mapping[str, Any], minutes: float, slice_names: list[str
   lrs = sorted({round(per[s]["lr"], 9) for s in slice_names})
   lr = f"{lrs[0]:.6f}" if len(lrs) == 1 else f"{lrs[0]:.6f}-{lrs[-1]:.6f}"
   line = f"[{record['epoch']}] time {minutes:.2f} min lr {lr} 3d_train {1000 * record['loss']:.2f}"
+  if "traj_train" in record:  # semi-supervised: trajectory (mm) and unlabeled 2D (normalized) losses
+    line += f" traj_train {1000 * record['traj_train']:.2f} 2d_train {record['2d_train']:.5f}"
   if record.get("mpjpe_valid") is not None:
     line += f" 3d_valid {1000 * record['mpjpe_valid']:.2f}"
+  if "traj_valid" in record:  # spec 11.4 (trajectory in mm, 2D in normalized units)
+    line += (f" traj_valid {1000 * record['traj_valid']:.2f} traj_eval {1000 * record['traj_eval']:.2f} 2d_valid "
+             f"{record['2d_valid']:.5f} 2d_train_sup {record['2d_train_sup']:.5f} 2d_train_unsup "
+             f"{record['2d_train_unsup']:.5f}")
   if slice_names != [COMMON]:
     parts = [f"{ABBREVIATIONS.get(s, s)} {1000 * per[s]['loss']:.1f}"
              + (f"/{1000 * per[s]['mpjpe_valid']:.1f}" if "mpjpe_valid" in per[s] else "") for s in slice_names]
@@ -95,6 +102,9 @@ class Run:
   def __init__(self, config, workdir: str):
     self.config, self.workdir = config, workdir
     self.mode = slices.check_mode(str(config.mode))
+    self.semi = semi_data.enabled(config)  # spec 11: unlabeled subjects, trajectory models
+    if self.semi:
+      semi_data.check(config)
     self.actions = selected_actions(config)  # of config.data.dataset, by config.action_match
     self.slices = slices.slice_names(self.mode, self.actions)
     self.dtype = model_spec.compute_dtype(config)
@@ -106,7 +116,13 @@ class Run:
     self.valid_ds = load_validation(config, self.actions)
     t = config.train
     self.batch_size = int(t.batch_size) // self.stride  # examples (chunks) per batch
-    self.table = sampling.make_window_table(self.train_ds, self.actions, self.mode, bool(t.augment), self.stride)
+    self.table = sampling.make_window_table(self.train_ds, self.actions, self.mode, bool(t.augment), self.stride,
+                                            trajectory=self.semi)
+    self.unlabeled_ds = self.unlabeled_table = None
+    if self.semi:
+      self.unlabeled_ds = semi_data.load_unlabeled(config, self.actions)
+      self.unlabeled_table = semi_data.unlabeled_table(self.unlabeled_ds, self.actions, self.mode, bool(t.augment),
+                                                       self.stride)
     self.budget = schedules.make_budget(str(t.budget), self.mode, int(t.epochs), int(t.unit_epochs),
                                         self.table.examples, self.batch_size)
     if int(self.budget.steps.max()) * self.batch_size >= 2**31:
@@ -135,7 +151,7 @@ class Run:
     self.slot_layout, self.useful = slices.choose_slots(self.targets, self.layout.action_size, padded,
                                                         slots=int(t.get("slots", 0) or 0))
     self.segment_lengths, _ = slices.run_length(self.targets, self.slot_layout, padded)
-    self.input = _input_mode(config, self.table)
+    self.input = "device" if self.semi else _input_mode(config, self.table)
     self.optimizer = optim.adam_amsgrad(float(t.lr))
     shuffle_seed = config.data.get("shuffle_seed", None)
     spec = sampling.window_spec(
@@ -145,12 +161,30 @@ class Run:
     hp_fn = schedules.hyperparams_fn(self.budget, float(t.lr), float(t.lr_decay), float(t.bn_momentum_start),
                                      float(t.bn_momentum_end), num_models=padded)
     self.hyperparams_fn = jax.jit(hp_fn)
+    if self.semi:
+      self.warmup_steps = semi_data.warmup_steps(int(t.get("warmup", 1)), self.budget, padded)
+      hp_fn = semi_data.hyperparams_fn(hp_fn, self.warmup_steps)
+    semi = None
+    input_shape = (1, spec.window_frames, self.hparams["num_joints_in"], self.hparams["in_features"])
+    if self.semi:
+      self.traj_hparams = dict(self.hparams, num_joints_out=1)
+      traj_model = model_spec.build(self.traj_hparams, strided=not self.dilated, dtype=self.dtype)
+      semi = engine.Semi(traj_model, semi_data.unlabeled_spec(spec),
+                         semi_data.step_options(config, self.train_ds.skeleton.parents, self.rf))
+      self.traj_eval_model = model_spec.build(self.traj_hparams)
+      shift = causal_shift(self.hparams["filter_widths"], self.hparams["causal"])
+      pack = lambda ds: semi_eval.pack(ds, self.slices, self.rf, shift)
+      # Spec 11.4's sets: test (traj_valid, 2d_valid), labeled (traj_eval, 2d_train_sup), unlabeled.
+      self.semi_sets = {"valid": pack(self.test_ds), "train_sup": pack(self.train_ds),
+                        "train_unsup": pack(self.unlabeled_ds)}
+      self.init_fn = lambda: semi_step.init_stacked_state(self.train_model, traj_model, self.optimizer,
+                                                          int(config.seed), self.model_ids, input_shape)
+    else:
+      self.init_fn = lambda: train_step.init_stacked_state(self.train_model, self.optimizer, int(config.seed),
+                                                           self.model_ids, input_shape)
     self.engine = engine.Engine(self.train_model, self.optimizer, hp_fn, self.model_ids, self.layout,
                                 self.slot_layout, spec, self.table.examples,
-                                steps_per_call=int(t.get("steps_per_call", 16)))
-    self.init_fn = lambda: train_step.init_stacked_state(
-        self.train_model, self.optimizer, int(config.seed), self.model_ids,
-        (1, spec.window_frames, self.hparams["num_joints_in"], self.hparams["in_features"]))
+                                steps_per_call=int(t.get("steps_per_call", 16)), semi=semi)
 
   def padded(self, per_model: np.ndarray) -> np.ndarray:
     out = np.zeros(self.layout.padded_models, np.int64)
@@ -166,6 +200,19 @@ class Run:
   def variables(self, state) -> dict[str, Any]:
     """Unpadded stacked {'params', 'batch_stats'} for evaluation."""
     return sharding.unpad_models(state.variables, self.layout.num_models)
+
+  def semi_metrics(self, state) -> dict[str, float]:
+    """Spec 11.4: traj_valid, 2d_valid, traj_eval, 2d_train_sup, 2d_train_unsup (eval mode)."""
+    traj = sharding.unpad_models({"params": state.traj_params, "batch_stats": state.traj_batch_stats},
+                                 self.layout.num_models)
+    run = lambda name: semi_eval.metrics(self.eval_model, self.traj_eval_model, self.variables(state), traj,
+                                         self.semi_sets[name])
+    valid, sup, unsup = run("valid"), run("train_sup"), run("train_unsup")
+    return {"traj_valid": valid["traj"], "2d_valid": valid["2d"], "traj_eval": sup["traj"],
+            "2d_train_sup": sup["2d"], "2d_train_unsup": unsup["2d"]}
+
+  def fresh_accumulator(self):
+    return engine.fresh_accumulator(self.layout, self.semi)
 
   def validate(self, state, test_set) -> dict[str, Any]:
     """Per-log-point errors (no TTA) of every model on a resident test or held-out set."""
@@ -183,10 +230,10 @@ def _restore_or_init(run: Run, mngr, timers: Timers):
   check = lambda saved: checkpointing.check_compatible(resume.as_current(saved), run.metadata(timers, 0.0),
                                                        checkpointing.checkpoint_dir(run.workdir))
   restored = resume.restore(run.config, run.workdir, mngr, jax.eval_shape(run.init_fn),
-                            train_step.init_accumulator(layout.padded_models), check=check, log=_log)
+                            engine.init_accumulator(layout.padded_models, run.semi), check=check, log=_log)
   if restored is None:
     state = jax.jit(run.init_fn, out_shardings=layout.model_sharding)()
-    return state, engine.fresh_accumulator(layout), 0
+    return state, run.fresh_accumulator(), 0
   latest, state, acc, meta = restored
   timers.train, timers.compile = meta.get("train_time_s", 0.0), meta.get("compile_time_s", 0.0)
   timers.eval, timers.wall = meta.get("eval_time_s", 0.0), meta.get("wall_time_s", 0.0)
@@ -210,6 +257,14 @@ def _log_record(run: Run, epoch, step: int, positions: np.ndarray, acc_host, val
                  "samples": int(positions[i] * run.batch_size), "steps": int(positions[i])}
   record = {"epoch": epoch, "step": int(step), **timers.as_dict(wall_now),
             "mpjpe_valid": None, "mpjve_valid": None, "loss": float(np.mean(loss))}
+  if run.semi:
+    # Spec 11.2 step 8: the trajectory loss per labeled step, the unlabeled 2D loss per step past
+    # warm-up (0 while every step was warm-up).
+    traj = acc_host["traj_sum"][:a] / np.maximum(acc_host["steps"][:a], 1)
+    proj = acc_host["proj_sum"][:a] / np.maximum(acc_host["semi_steps"][:a], 1)
+    for i, name in enumerate(run.slices):
+      per[name].update(traj_train=float(traj[i]), **{"2d_train": float(proj[i])})
+    record.update(traj_train=float(np.mean(traj)), **{"2d_train": float(np.mean(proj))})
   if valid is not None:
     # The reference's 3d_valid: frame-weighted over all test frames; the plain mean over
     # actions (the tables' averaging) beside it.
@@ -255,6 +310,17 @@ def _final_evaluation(run: Run, state, step: int, timers: Timers) -> dict[str, A
   return document
 
 
+def _save_trajectory(run: Run, state) -> None:
+  """WORKDIR/trajectory.npz: the common model's trajectory model, which evaluation, rendering,
+  export and inference use (`posejax.trajectory`). Action-based runs keep theirs in the
+  checkpoints only (one per action)."""
+  if not run.semi or run.mode != "common" or jax.process_index() != 0:
+    return
+  variables = jax.tree.map(lambda x: np.asarray(x[0]), sharding.fetch(state.traj_variables))
+  path = trajectory_lib.save(run.workdir, model_spec.build(run.traj_hparams), variables)
+  _log(f"wrote the trajectory model to {path}")
+
+
 def _summary(run: Run, timers: Timers, document: Mapping[str, Any], wall_now: float) -> dict[str, Any]:
   """train_summary.json: mode, budget, schedule, per-model samples/steps/epochs, timers, final averages."""
   budget, layout, config = run.budget, run.layout, run.config
@@ -282,7 +348,8 @@ class _Loop:
   def __init__(self, run: Run, rng: jax.Array, timers: Timers):
     self.run, self.rng, self.timers = run, rng, timers
     self.compiled = None
-    self.tables = engine.put_tables(run.table, run.layout) if run.input == "device" else None
+    self.tables = (engine.put_tables(run.table, run.layout, run.unlabeled_table) if run.input == "device"
+                   else None)
 
   def _compile(self, state, acc) -> None:
     run, start = self.run, time.perf_counter()
@@ -348,6 +415,10 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     _log(f"INFO: training the {_train_form(run)} model on chunks of {run.stride} frame(s) ({run.stride + run.rf - 1} "
          f"input frames), {run.batch_size} per batch; {', '.join(f'{n:,}' for n in run.table.examples)} chunks "
          "per epoch")
+  if run.semi:
+    _log(f"INFO: Semi-supervision on {run.unlabeled_table.num_frames:,} frames of "
+         f"{', '.join(semi_data.unlabeled_subjects(config))} (warm-up {int(config.train.get('warmup', 1))} epoch(s): "
+         f"{', '.join(f'{n:,}' for n in run.warmup_steps[:layout.num_models])} step(s))")
   _log(f"INFO: schedule: {run.slot_layout.slots} slot(s) per global step, {int(run.segment_lengths.sum()):,} global "
        f"steps, useful fraction of model-steps {run.useful:.4f}; input on the {run.input} "
        f"({run.table.nbytes() / 2**20:,.0f} MiB of training tables)")
@@ -387,16 +458,18 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
         start = time.perf_counter()
         if config.eval.get("validate", True):
           valid = run.validate(state, run.test_set)  # monitoring only: never selects a checkpoint
+        semi_valid = run.semi_metrics(state) if run.semi and config.eval.get("validate", True) else {}
         if run.valid_set is not None:
           heldout = run.validate(state, run.valid_set)["frame_weighted"]["mpjpe_valid"]
         timers.eval += time.perf_counter() - start
         record = _log_record(run, epoch, step, positions, acc_host, valid, timers,
                              time.perf_counter() - wall_start)
+        record.update(semi_valid)
         if heldout is not None:
           record[checkpointing.BEST_METRIC] = heldout
         writer.write(record)
         _log(_epoch_line(record, (time.perf_counter() - seg_wall) / 60, run.slices))
-        acc = engine.fresh_accumulator(layout)
+        acc = run.fresh_accumulator()
         if (index + 1) % every == 0 or index + 1 == len(run.points):
           with stop.saving():
             checkpointing.save(mngr, step, state, acc, layout.num_models,
@@ -406,6 +479,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     if np.any(positions[:layout.num_models] < budget.steps):
       raise PosejaxError(f"training stopped at global step {step} before every model finished its budget")
     document = _final_evaluation(run, state, step, timers)
+    _save_trajectory(run, state)
     document = classifier.train_and_save(run, run.variables(state), document)  # when config.classifier is on
   finally:
     checkpointing.close(mngr)
