@@ -30,7 +30,7 @@ from posejax import report  # noqa: E402
 from posejax import workdir as layout  # noqa: E402
 from posejax.data.actions import ABBREVIATIONS  # noqa: E402
 from posejax.errors import PosejaxError  # noqa: E402
-from posejax.io_utils import atomic_write_text  # noqa: E402
+from posejax.io_utils import atomic_save_figure, atomic_write_text  # noqa: E402
 
 K_AUGMENT = 1.2
 LABELS = {"common": "Common (VideoPose3D)", "ab": "Action-based (oracle routing; needs labels)",
@@ -177,7 +177,7 @@ def _bar_plot(path: str, results: Mapping[str, Mapping[str, Any]], metric: str, 
   ax.legend(loc="upper left", ncol=2, fontsize="small")
   ax.grid(axis="y", alpha=0.3)
   fig.tight_layout()
-  _save(fig, path)
+  atomic_save_figure(fig, path)
 
 
 def _curve_plot(path: str, runs: Mapping[str, Sequence[Mapping[str, Any]]], action: str | None) -> None:
@@ -200,7 +200,7 @@ def _curve_plot(path: str, runs: Mapping[str, Sequence[Mapping[str, Any]]], acti
     ax.grid(alpha=0.3)
     ax.legend()
   fig.tight_layout()
-  _save(fig, path)
+  atomic_save_figure(fig, path)
 
 
 def _loss_plot(path: str, runs: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
@@ -212,18 +212,7 @@ def _loss_plot(path: str, runs: Mapping[str, Sequence[Mapping[str, Any]]]) -> No
   ax.grid(alpha=0.3)
   ax.legend()
   fig.tight_layout()
-  _save(fig, path)
-
-
-def _save(fig, path: str) -> None:
-  tmp = path + ".tmp.png"
-  try:
-    fig.savefig(tmp, dpi=100)
-    os.replace(tmp, path)
-  finally:
-    plt.close(fig)
-    if os.path.exists(tmp):
-      os.remove(tmp)
+  atomic_save_figure(fig, path)
 
 
 FIGURES = {"mpjpe_bars": "fig_mpjpe_per_action.png", "mpjve_bars": "fig_mpjve_per_action.png",

@@ -60,6 +60,15 @@ def atomic_save_npy(path: str, array: np.ndarray) -> None:
   _write_atomically(path, "wb", lambda f: np.save(f, array))
 
 
+def atomic_save_figure(fig: Any, path: str, dpi: int = 100) -> None:
+  """A matplotlib figure to `path` (PNG) via a temporary file and a rename; closes the figure."""
+  import matplotlib.pyplot as plt
+  try:
+    _write_atomically(path, "wb", lambda f: fig.savefig(f, format="png", dpi=dpi))
+  finally:
+    plt.close(fig)
+
+
 def atomic_write_text(path: str, text: str) -> None:
   """Writes `text` to `path` atomically (temporary file, then rename)."""
   _write_atomically(path, "w", lambda f: f.write(text))

@@ -30,6 +30,7 @@ from posejax import classifier as classifier_lib
 from posejax import device_eval, evaluation
 from posejax.data.actions import ABBREVIATIONS
 from posejax.errors import PosejaxError
+from posejax.io_utils import atomic_save_figure
 
 MODES = ("oracle", "predicted", "soft", "common", "none")
 NEEDS_LABELS = {"oracle": True, "predicted": False, "soft": False, "common": False, "none": False}
@@ -212,18 +213,6 @@ def merge(document: Mapping[str, Any], section: Mapping[str, Any], mode: str | N
 # --- Figures ---------------------------------------------------------------------------------
 
 
-def _save(fig, path: str) -> None:
-  import matplotlib.pyplot as plt
-  tmp = path + ".tmp.png"
-  try:
-    fig.savefig(tmp, dpi=100)
-    os.replace(tmp, path)
-  finally:
-    plt.close(fig)
-    if os.path.exists(tmp):
-      os.remove(tmp)
-
-
 def _heatmap(ax, values: np.ndarray, rows: Sequence[str], columns: Sequence[str], fmt: str, title: str):
   image = ax.imshow(values, cmap="viridis")
   ax.set_xticks(range(len(columns)), [ABBREVIATIONS.get(c, c) for c in columns], rotation=60, ha="right")
@@ -253,7 +242,7 @@ def confusion_figure(path: str, metrics: Mapping[str, Any]) -> None:
   for ax in (left, right):
     ax.set_xlabel("predicted action")
     ax.set_ylabel("true action")
-  _save(fig, path)
+  atomic_save_figure(fig, path)
 
 
 def cross_action_figure(path: str, cross: Mapping[str, Any]) -> None:
@@ -272,7 +261,7 @@ def cross_action_figure(path: str, cross: Mapping[str, Any]) -> None:
   ax.set_xlabel("model (trained on)")
   ax.set_ylabel("test action")
   fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
-  _save(fig, path)
+  atomic_save_figure(fig, path)
 
 
 def write_figures(out_dir: str, document: Mapping[str, Any]) -> list[str]:
