@@ -10,7 +10,7 @@ Unlike the reference, sequence names are canonicalised on load, selection is by 
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -188,6 +188,14 @@ def _camera_arrays_2d(entry: Any, num_joints: int, path: str, where: str) -> lis
   return arrays
 
 
+def normalized_2d(keypoints: np.ndarray, camera: CameraParams) -> np.ndarray:
+  """(T, K, F) pixels -> float32 with x and y screen-normalized and further features (a
+  confidence) kept as they are, as the reference does (6.3)."""
+  poses_2d = keypoints.astype(np.float32)
+  poses_2d[..., :2] = normalize_screen_coordinates(poses_2d[..., :2], camera.res_w, camera.res_h)
+  return poses_2d
+
+
 def _sequence_records(subject: str, name: str, entry_2d: Any, positions_3d: Any, num_joints: int,
                       path_2d: str, path_3d: str) -> list[SequenceRecord]:
   """The 4 camera records of one sequence (`positions_3d` None: unlabeled, uncropped)."""
@@ -209,13 +217,39 @@ def _sequence_records(subject: str, name: str, entry_2d: Any, positions_3d: Any,
                            f"the {poses_3d.shape[0]} mocap frames in {FILE_3D}")
       kps = kps[:poses_3d.shape[0]]  # videos may run past the mocap
     _check_finite(kps, path_2d, f"{where} camera {cam}")
-    # As the reference (6.3): x and y are normalized, further features (confidence) kept as they are.
-    poses_2d = kps.astype(np.float32)
-    poses_2d[..., :2] = normalize_screen_coordinates(poses_2d[..., :2], camera.res_w, camera.res_h)
     records.append(SequenceRecord(
         subject=subject, name=name, action=action_of(name), camera=cam,
-        poses_2d=poses_2d.astype(np.float32), poses_3d=poses_3d,
+        poses_2d=normalized_2d(kps, camera), poses_3d=poses_3d,
         intrinsic=camera.intrinsic.copy(), res_w=camera.res_w, res_h=camera.res_h))
+  return records
+
+
+def collect_records(subjects: Sequence[str], pos_2d: dict[str, dict[str, Any]],
+                    pos_3d: dict[str, dict[str, Any]],
+                    names_of: Callable[[str, dict[str, Any] | None], Sequence[str]],
+                    records_of: Callable[[str, str, Any, Any], list[SequenceRecord]], *,
+                    require_3d: bool, selected_actions: Sequence[str], path_3d: str,
+                    path_2d: str) -> list[SequenceRecord]:
+  """The records of every selected sequence of `subjects`, in subject then 2D-file order.
+
+  `names_of(subject, its 3D sequences or None)` selects the sequence names;
+  `records_of(subject, name, 2D entry, 3D positions or None)` builds their records. A sequence
+  without 3D poses is an error when `require_3d`; no record at all is an error.
+  """
+  records: list[SequenceRecord] = []
+  for subject in subjects:
+    seqs_3d = pos_3d.get(subject)
+    for name in names_of(subject, seqs_3d):
+      positions = None
+      if seqs_3d is not None:
+        if name not in seqs_3d and require_3d:
+          raise PosejaxError(f"{path_3d}: sequence {subject}/{name!r} of {os.path.basename(path_2d)} "
+                             "has no 3D poses")
+        positions = seqs_3d.get(name)
+      records.extend(records_of(subject, name, pos_2d[subject][name], positions))
+  if not records:
+    raise PosejaxError(f"{path_2d}: no sequences of actions {', '.join(selected_actions)} for "
+                       f"subjects {', '.join(subjects)}")
   return records
 
 
@@ -247,23 +281,14 @@ def load_h36m(data_dir: str, keypoints: str = "gt", subjects: Sequence[str] | st
   pos_3d = _load_3d(path_3d)
   pos_2d, metadata = _load_2d(path_2d)
   num_joints, kps_left, kps_right = _keypoint_metadata(path_2d, metadata)
-  records: list[SequenceRecord] = []
   selected_subjects = _select_subjects(subjects, pos_3d, pos_2d, path_3d, path_2d, require_3d)
-  for subject in selected_subjects:
-    seqs_3d = pos_3d.get(subject)
-    for name in _selected_names(subject, pos_2d[subject], seqs_3d, selected_actions,
-                                check_actions, path_2d):
-      positions = None
-      if seqs_3d is not None:
-        if name not in seqs_3d and require_3d:
-          raise PosejaxError(f"{path_3d}: sequence {subject}/{name!r} of {os.path.basename(path_2d)} "
-                             "has no 3D poses")
-        positions = seqs_3d.get(name)
-      records.extend(_sequence_records(subject, name, pos_2d[subject][name], positions, num_joints,
-                                       path_2d, path_3d))
-  if not records:
-    raise PosejaxError(f"{path_2d}: no sequences of actions {', '.join(selected_actions)} for "
-                       f"subjects {', '.join(selected_subjects)}")
+  records = collect_records(
+      selected_subjects, pos_2d, pos_3d,
+      lambda subject, seqs_3d: _selected_names(subject, pos_2d[subject], seqs_3d, selected_actions,
+                                               check_actions, path_2d),
+      lambda subject, name, entry_2d, positions: _sequence_records(subject, name, entry_2d, positions,
+                                                                   num_joints, path_2d, path_3d),
+      require_3d=require_3d, selected_actions=selected_actions, path_3d=path_3d, path_2d=path_2d)
   layout_name = metadata.get("layout_name")
   return PoseDataset(
       sequences=tuple(records), keypoints_left=kps_left, keypoints_right=kps_right,

@@ -18,16 +18,15 @@ reference's prefix filter.
 from __future__ import annotations
 
 import functools
-import os
 from typing import Any, Sequence
 
 import numpy as np
 
-from posejax.camera import normalize_screen_coordinates
 from posejax.data.actions import HUMANEVA_ACTIONS, action_of, resolve_actions
 from posejax.data.dataset import PoseDataset, SequenceRecord
 # The checks and the camera-space conversion are the Human3.6M loader's, shared as they are.
-from posejax.data.h36m import _camera_space_3d, _check_finite, _keypoint_metadata
+from posejax.data.h36m import (_camera_space_3d, _check_finite, _keypoint_metadata, collect_records,
+                               normalized_2d)
 from posejax.data.h36m_cameras import HUMANEVA_EXTRINSICS, HUMANEVA_INTRINSICS, CameraParams
 from posejax.data.npz_files import FileLayout
 from posejax.errors import PosejaxError
@@ -177,10 +176,9 @@ def _sequence_records(subject: str, name: str, entry_2d: Any, positions_3d: Any,
                            f"the {poses_3d.shape[0]} mocap frames in {FILE_3D}")
       kps = kps[:poses_3d.shape[0]]
     _check_finite(kps, path_2d, f"{where} camera C{cam + 1}")
-    poses_2d = normalize_screen_coordinates(kps.astype(np.float32), camera.res_w, camera.res_h)
     records.append(SequenceRecord(
         subject=subject, name=name, action=action_of(name, HUMANEVA_ACTIONS), camera=cam,
-        poses_2d=poses_2d.astype(np.float32), poses_3d=poses_3d, intrinsic=None,
+        poses_2d=normalized_2d(kps, camera), poses_3d=poses_3d, intrinsic=None,
         res_w=camera.res_w, res_h=camera.res_h))
   return records
 
@@ -215,21 +213,12 @@ def load_humaneva(data_dir: str, keypoints: str = "gt", subjects: Sequence[str] 
     raise PosejaxError(f"{path_2d}: metadata is a {type(metadata).__name__}, expected a dict")
   num_joints, kps_left, kps_right = _keypoint_metadata(path_2d, metadata)
   selected_subjects = _select_subjects(subjects, pos_3d, pos_2d, path_3d, path_2d, require_3d)
-  records: list[SequenceRecord] = []
-  for subject in selected_subjects:
-    seqs_3d = pos_3d.get(subject)
-    for name in _selected_names(subject, pos_2d[subject], seqs_3d, selected_actions, path_2d):
-      positions = None
-      if seqs_3d is not None:
-        if name not in seqs_3d and require_3d:
-          raise PosejaxError(f"{path_3d}: sequence {subject}/{name!r} of {os.path.basename(path_2d)} "
-                             "has no 3D poses")
-        positions = seqs_3d.get(name)
-      records.extend(_sequence_records(subject, name, pos_2d[subject][name], positions, num_joints,
-                                       path_2d, path_3d))
-  if not records:
-    raise PosejaxError(f"{path_2d}: no sequences of actions {', '.join(selected_actions)} for "
-                       f"subjects {', '.join(selected_subjects)}")
+  records = collect_records(
+      selected_subjects, pos_2d, pos_3d,
+      lambda subject, seqs_3d: _selected_names(subject, pos_2d[subject], seqs_3d, selected_actions, path_2d),
+      lambda subject, name, entry_2d, positions: _sequence_records(subject, name, entry_2d, positions,
+                                                                   num_joints, path_2d, path_3d),
+      require_3d=require_3d, selected_actions=selected_actions, path_3d=path_3d, path_2d=path_2d)
   layout_name = metadata.get("layout_name")
   return PoseDataset(
       sequences=tuple(records), keypoints_left=kps_left, keypoints_right=kps_right,
