@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from posejax import device_eval, optim, sampling, schedules, train_step
+from posejax import device_eval, eval_lib, optim, sampling, schedules, train_step
 from posejax import slices as slices_lib
 from posejax import workdir as workdir_lib
 from posejax.data.dataset import PoseDataset
@@ -77,13 +77,9 @@ class ActionClassifier(nn.Module):
 
 
 def _value(config: Any, dotted: str, default: Any) -> Any:
-  node = config
-  for part in dotted.split("."):
-    try:
-      node = node[part]
-    except (KeyError, TypeError, AttributeError):
-      return default
-  return default if node is None else node
+  """`config_value`, with a field set to None also taking `default`."""
+  value = eval_lib.config_value(config, dotted, None)
+  return default if value is None else value
 
 
 def enabled(config: Any, mode: str) -> bool:
