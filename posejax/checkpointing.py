@@ -5,11 +5,14 @@ Each checkpoint holds three items:
 * 'variables': {'params', 'batch_stats'} of the real models, stacked (A, ...) with A = 1 in
   common mode; what evaluation needs.
 * 'train': the optimizer state (its leaves in flattening order), each model's step count and
-  the loss accumulators of the current log epoch; what resuming needs; in semi-supervised
-  runs also 'trajectory', the trajectory models' {'params', 'batch_stats'}. Absent in
-  imported checkpoints.
-* 'metadata' (JSON): config, action of each slice, model hyper-parameters, dataset
-  fingerprint, global step and timers.
+  the loss accumulators of the current log epoch; what resuming needs. Absent in imported
+  checkpoints.
+* 'trajectory' (semi-supervised runs and imported models that have one): the trajectory
+  models' {'params', 'batch_stats'}, stacked like 'variables' (spec 8.10); evaluation,
+  rendering, export and inference use the ones of the checkpoint they evaluate.
+* 'metadata' (JSON): config, action of each slice, model hyper-parameters (and
+  'trajectory_model', the trajectory models' when there are any), dataset fingerprint, global
+  step and timers.
 
 Checkpoints are device-layout independent (no padding models), so a run can resume on
 another number of devices. The last `keep` checkpoints are kept, plus the one with the lowest
@@ -47,6 +50,7 @@ from posejax.stop_request import StopRequest  # noqa: F401  (the training loop's
 PyTree = Any
 CHECKPOINT_DIR = "checkpoints"
 UNREADABLE_DIR = "checkpoints_unreadable"  # damaged steps are moved here, not deleted
+TRAJECTORY_ITEM = "trajectory"
 FORMAT_VERSION = 1
 # Config entries that must match for a checkpoint to be resumed (data order and schedules
 # shapes depend on them); the model's hyper-parameters are compared through metadata['model'].
@@ -109,15 +113,16 @@ def save(mngr: ocp.CheckpointManager, step: int, state: Any, accum: Mapping[str,
   opt_leaves = _host_copy(jax.tree.leaves(state.opt_state), num_models)
   train = {"opt_state": {f"{i:04d}": leaf for i, leaf in enumerate(opt_leaves)},
            "step": _host_copy(state.step, num_models), "accum": _host_copy(dict(accum), num_models)}
+  items = {}
   if hasattr(state, "traj_params"):  # semi_step.SemiTrainState
-    train["trajectory"] = _host_copy({"params": state.traj_params, "batch_stats": state.traj_batch_stats},
-                                     num_models)
+    items[TRAJECTORY_ITEM] = ocp.args.StandardSave(_host_copy(
+        {"params": state.traj_params, "batch_stats": state.traj_batch_stats}, num_models))
   meta = dict(metadata, global_step=int(step), format=FORMAT_VERSION)
   # orbax first waits for the previous (asynchronous) save: its failure surfaces here too.
   with _save_errors(mngr):
     mngr.save(int(step), args=ocp.args.Composite(
         variables=ocp.args.StandardSave(variables), train=ocp.args.StandardSave(train),
-        metadata=ocp.args.JsonSave(meta)),
+        metadata=ocp.args.JsonSave(meta), **items),
               metrics=None if metrics is None else {k: float(v) for k, v in metrics.items()}, force=True)
 
 
@@ -211,10 +216,10 @@ def restore_train(mngr: ocp.CheckpointManager, step: int, state_template: Any,
       batch_stats=jax.tree.map(lambda t, x: x, state_template.batch_stats, variables["batch_stats"]),
       opt_state=jax.tree.unflatten(treedef, leaves), step=train["step"])
   if hasattr(state_template, "traj_params"):
-    if "trajectory" not in train:
+    traj = _restore_item(mngr, step, TRAJECTORY_ITEM)
+    if traj is None:
       raise PosejaxError(f"{checkpoint_dir_of(mngr)}: step {step} holds no trajectory model (a supervised run's "
                          "checkpoint); semi-supervised training cannot resume from it")
-    traj = train["trajectory"]
     state = state.replace(
         traj_params=jax.tree.map(lambda t, x: x, state_template.traj_params, traj["params"]),
         traj_batch_stats=jax.tree.map(lambda t, x: x, state_template.traj_batch_stats, traj["batch_stats"]))
@@ -224,6 +229,30 @@ def restore_train(mngr: ocp.CheckpointManager, step: int, state_template: Any,
                        "(written by a run of another kind)")
   accum = {k: train["accum"][k] for k in accum_template}
   return state, accum, metadata
+
+
+def _restore_item(mngr: ocp.CheckpointManager, step: int, name: str) -> PyTree | None:
+  """One array item of a step as NumPy, or None when the step does not have it."""
+  if not os.path.isdir(os.path.join(checkpoint_dir_of(mngr), str(int(step)), name)):
+    return None
+  restored = mngr.restore(step, args=ocp.args.Composite(**{name: ocp.args.StandardRestore()}))
+  return _as_numpy(restored[name])
+
+
+def restore_trajectory(workdir: str, step: int) -> PyTree | None:
+  """The stacked trajectory models ({'params', 'batch_stats'}, leading slice axis) of a step,
+  or None when it has none (a supervised run)."""
+  if not os.path.isdir(os.path.join(checkpoint_dir(workdir), str(int(step)), TRAJECTORY_ITEM)):
+    return None
+  mngr = manager(workdir, read_only=True)
+  try:
+    with _quiet_orbax():
+      return _restore_item(mngr, step, TRAJECTORY_ITEM)
+  except Exception as e:  # damaged files: orbax and tensorstore raise many types
+    raise PosejaxError(f"{checkpoint_dir(workdir)}: the trajectory model of step {step} is unreadable "
+                       f"({_reason(e)})") from None
+  finally:
+    mngr.close()
 
 
 def checkpoint_dir_of(mngr: ocp.CheckpointManager) -> str:
@@ -412,7 +441,8 @@ def restore_for_eval(workdir: str, which: str | int = "latest", *, log: Callable
 
 def save_imported(workdir: str, variables: PyTree, config: ml_collections.ConfigDict,
                   actions: Sequence[str] = ("all",), *, source: str,
-                  model: Mapping[str, Any] | None = None, step: int = 0) -> str:
+                  model: Mapping[str, Any] | None = None, step: int = 0,
+                  trajectory: PyTree | None = None, trajectory_model: Mapping[str, Any] | None = None) -> str:
   """Writes stacked variables (e.g. converted VideoPose3D weights) as a checkpoint of `workdir`.
 
   Args:
@@ -421,15 +451,20 @@ def save_imported(workdir: str, variables: PyTree, config: ml_collections.Config
     actions: the action of each slice, ['all'] for one common model.
     source: where the weights came from (e.g. the .bin path); marks the checkpoint as imported.
     model: model hyper-parameters for the metadata (default: config.model).
+    trajectory, trajectory_model: stacked trajectory models like `variables`, and their
+      hyper-parameters (a semi-supervised VideoPose3D checkpoint's `model_traj`).
 
   Returns:
     The checkpoint directory.
   """
   from posejax.io_utils import atomic_write_text
-  num = {len(np.shape(x)) and np.shape(x)[0] for x in jax.tree.leaves(variables)}
-  if num != {len(actions)}:
-    raise PosejaxError(f"imported variables have leading sizes {sorted(num)}, expected {len(actions)} "
-                       f"(one per action: {', '.join(actions)})")
+  for what, tree in (("variables", variables), ("trajectory variables", trajectory)):
+    num = {len(np.shape(x)) and np.shape(x)[0] for x in jax.tree.leaves(tree)}
+    if tree is not None and num != {len(actions)}:
+      raise PosejaxError(f"imported {what} have leading sizes {sorted(num)}, expected {len(actions)} "
+                         f"(one per action: {', '.join(actions)})")
+  if (trajectory is None) != (trajectory_model is None):
+    raise PosejaxError("an imported trajectory model needs both its variables and its hyper-parameters")
   existing = complete_steps(checkpoint_dir(workdir))
   if existing:
     raise PosejaxError(f"{checkpoint_dir(workdir)}: already holds checkpoints (steps "
@@ -438,6 +473,10 @@ def save_imported(workdir: str, variables: PyTree, config: ml_collections.Config
   metadata = {"config": config_json, "actions": list(actions), "imported_from": str(source),
               "model": dict(model) if model is not None else config_json.get("model", {}),
               "global_step": int(step), "format": FORMAT_VERSION}
+  items = {}
+  if trajectory is not None:
+    metadata["trajectory_model"] = dict(trajectory_model)
+    items[TRAJECTORY_ITEM] = ocp.args.StandardSave(jax.tree.map(np.asarray, dict(trajectory)))
   # What this call creates, removed again if it fails (no complete step was there before it).
   created = (workdir if not os.path.isdir(workdir)
              else None if os.path.isdir(checkpoint_dir(workdir)) else checkpoint_dir(workdir))
@@ -448,7 +487,7 @@ def save_imported(workdir: str, variables: PyTree, config: ml_collections.Config
       with _save_errors(mngr):
         mngr.save(int(step), args=ocp.args.Composite(
             variables=ocp.args.StandardSave(jax.tree.map(np.asarray, dict(variables))),
-            metadata=ocp.args.JsonSave(metadata)), force=True)
+            metadata=ocp.args.JsonSave(metadata), **items), force=True)
     finally:
       close(mngr)
     # Written last: a failed import leaves no config.json claiming a model.

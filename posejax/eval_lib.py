@@ -24,7 +24,8 @@ import jax
 import ml_collections
 import numpy as np
 
-from posejax import evaluation, model_spec, render, report
+from posejax import device_eval, evaluation, model_spec, render, report
+from posejax import trajectory as trajectory_lib
 from posejax import workdir as layout
 from posejax.camera import image_coordinates
 from posejax.data import subset
@@ -33,7 +34,7 @@ from posejax.data.dataset import PoseDataset, SequenceRecord
 from posejax.data.h36m_cameras import h36m_cameras
 from posejax.errors import PosejaxError
 from posejax.io_utils import atomic_save_npy, atomic_savez
-from posejax.model import TemporalModel
+from posejax.model import TemporalModel, causal_shift, receptive_field
 
 DEFAULT_CHECKPOINT = "latest"
 
@@ -49,6 +50,7 @@ class RestoredRun:
   metadata: dict[str, Any]
   final: bool | None = None       # the end of training; None when unknown (unfinished, imported)
   note: str = ""                  # says which checkpoint this is, e.g. 'final: the end of training'
+  trajectory: trajectory_lib.Trajectory | None = None  # the checkpoint's trajectory models, if any
 
   def describe(self) -> str:
     return f"checkpoint step {self.step}" + (f" ({self.note})" if self.note else "")
@@ -128,7 +130,8 @@ def restore_run(workdir: str, which: str | int = DEFAULT_CHECKPOINT,
     config = saved_config if saved_config is not None else load_workdir_config(workdir)
   metadata = dict(metadata or {})
   final, note = checkpoint_status(workdir, int(step), metadata)
-  return RestoredRun(config, variables, tuple(actions), int(step), metadata, final, note)
+  return RestoredRun(config, variables, tuple(actions), int(step), metadata, final, note,
+                     trajectory_lib.from_checkpoint(workdir, int(step), metadata))
 
 
 def model_hparams(run: RestoredRun) -> dict[str, Any]:
@@ -221,18 +224,36 @@ def evaluate_workdir(workdir: str, which: str | int = DEFAULT_CHECKPOINT,
       mode="action_based" if action_based else "common", actions_of_slices=list(run.actions_of_slices),
       routing="oracle (ground-truth action labels)" if action_based else "none (one model)",
       workdir=os.path.abspath(workdir), checkpoint=str(which), checkpoint_final=run.final,
-      checkpoint_note=run.note)
+      checkpoint_note=run.note, **trajectory_errors(run, model, dataset))
   out = out_dir or layout.eval_dir(workdir, run.step)
   document = routing_lib.finish_document(
       document, model, run.variables, resident, out_dir=out, tta=tta, classifier=classifier, mode=routing,
       common=common, cross_action=cross_action, by_subject=by_subject,
       log=(lambda text: print(text, end="", flush=True)) if verbose else (lambda text: None))
   if verbose:
-    print(f"Headline ({document['routing']}):\n" + report.to_text(report.results_table(document)), end="")
+    print(f"Headline ({document['routing']}):\n" + report.to_text(report.results_table(document))
+          + report.trajectory_text(document), end="")
     for subject, sub in document.get("by_subject", {}).items():
       print(f"\nSubject {subject}\n" + report.to_text(report.results_table(sub)), end="")
     print("wrote " + ", ".join(os.path.join(out, f"results.{ext}") for ext in ("json", "csv", "md")))
   return document
+
+
+def trajectory_errors(run: RestoredRun, model: TemporalModel, dataset: PoseDataset) -> dict[str, Any]:
+  """{'trajectory': report.trajectory_section} of the run's trajectory models on `dataset`, each
+  record evaluated by its action's model pair (oracle routing); {} without trajectory models or
+  without cameras to project with."""
+  if run.trajectory is None:
+    return {}
+  if any(r.intrinsic is None for r in dataset.sequences):
+    print("note: the test data have no camera intrinsics; the trajectory models are not evaluated",
+          file=sys.stderr)
+    return {}
+  from posejax import semi_eval
+  packed = semi_eval.pack(dataset, run.actions_of_slices, receptive_field(model.filter_widths),
+                          causal_shift(model.filter_widths, model.causal))
+  return {"trajectory": report.trajectory_section(
+      semi_eval.metrics(model, run.trajectory.model, run.variables, run.trajectory.variables, packed))}
 
 
 def find_record(dataset: PoseDataset, subject: str, name: str, camera: int) -> SequenceRecord:
@@ -251,13 +272,14 @@ def find_record(dataset: PoseDataset, subject: str, name: str, camera: int) -> S
   return next(r for r in of_subject if r.name == name and r.camera == camera)
 
 
-def _slice_variables(run: RestoredRun, action: str) -> Any:
-  """Unstacked variables of the model that serves `action` (oracle routing in AB mode)."""
+def _slice_variables(run: RestoredRun, action: str, stacked: Any = None) -> Any:
+  """Unstacked variables of the model that serves `action` (oracle routing in AB mode), taken
+  from `stacked` (default: the pose models)."""
   slices = list(run.actions_of_slices)
   index = 0 if slices == [evaluation.COMMON_SLICE] else (slices.index(action) if action in slices else -1)
   if index < 0:
     raise PosejaxError(f"no model for action {action!r} in this checkpoint (models: {', '.join(slices)})")
-  return jax.tree_util.tree_map(lambda leaf: leaf[index], run.variables)
+  return jax.tree_util.tree_map(lambda leaf: leaf[index], run.variables if stacked is None else stacked)
 
 
 def predict_record(run: RestoredRun, model: TemporalModel, dataset: PoseDataset,
@@ -268,6 +290,17 @@ def predict_record(run: RestoredRun, model: TemporalModel, dataset: PoseDataset,
                             kps_left=dataset.keypoints_left, kps_right=dataset.keypoints_right,
                             joints_left=dataset.joints_left, joints_right=dataset.joints_right,
                             **eval_options(run.config))[0]
+
+
+def predict_root(run: RestoredRun, dataset: PoseDataset, rec: SequenceRecord) -> np.ndarray | None:
+  """(T, 1, 3) camera-space root of one record from its action's trajectory model (None without)."""
+  if run.trajectory is None:
+    return None
+  variables = _slice_variables(run, rec.action, run.trajectory.variables)
+  return evaluation.predict(run.trajectory.model, variables, [rec.poses_2d],
+                            tta=bool(config_value(run.config, "eval.tta", True)),
+                            kps_left=dataset.keypoints_left, kps_right=dataset.keypoints_right,
+                            joints_left=(), joints_right=(), **eval_options(run.config))[0]
 
 
 def world_poses(rec: SequenceRecord, prediction: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, float]:
@@ -313,9 +346,14 @@ def render_workdir(workdir: str, options: RenderOptions, which: str | int = DEFA
   rec = find_record(dataset, options.subject, options.action, options.camera)
   model = build_model(run, dataset)
   prediction = predict_record(run, model, dataset, rec)
+  root = predict_root(run, dataset, rec)
+  if root is not None and rec.poses_3d is None:
+    # As the reference: without ground truth the predicted trajectory moves the pose (spec 13
+    # step 2); with it, the renderer places the pose on the true trajectory.
+    prediction = prediction + root
   world, gt, azimuth = world_poses(rec, prediction)
   if options.export:
-    export_predictions(options.export, [(rec, prediction, world)])
+    export_predictions(options.export, [(rec, prediction, world)], None if root is None else [root])
     # The reference's --viz-export: this sequence's (T, 17, 3) camera-space prediction.
     npy = os.path.splitext(options.export)[0] + ".npy"
     atomic_save_npy(npy, prediction.astype(np.float32))
@@ -342,20 +380,26 @@ def render_workdir(workdir: str, options: RenderOptions, which: str | int = DEFA
     print(f"wrote {options.output} ({frames} frames)")
 
 
-def export_predictions(path: str, entries: Sequence[tuple[SequenceRecord, np.ndarray, np.ndarray]]) -> None:
+def export_predictions(path: str, entries: Sequence[tuple[SequenceRecord, np.ndarray, np.ndarray]],
+                       roots: Sequence[np.ndarray] | None = None) -> None:
   """Saves predictions as `positions_3d[subject][name] = [camera-space (T, 17, 3) per camera]`
-  and the same in world coordinates under `positions_3d_world` (metres, 0-d object dicts)."""
+  and the same in world coordinates under `positions_3d_world` (metres, 0-d object dicts);
+  with `roots` (the trajectory models' (T, 1, 3) camera-space roots, one per entry) also
+  `trajectory[subject][name]`."""
   if not path.endswith(".npz"):
     raise PosejaxError(f"--export {path}: the file name must end in .npz")
-  camera_space: dict[str, dict[str, dict[int, np.ndarray]]] = {}
-  world_space: dict[str, dict[str, dict[int, np.ndarray]]] = {}
-  for rec, pred, world in entries:
-    camera_space.setdefault(rec.subject, {}).setdefault(rec.name, {})[rec.camera] = pred.astype(np.float32)
-    world_space.setdefault(rec.subject, {}).setdefault(rec.name, {})[rec.camera] = world.astype(np.float32)
+  arrays: dict[str, dict[str, dict[str, dict[int, np.ndarray]]]] = {"positions_3d": {}, "positions_3d_world": {}}
+  if roots is not None:
+    arrays["trajectory"] = {}
+  for i, (rec, pred, world) in enumerate(entries):
+    values = {"positions_3d": pred, "positions_3d_world": world}
+    if roots is not None:
+      values["trajectory"] = roots[i]
+    for key, value in values.items():
+      arrays[key].setdefault(rec.subject, {}).setdefault(rec.name, {})[rec.camera] = value.astype(np.float32)
   as_lists = lambda d: {s: {n: [c[k] for k in sorted(c)] for n, c in seqs.items()} for s, seqs in d.items()}
-  cameras = {s: {n: sorted(c) for n, c in seqs.items()} for s, seqs in camera_space.items()}
-  atomic_savez(path, positions_3d=np.array(as_lists(camera_space), dtype=object),
-               positions_3d_world=np.array(as_lists(world_space), dtype=object),
+  cameras = {s: {n: sorted(c) for n, c in seqs.items()} for s, seqs in arrays["positions_3d"].items()}
+  atomic_savez(path, **{k: np.array(as_lists(v), dtype=object) for k, v in arrays.items()},
                cameras=np.array(cameras, dtype=object))
   print(f"exported {len(entries)} sequence(s) to {path}")
 
@@ -367,8 +411,12 @@ def export_workdir(workdir: str, path: str, which: str | int = DEFAULT_CHECKPOIN
   print(f"exporting the predictions of {run.describe()}", flush=True)
   dataset = load_test_dataset(run.config)
   model = build_model(run, dataset)
-  preds = evaluation.predict_dataset(model, run.variables, dataset, run.actions_of_slices,
-                                     tta=bool(config_value(run.config, "eval.tta", True)),
-                                     **eval_options(run.config))
-  export_predictions(path, [(rec, p, world_poses(rec, p)[0]) for rec, p in zip(dataset.sequences, preds)])
+  tta = bool(config_value(run.config, "eval.tta", True))
+  resident = evaluation.resident_test_set(dataset, run.actions_of_slices, model, with_targets=False,
+                                          **eval_options(run.config))
+  preds = evaluation.split_records(device_eval.predict(model, run.variables, resident, tta=tta), resident)
+  roots = None
+  if run.trajectory is not None:  # each sequence's root from its action's trajectory model
+    roots = evaluation.split_records(trajectory_lib.roots(run.trajectory, resident, tta=tta), resident)
+  export_predictions(path, [(rec, p, world_poses(rec, p)[0]) for rec, p in zip(dataset.sequences, preds)], roots)
 

@@ -5,7 +5,8 @@ order; `metadata` with the coco preset and `video_metadata[video] = {'w', 'h'}`)
 the person in `--video` with posejax.detect; normalizes each video with its own width and
 height, converts the keypoints to the Human3.6M layout when the model was trained on it
 (posejax.detect.coco_to_h36m), lifts them with a trained workdir's model and, when the
-workdir holds a trajectory model (posejax.trajectory), adds its root trajectory.
+checkpoint holds trajectory models (posejax.trajectory: semi-supervised runs, in both modes),
+adds the root trajectory of the model pair that lifted each video.
 
 `--keypoints` alone writes `OUT/<video>.npz` per video (and `OUT/<video>.gif` with
 `--render`). `--video V` writes, for V's file stem S: `OUT/data_2d_custom_S.npz` (the
@@ -16,7 +17,7 @@ with `--viz_format gif`, or when no ffmpeg is found). The .npz files hold
 `positions_3d` (T, 17, 3) camera-space root-relative metres, `positions_3d_world`
 (rotated by Human3.6M S1 camera 0, lowest point on the floor, spec 13 "without ground
 truth"), `keypoints_2d` (pixels), `width`, `height`, `model_action` (the model that lifted it,
-or 'soft mixture'), `trajectory` (T, 1, 3) when the workdir has a trajectory model, and
+or 'soft mixture'), `trajectory` (T, 1, 3) when the checkpoint has trajectory models, and
 `predicted_action`, `action_probabilities` (C,) and `action_classes` when it has an action
 classifier.
 
@@ -45,7 +46,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from posejax import detect, eval_lib, evaluation, model_spec, render, trajectory
+from posejax import detect, eval_lib, evaluation, model_spec, render
 from posejax import video as video_io
 from posejax.camera import normalize_screen_coordinates
 from posejax.errors import PosejaxError
@@ -171,6 +172,7 @@ class Lifted:
   predicted_action: str | None         # the classifier's action for the video
   probabilities: np.ndarray | None     # (C,) the classifier's sequence probabilities
   classes: tuple[str, ...] = ()        # the classifier's actions
+  root: np.ndarray | None = None       # (T, 1, 3) camera-space root from the trajectory models
 
   def arrays(self) -> dict[str, Any]:
     """The classifier's entries of the video's .npz (none without a classifier)."""
@@ -187,6 +189,8 @@ def lift_videos(run: eval_lib.RestoredRun, videos: Sequence[Video], left: Sequen
 
   `classifier` (posejax.classifier.Classifier) routes the videos of action-based runs
   (`routing` 'predicted', the default with a classifier, or 'soft') and predicts their action.
+  When the run has trajectory models, each video's root comes from the pair of the model that
+  lifted it (or the same mixture), with the reference's trajectory flip: x negated, no swap.
   """
   from posejax import routing as routing_lib  # late: the classifier pulls in optax and the sampler
   mode = choose_routing(run.actions_of_slices, action, routing, classifier is not None)
@@ -195,40 +199,28 @@ def lift_videos(run: eval_lib.RestoredRun, videos: Sequence[Video], left: Sequen
   # Videos give (T, K, 2) keypoints (x, y): a model trained on other inputs cannot lift them.
   model_spec.check_input(model_spec.of_model(model), *inputs[0].shape[1:], where="2D keypoints of the videos")
   flip = (tuple(left), tuple(right), tuple(H36M_SKELETON.joints_left), tuple(H36M_SKELETON.joints_right))
-  preds, used, probabilities = routing_lib.lift(
+  result = routing_lib.lift(
       model, run.variables, run.actions_of_slices, inputs, mode=mode, flip=flip, classifier=classifier,
-      fixed_slice=choose_slice(run.actions_of_slices, action),
+      fixed_slice=choose_slice(run.actions_of_slices, action), trajectory=run.trajectory,
       tta=bool(eval_lib.config_value(run.config, "eval.tta", True)), **eval_lib.eval_options(run.config))
   classes = tuple(classifier.classes) if classifier is not None else ()
   lifted = []
-  for i, index in enumerate(used):
-    p = None if probabilities is None else probabilities[i].astype(np.float32)
+  for i, index in enumerate(result.used):
+    p = None if result.probabilities is None else result.probabilities[i].astype(np.float32)
     lifted.append(Lifted("soft mixture" if index < 0 else run.actions_of_slices[index],
-                         None if p is None else classes[int(np.argmax(p))], p, classes))
+                         None if p is None else classes[int(np.argmax(p))], p, classes,
+                         None if result.roots is None else result.roots[i]))
   if mode == "fixed" and action is None and list(run.actions_of_slices) != [evaluation.COMMON_SLICE]:
     print(f"note: no action classifier in this workdir; every video is lifted by the {lifted[0].model_action} "
           "model (choose one with --action)", file=sys.stderr)
-  return preds, lifted
+  return result.poses, lifted
 
 
-def lift_trajectories(config: Any, traj: tuple[Any, Any], videos: Sequence[Video], left: Sequence[int],
-                      right: Sequence[int]) -> list[np.ndarray]:
-  """(T, 1, 3) camera-space root positions (metres) from a trajectory model (spec 8.10).
-
-  Test-time flipping as the reference's: the mirrored input's x is negated, no joint swap.
-  """
-  model, variables = traj
-  inputs, left, right = model_inputs(config, videos, left, right)
-  tta = bool(eval_lib.config_value(config, "eval.tta", True))
-  return evaluation.predict(model, variables, inputs, tta=tta, kps_left=left, kps_right=right,
-                            joints_left=(), joints_right=(), **eval_lib.eval_options(config))
-
-
-def _write_poses(path: str, video: Video, pred: np.ndarray, traj: np.ndarray | None, how: Lifted) -> np.ndarray:
+def _write_poses(path: str, video: Video, pred: np.ndarray, how: Lifted) -> np.ndarray:
   """Writes the .npz of one video (module docstring); returns the world-coordinate poses."""
-  absolute = pred if traj is None else pred + traj
+  absolute = pred if how.root is None else pred + how.root
   world, _ = render.to_world(absolute, None, render.DUMMY_ORIENTATION, None)
-  extra = {} if traj is None else {"trajectory": traj}
+  extra = {} if how.root is None else {"trajectory": how.root}
   atomic_savez(path, positions_3d=pred, positions_3d_world=world, keypoints_2d=video.keypoints,
                width=video.width, height=video.height, model_action=how.model_action, **extra, **how.arrays())
   if how.predicted_action is not None:
@@ -239,16 +231,14 @@ def _write_poses(path: str, video: Video, pred: np.ndarray, traj: np.ndarray | N
 
 def infer_file(run: eval_lib.RestoredRun, keypoints_path: str, out_dir: str, *, action: str | None = None,
                routing: str | None = None, classifier: Any = None, render_gif: bool = False,
-               fps: float = DEFAULT_FPS, size: float = 5.0, limit: int = -1, downsample: int = 1,
-               traj: tuple[Any, Any] | None = None) -> list[str]:
+               fps: float = DEFAULT_FPS, size: float = 5.0, limit: int = -1, downsample: int = 1) -> list[str]:
   """Writes OUT/<video>.npz (and OUT/<video>.gif with `render_gif`) per video; returns the npz paths."""
   videos, left, right = read_custom_keypoints(keypoints_path)
   preds, lifted = lift_videos(run, videos, left, right, action=action, routing=routing, classifier=classifier)
-  trajs = lift_trajectories(run.config, traj, videos, left, right) if traj else [None] * len(videos)
   paths = []
-  for video, pred, root, how in zip(videos, preds, trajs, lifted):
+  for video, pred, how in zip(videos, preds, lifted):
     stem = os.path.join(out_dir, os.path.basename(video.name))
-    world = _write_poses(stem + ".npz", video, pred, root, how)
+    world = _write_poses(stem + ".npz", video, pred, how)
     paths.append(stem + ".npz")
     if render_gif:
       render.render_animation(video.keypoints, {"Reconstruction": world}, H36M_SKELETON, output=stem + ".gif",
@@ -290,8 +280,8 @@ def background_size(width: int, height: int, size: float) -> tuple[int, int]:
 
 def infer_video(run: eval_lib.RestoredRun, video_path: str, out_dir: str, *, keypoints_path: str | None = None,
                 detector: str | None = None, min_confidence: float = 0.5, action: str | None = None,
-                routing: str | None = None, classifier: Any = None, viz_format: str = "mp4", fps: float | None = None, size: float = 5.0, limit: int = -1,
-                downsample: int = 1, traj: tuple[Any, Any] | None = None) -> dict[str, str]:
+                routing: str | None = None, classifier: Any = None, viz_format: str = "mp4", fps: float | None = None,
+                size: float = 5.0, limit: int = -1, downsample: int = 1) -> dict[str, str]:
   """Detects (or reads) the keypoints of one video, lifts them and writes the outputs; returns their paths.
 
   Args:
@@ -316,11 +306,10 @@ def infer_video(run: eval_lib.RestoredRun, video_path: str, out_dir: str, *, key
     video = Video(detection.name, detection.keypoints, detection.width, detection.height)
   (pred,), (how,) = lift_videos(run, [video], COCO.left, COCO.right, action=action, routing=routing,
                                 classifier=classifier)
-  root = lift_trajectories(run.config, traj, [video], COCO.left, COCO.right)[0] if traj else None
-  world = _write_poses(paths["npz"], video, pred, root, how)
+  world = _write_poses(paths["npz"], video, pred, how)
   # numpy.save appends .npy to a bare temporary name, so the atomic write goes through bytes.
   buffer = io.BytesIO()
-  np.save(buffer, (pred if root is None else pred + root).astype(np.float32))
+  np.save(buffer, (pred if how.root is None else pred + how.root).astype(np.float32))
   atomic_write_bytes(paths["npy"], buffer.getvalue())
   background = render.read_video(video_path, *background_size(info.width, info.height, size), limit=limit)
   frames = render.render_animation(
@@ -361,17 +350,16 @@ def main(argv: Sequence[str], flags: Any) -> None:
     classifier = classifier_lib.restore(flags.workdir)
     choose_routing(run.actions_of_slices, flags.action, flags.routing, classifier is not None)
     route = dict(action=flags.action, routing=flags.routing, classifier=classifier)
-    traj = trajectory.load(flags.workdir)
     print(f"lifting with {run.describe()} of {flags.workdir}"
-          + (" and its trajectory model" if traj else ""), flush=True)
+          + (" and its trajectory model(s)" if run.trajectory is not None else ""), flush=True)
     viz = dict(fps=flags.fps, size=flags.viz_size, limit=flags.viz_limit, downsample=flags.viz_downsample)
     if flags.video:
       paths = list(infer_video(run, flags.video, out, keypoints_path=flags.keypoints, detector=detector,
-                               min_confidence=flags.min_confidence, viz_format=flags.viz_format, traj=traj,
+                               min_confidence=flags.min_confidence, viz_format=flags.viz_format,
                                **route, **viz).values())
     else:
       viz["fps"] = flags.fps or DEFAULT_FPS
-      paths = infer_file(run, flags.keypoints, out, render_gif=flags.render, traj=traj, **route, **viz)
+      paths = infer_file(run, flags.keypoints, out, render_gif=flags.render, **route, **viz)
   except PosejaxError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)

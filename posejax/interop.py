@@ -304,7 +304,8 @@ def _load_config(path: str | None):
 
 def save_to_workdir(imported: "VideoPose3DImport", workdir: str, *, config_path: str | None = None,
                     keypoints: str | None = None, data_dir: str | None = None, source: str = "") -> str:
-  """Writes the imported pose model as a common-mode checkpoint usable by eval.py.
+  """Writes the imported pose model (and its trajectory model, when the .bin has one) as a
+  common-mode checkpoint usable by eval.py and posejax.infer.
 
   The config records the architecture read from the checkpoint, so evaluation builds the
   same model; the data fields say which 2D source it expects.
@@ -323,13 +324,14 @@ def save_to_workdir(imported: "VideoPose3DImport", workdir: str, *, config_path:
     config.data.keypoints = keypoints
   if data_dir:
     config.data.dir = data_dir
-  stacked = jax.tree.map(lambda x: np.asarray(x)[None], imported.variables_pos)
-  written = checkpointing.save_imported(workdir, stacked, config, ["all"], source=source or "videopose3d",
-                                        model=model_spec.of_model(model), step=int(imported.epoch or 0))
-  if imported.model_traj is not None:  # used by posejax.infer for videos in the wild
-    from posejax import trajectory
-    trajectory.save(workdir, imported.model_traj, imported.variables_traj)
-  return written
+  stack = lambda variables: jax.tree.map(lambda x: np.asarray(x)[None], variables)
+  traj = {}
+  if imported.model_traj is not None:  # evaluation reports it; posejax.infer adds its trajectory
+    traj = dict(trajectory=stack(imported.variables_traj),
+                trajectory_model=model_spec.of_model(imported.model_traj))
+  return checkpointing.save_imported(workdir, stack(imported.variables_pos), config, ["all"],
+                                     source=source or "videopose3d", model=model_spec.of_model(model),
+                                     step=int(imported.epoch or 0), **traj)
 
 
 if __name__ == "__main__":

@@ -109,6 +109,25 @@ def results_document(results: Mapping[str, Any], *, config: Any = None, checkpoi
   return doc
 
 
+def trajectory_section(metrics: Mapping[str, float | None]) -> dict[str, Any]:
+  """results.json's 'trajectory' entry from `posejax.semi_eval.metrics` on the test set: the
+  trajectory models' root error in mm and the 2D reprojection error of pose + trajectory in
+  normalized units (spec 11.4's traj_valid and 2d_valid; eval mode, no test-time augmentation)."""
+  traj = metrics.get("traj")
+  return {"traj_mpjpe": None if traj is None else 1000 * float(traj), "reprojection_2d": float(metrics["2d"]),
+          "tta": False}
+
+
+def trajectory_text(document: Mapping[str, Any]) -> str:
+  """One line on the trajectory models' test errors ('' without trajectory models)."""
+  section = document.get("trajectory")
+  if not section:
+    return ""
+  root = "n/a" if section["traj_mpjpe"] is None else f"{section['traj_mpjpe']:.1f} mm"
+  return (f"Trajectory models: root error {root}, 2D reprojection error {section['reprojection_2d']:.5f} "
+          "(normalized units; spec 11.4 traj_valid and 2d_valid, without test-time augmentation)\n")
+
+
 def checkpoint_text(document: Mapping[str, Any]) -> str:
   """Which checkpoint a results document comes from, e.g. 'step 120 (final: the end of training)'."""
   step = document.get("checkpoint_step")
@@ -135,6 +154,8 @@ def write_results(out_dir: str, document: Mapping[str, Any]) -> dict[str, str]:
   for subject, sub in document.get("by_subject", {}).items():
     markdown += [f"## Subject {subject}", "", to_markdown(results_table(sub))]
   markdown += _routing_markdown(document)
+  if document.get("trajectory"):
+    markdown.append(trajectory_text(document))
   frames = document["frames"]
   markdown.append(f"Test frames: {frames.get('total')}; per action: "
                   + ", ".join(f"{a} {n}" for a, n in frames.items() if a != "total") + "\n")

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +28,7 @@ import numpy as np
 
 from posejax import classifier as classifier_lib
 from posejax import device_eval, evaluation
+from posejax import trajectory as trajectory_lib
 from posejax.data.actions import ABBREVIATIONS
 from posejax.errors import PosejaxError
 from posejax.io_utils import atomic_save_figure
@@ -297,18 +298,24 @@ def finish_document(document: Mapping[str, Any], model: Any, variables: Any, res
   return doc
 
 
+class Lifted(NamedTuple):
+  """Sequences lifted by `lift`, in input order."""
+  poses: list[np.ndarray]             # per sequence (T, J, 3) camera-space root-relative poses
+  used: np.ndarray                    # (S,) slice of each sequence (-1: the soft mixture)
+  probabilities: np.ndarray | None    # (S, C) the classifier's sequence probabilities (None without one)
+  roots: list[np.ndarray] | None      # per sequence (T, 1, 3) camera-space roots (None without trajectory models)
+
+
 def lift(model: Any, stacked_variables: Any, slices: Sequence[str], inputs: Sequence[np.ndarray], *,
          mode: str, flip: device_eval.Flip, tta: bool, chunk: int, batch: int | None,
-         classifier: classifier_lib.Classifier | None = None, fixed_slice: int = 0
-         ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray | None]:
+         classifier: classifier_lib.Classifier | None = None, fixed_slice: int = 0,
+         trajectory: trajectory_lib.Trajectory | None = None) -> Lifted:
   """Sequences without labels (e.g. custom keypoints) lifted with a routing mode.
 
   Args:
     inputs: per sequence (T, K, 2) normalised 2D keypoints.
     mode: 'predicted' or 'soft' (need `classifier`), or 'fixed' (slice `fixed_slice` for all).
-  Returns:
-    (per sequence (T, J, 3) poses, (S,) slice of each sequence (-1: the soft mixture),
-     (S, C) the classifier's normalised sequence probabilities, or None without a classifier).
+    trajectory: the run's trajectory models, routed as the pose models (`posejax.trajectory`).
   """
   if mode not in ("predicted", "soft", "fixed"):
     raise PosejaxError(f"--routing={mode}: expected predicted or soft (custom keypoints have no action labels)")
@@ -318,18 +325,22 @@ def lift(model: Any, stacked_variables: Any, slices: Sequence[str], inputs: Sequ
                                chunk=chunk, batch=batch)
   scores = score_actions(classifier, resident, tta=tta) if classifier is not None else None
   used = np.full(len(inputs), fixed_slice, np.int64)
+  weights = None
   if mode == "soft":
-    everything = device_eval.predict_all(model, stacked_variables, resident, tta=tta)
-    flat = device_eval.mix_models(everything, slice_weights(scores, slices))
+    weights = slice_weights(scores, slices)
+    flat = device_eval.mix_models(device_eval.predict_all(model, stacked_variables, resident, tta=tta), weights)
     used[:] = -1
   else:
     if mode == "predicted":
       used = predicted_routes(scores, slices)
       resident = device_eval.reroute(resident, used)
     flat = device_eval.predict(model, stacked_variables, resident, tta=tta)
+  roots = None
+  if trajectory is not None:
+    roots = evaluation.split_records(trajectory_lib.roots(trajectory, resident, tta=tta, weights=weights), resident)
   probabilities = None
   if scores is not None:
     logits = scores.sequence_log_probs
     probabilities = np.exp(logits - logits.max(-1, keepdims=True))
     probabilities /= probabilities.sum(-1, keepdims=True)
-  return evaluation.split_records(flat, resident), used, probabilities
+  return Lifted(evaluation.split_records(flat, resident), used, probabilities, roots)

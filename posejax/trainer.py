@@ -167,7 +167,7 @@ class Run:
     semi = None
     input_shape = (1, spec.window_frames, self.hparams["num_joints_in"], self.hparams["in_features"])
     if self.semi:
-      self.traj_hparams = dict(self.hparams, num_joints_out=1)
+      self.traj_hparams = trajectory_lib.hparams_of(self.hparams)
       traj_model = model_spec.build(self.traj_hparams, strided=not self.dilated, dtype=self.dtype)
       semi = engine.Semi(traj_model, semi_data.unlabeled_spec(spec),
                          semi_data.step_options(config, self.train_ds.skeleton.parents, self.rf))
@@ -195,19 +195,22 @@ class Run:
     return {"config": json.loads(self.config.to_json()), "actions": self.slices, "model": self.hparams,
             "dataset_fingerprint": self.fingerprint, "mode": self.mode, "compute_dtype": self.dtype,
             "slots": dataclasses.asdict(self.slot_layout), "total_steps": int(self.segment_lengths.sum()),
-            **timers.as_dict(wall_now)}
+            **({"trajectory_model": self.traj_hparams} if self.semi else {}), **timers.as_dict(wall_now)}
 
   def variables(self, state) -> dict[str, Any]:
     """Unpadded stacked {'params', 'batch_stats'} for evaluation."""
     return sharding.unpad_models(state.variables, self.layout.num_models)
 
-  def semi_metrics(self, state) -> dict[str, float]:
-    """Spec 11.4: traj_valid, 2d_valid, traj_eval, 2d_train_sup, 2d_train_unsup (eval mode)."""
+  def semi_set_metrics(self, state, name: str) -> dict[str, float | None]:
+    """semi_eval.metrics of the model pairs on one of spec 11.4's sets ('valid', 'train_sup', 'train_unsup')."""
     traj = sharding.unpad_models({"params": state.traj_params, "batch_stats": state.traj_batch_stats},
                                  self.layout.num_models)
-    run = lambda name: semi_eval.metrics(self.eval_model, self.traj_eval_model, self.variables(state), traj,
-                                         self.semi_sets[name])
-    valid, sup, unsup = run("valid"), run("train_sup"), run("train_unsup")
+    return semi_eval.metrics(self.eval_model, self.traj_eval_model, self.variables(state), traj,
+                             self.semi_sets[name])
+
+  def semi_metrics(self, state) -> dict[str, float]:
+    """Spec 11.4: traj_valid, 2d_valid, traj_eval, 2d_train_sup, 2d_train_unsup (eval mode)."""
+    valid, sup, unsup = (self.semi_set_metrics(state, name) for name in ("valid", "train_sup", "train_unsup"))
     return {"traj_valid": valid["traj"], "2d_valid": valid["2d"], "traj_eval": sup["traj"],
             "2d_train_sup": sup["2d"], "2d_train_unsup": unsup["2d"]}
 
@@ -301,24 +304,15 @@ def _final_evaluation(run: Run, state, step: int, timers: Timers) -> dict[str, A
       results, config=run.config.to_dict(), checkpoint_step=step, train_time_s=timers.train, mode=run.mode,
       actions_of_slices=run.slices, checkpoint="final", checkpoint_final=True,
       checkpoint_note="final: the end of training",
-      routing="none (one model)" if run.mode == "common" else "oracle (ground-truth action labels)")
+      routing="none (one model)" if run.mode == "common" else "oracle (ground-truth action labels)",
+      **({"trajectory": report.trajectory_section(run.semi_set_metrics(state, "valid"))} if run.semi else {}))
   if jax.process_index() == 0:
     report.write_results(workdir_lib.eval_dir(run.workdir, step), document)
-  _log(f"Final evaluation (test-time augmentation: {tta}), mm:\n" + report.to_text(report.results_table(document)))
+  _log(f"Final evaluation (test-time augmentation: {tta}), mm:\n" + report.to_text(report.results_table(document))
+       + report.trajectory_text(document))
   for subject, sub in document.get("by_subject", {}).items():
     _log(f"Subject {subject}:\n" + report.to_text(report.results_table(sub)))
   return document
-
-
-def _save_trajectory(run: Run, state) -> None:
-  """WORKDIR/trajectory.npz: the common model's trajectory model, which evaluation, rendering,
-  export and inference use (`posejax.trajectory`). Action-based runs keep theirs in the
-  checkpoints only (one per action)."""
-  if not run.semi or run.mode != "common" or jax.process_index() != 0:
-    return
-  variables = jax.tree.map(lambda x: np.asarray(x[0]), sharding.fetch(state.traj_variables))
-  path = trajectory_lib.save(run.workdir, model_spec.build(run.traj_hparams), variables)
-  _log(f"wrote the trajectory model to {path}")
 
 
 def _summary(run: Run, timers: Timers, document: Mapping[str, Any], wall_now: float) -> dict[str, Any]:
@@ -479,7 +473,6 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     if np.any(positions[:layout.num_models] < budget.steps):
       raise PosejaxError(f"training stopped at global step {step} before every model finished its budget")
     document = _final_evaluation(run, state, step, timers)
-    _save_trajectory(run, state)
     document = classifier.train_and_save(run, run.variables(state), document)  # when config.classifier is on
   finally:
     checkpointing.close(mngr)

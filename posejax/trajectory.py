@@ -1,57 +1,75 @@
-"""A workdir's trajectory model (spec 8.10): WORKDIR/trajectory.npz beside the checkpoints.
+"""Trajectory models (spec 8.10): the camera-space position of the root (metres) from 2D input.
 
-The trajectory model has the pose model's architecture with one output joint: the camera-
-space position of the root (metres). VideoPose3D checkpoints from semi-supervised training
-hold one (`model_traj`); `posejax.interop --workdir` stores it here, and inference adds its
-prediction to every joint when there is no ground truth (spec 13, step 2). The file holds
-the flattened variables (`params/...`, `batch_stats/...`, float32) and `hparams`, a JSON
-string of the TemporalModel fields.
+A trajectory model has the pose model's architecture with one output joint. Semi-supervised
+runs train one beside each pose model, so an action-based run has one per action; the
+checkpoints hold them stacked like the pose models (item 'trajectory', their hyper-parameters
+in metadata['trajectory_model']), and so does a workdir imported from a semi-supervised
+VideoPose3D checkpoint (`posejax.interop --workdir`, its `model_traj`).
+
+Each sequence's trajectory comes from the pair of the pose model that lifted it (its routed
+slice), and a soft mixture of pose models mixes the trajectories with the same per-frame
+weights. Test-time flipping is the reference's for trajectories: the mirrored input's
+prediction has its x negated and no joints swapped.
 """
 
 from __future__ import annotations
 
-import json
-import os
-from typing import Any
+import dataclasses
+from typing import Any, Mapping
 
-import numpy as np
-from flax import traverse_util
+import jax
 
-from posejax import model_spec
+from posejax import device_eval, model_spec
 from posejax.errors import PosejaxError
-from posejax.io_utils import atomic_savez, load_npz_dict
 from posejax.model import TemporalModel
 
-FILE = "trajectory.npz"
+
+@dataclasses.dataclass(frozen=True)
+class Trajectory:
+  """The trajectory models of a checkpoint."""
+
+  model: TemporalModel  # the dilated (evaluation) form, one output joint
+  variables: Any        # {'params', 'batch_stats'}, leading slice axis like the pose models'
 
 
-def path(workdir: str) -> str:
-  return os.path.join(workdir, FILE)
+def hparams_of(pose_hparams: Mapping[str, Any]) -> dict[str, Any]:
+  """A trajectory model's hyper-parameters: the pose model's with one output joint."""
+  return dict(pose_hparams, num_joints_out=1)
 
 
-def save(workdir: str, model: TemporalModel, variables: Any) -> str:
-  """Writes the model's hyper-parameters and `{'params', 'batch_stats'}` (unstacked); returns the path."""
-  hparams = model_spec.of_model(model)
-  flat = traverse_util.flatten_dict(dict(variables), sep="/")
-  target = path(workdir)
-  atomic_savez(target, hparams=json.dumps(hparams), **{k: np.asarray(v, np.float32) for k, v in flat.items()})
-  return target
-
-
-def load(workdir: str) -> tuple[TemporalModel, dict[str, Any]] | None:
-  """(model, variables) of WORKDIR/trajectory.npz, or None when the workdir has none."""
-  target = path(workdir)
-  if not os.path.exists(target):
+def from_checkpoint(workdir: str, step: int, metadata: Mapping[str, Any]) -> Trajectory | None:
+  """The trajectory models of a checkpoint step, or None when it has none (supervised runs)."""
+  from posejax import checkpointing  # late: orbax
+  variables = checkpointing.restore_trajectory(workdir, step)
+  if variables is None:
     return None
-  with np.load(target) as archive:
-    names = [k for k in archive.files if k != "hparams"]
-  data = load_npz_dict(target, ("hparams", *names))
+  hparams = metadata.get("trajectory_model") or hparams_of(metadata.get("model") or {})
   try:
-    hparams = json.loads(str(data.pop("hparams")))
     model = model_spec.build(hparams)
   except (ValueError, KeyError, TypeError) as e:
-    raise PosejaxError(f"{target}: not a trajectory model file ({e})") from None
-  variables = traverse_util.unflatten_dict(data, sep="/")
-  if model.num_joints_out != 1 or "params" not in variables:
-    raise PosejaxError(f"{target}: not a trajectory model (expected 1 output joint and params)")
-  return model, variables
+    raise PosejaxError(f"{checkpointing.checkpoint_dir(workdir)}: step {step} records no usable trajectory "
+                       f"model ({e})") from None
+  if model.num_joints_out != 1:
+    raise PosejaxError(f"{checkpointing.checkpoint_dir(workdir)}: step {step}'s trajectory model predicts "
+                       f"{model.num_joints_out} joints, expected 1")
+  return Trajectory(model, variables)
+
+
+def flip(pose_flip: device_eval.Flip) -> device_eval.Flip:
+  """The test-time flip of trajectories: the pose models' keypoint swap, no output joint swap."""
+  kps_left, kps_right, _, _ = pose_flip
+  return (tuple(kps_left), tuple(kps_right), (), ())
+
+
+def roots(trajectory: Trajectory, resident: device_eval.ResidentTestSet, *, tta: bool,
+          weights: jax.Array | None = None) -> jax.Array:
+  """(N, 1, 3) camera-space roots of the resident set's flat frames.
+
+  Each record is lifted by the trajectory model of the slice the set routes it to, or, with
+  `weights` (N, S), by the per-frame mixture of all S trajectory models (soft routing).
+  """
+  resident = dataclasses.replace(resident, flip=flip(resident.flip), targets=None)
+  if weights is None:
+    return device_eval.predict(trajectory.model, trajectory.variables, resident, tta=tta)
+  everything = device_eval.predict_all(trajectory.model, trajectory.variables, resident, tta=tta)
+  return device_eval.mix_models(everything, weights)

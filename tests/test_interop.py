@@ -204,3 +204,19 @@ def test_workdir_checkpoint_restores_the_reference_outputs(tmp_path, capsys):
   with torch.no_grad():
     expected = torch_model(torch.from_numpy(x)).numpy()
   np.testing.assert_allclose(model.apply(variables, x, train=False), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_workdir_keeps_the_trajectory_model(tmp_path, capsys):
+  """A semi-supervised .bin imported with `--workdir`: its trajectory model is the checkpoint's."""
+  from posejax import eval_lib
+  pos, traj = _torch_model((3, 3)).eval(), _torch_model((3, 3), joints_out=1, seed=1).eval()
+  workdir = tmp_path / "imported"
+  assert interop.main(["--from-videopose3d", _save(tmp_path / "semi.bin", pos, traj), "--workdir", str(workdir),
+                       "--keypoints", "gt", "--data-dir", str(tmp_path / "data")]) == 0
+  restored = eval_lib.restore_run(str(workdir)).trajectory
+  assert restored.model.num_joints_out == 1 and tuple(restored.model.filter_widths) == (3, 3)
+  x = _inputs(2, 12)
+  with torch.no_grad():
+    expected = traj(torch.from_numpy(x)).numpy()
+  variables = jax.tree.map(lambda leaf: leaf[0], restored.variables)
+  np.testing.assert_allclose(restored.model.apply(variables, x, train=False), expected, atol=1e-4, rtol=1e-4)

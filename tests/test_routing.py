@@ -11,11 +11,12 @@ import pytest
 from PIL import Image
 
 from posejax import classifier as classifier_lib
-from posejax import device_eval, eval_lib, evaluation, model_spec, report, routing
+from posejax import device_eval, eval_lib, evaluation, model_spec, report, routing, trajectory
 from posejax import workdir as layout
 from posejax.errors import PosejaxError
 from test_evaluation import FLIP, K, KPS_L, KPS_R, dataset, init_variables, random_poses, record, sequences, tiny_model
-from test_evaluation_device import np_flip, np_predict, stack
+from posejax.model import TemporalModel
+from test_evaluation_device import np_flip, np_network, np_predict, stack
 
 ACTIONS = ("Eating", "Walking")
 DEVICE_FLIP = (tuple(FLIP["kps_left"]), tuple(FLIP["kps_right"]), tuple(FLIP["joints_left"]),
@@ -86,12 +87,45 @@ def test_predicted_routing_uses_the_predicted_model(forced):
       sum(len(r.poses_2d) for r in recs if r.action == ACTIONS[forced]) / 34)
   # Custom sequences (no labels): the same model lifts them.
   inputs = [r.poses_2d for r in recs]
-  preds, used, probs = routing.lift(model, stack(v0, v1), ACTIONS, inputs, mode="predicted", flip=DEVICE_FLIP,
-                                    tta=True, chunk=4, batch=2, classifier=clf)
+  preds, used, probs, roots = routing.lift(model, stack(v0, v1), ACTIONS, inputs, mode="predicted",
+                                           flip=DEVICE_FLIP, tta=True, chunk=4, batch=2, classifier=clf)
+  assert roots is None  # no trajectory models
   assert used.tolist() == [forced] * 4 and np.argmax(probs, -1).tolist() == [forced] * 4
   own = evaluation.predict(model, chosen, inputs, tta=True, chunk=4, batch=2, **FLIP)
   for p, q in zip(preds, own):
     np.testing.assert_allclose(p, q, atol=1e-6)
+
+
+def np_root(variables, x):
+  """A trajectory model's root in float64, with the reference's trajectory flip: the mirrored
+  input's x negated, no joints swapped."""
+  mirrored = np_network(variables, np_flip(x, KPS_L, KPS_R), causal=False)
+  mirrored[..., 0] *= -1
+  return (np_network(variables, x, causal=False) + mirrored) / 2
+
+
+@pytest.mark.parametrize("mode", ["fixed", "predicted", "soft"])
+def test_trajectory_models_follow_the_routing(mode):
+  """Each sequence's root comes from the trajectory model of the pose model that lifted it, or
+  from the same per-frame mixture."""
+  model, v0, v1 = two_models()
+  traj_model = TemporalModel(num_joints_in=K, num_joints_out=1, filter_widths=(3, 3), channels=8, dropout=0.0)
+  t0, t1 = init_variables(traj_model, 5), init_variables(traj_model, 6)
+  recs, _ = labelled_data()
+  inputs = [r.poses_2d for r in recs]
+  clf = make_classifier(ACTIONS, forced=1) if mode == "predicted" else make_classifier(ACTIONS, seed=7)
+  result = routing.lift(model, stack(v0, v1), ACTIONS, inputs, mode=mode, flip=DEVICE_FLIP, tta=True, chunk=4,
+                        batch=2, classifier=None if mode == "fixed" else clf,
+                        trajectory=trajectory.Trajectory(traj_model, stack(t0, t1)))
+  for x, root in zip(inputs, result.roots):
+    per_model = [np_root(t, x) for t in (t0, t1)]
+    if mode == "soft":
+      weights = np.exp(reference_log_probs(clf, x, tta=True))
+      expected = sum(weights[:, a, None, None] * per_model[a] for a in range(2))
+    else:
+      expected = per_model[0 if mode == "fixed" else 1]
+    assert root.shape == (len(x), 1, 3)
+    np.testing.assert_allclose(root, expected, atol=2e-5)
 
 
 def test_soft_mixture_equals_hand_computed_weighted_mean():
@@ -99,8 +133,8 @@ def test_soft_mixture_equals_hand_computed_weighted_mean():
   recs, data = labelled_data()
   clf = make_classifier(ACTIONS, seed=7, widths=(3, 3))  # its own receptive field (9) over the same frames
   inputs = [r.poses_2d for r in recs]
-  preds, used, probs = routing.lift(model, stack(v0, v1), ACTIONS, inputs, mode="soft", flip=DEVICE_FLIP,
-                                    tta=True, chunk=4, batch=2, classifier=clf)
+  preds, used, probs, _ = routing.lift(model, stack(v0, v1), ACTIONS, inputs, mode="soft", flip=DEVICE_FLIP,
+                                       tta=True, chunk=4, batch=2, classifier=clf)
   assert used.tolist() == [-1] * 4
   hand = []
   for x, p, prob in zip(inputs, preds, probs):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from configs import default
-from posejax import camera, checkpointing, engine, sampling, schedules, semi_data, trainer, trajectory
+from posejax import camera, checkpointing, engine, eval_lib, sampling, schedules, semi_data, trainer
 from posejax.data import synthetic
 from posejax.data.loading import load_subjects
 from posejax.errors import PosejaxError
@@ -68,16 +68,51 @@ def test_common_run_writes_losses_and_the_trajectory_model(data_dir, tmp_path, c
   assert first["traj_train"] > 0 and second["per_action"]["all"]["traj_train"] == second["traj_train"]
   for key in ("traj_valid", "2d_valid", "traj_eval", "2d_train_sup", "2d_train_unsup"):
     assert np.isfinite(second[key]) and second[key] > 0, key
-  assert " traj_valid " in out and " 2d_train_unsup " in out
-  model, variables = trajectory.load(workdir)
-  assert model.num_joints_out == 1 and not model.strided and "params" in variables
+  assert " traj_valid " in out and " 2d_train_unsup " in out and "Trajectory models: root error" in out
+  traj = eval_lib.restore_run(workdir).trajectory
+  assert traj.model.num_joints_out == 1 and not traj.model.strided and "params" in traj.variables
+  _check_trajectory_results(workdir, second)
+
+
+def _check_trajectory_results(workdir, last_record):
+  """The final evaluation (live state) and eval.py (the restored checkpoint) report the
+  trajectory models' test errors of the last epoch."""
+  with open(os.path.join(workdir, "eval", f"step_{last_record['step']}", "results.json")) as f:
+    final = json.load(f)["trajectory"]
+  evaluated = eval_lib.evaluate_workdir(workdir, out_dir=os.path.join(workdir, "eval_again"),
+                                        verbose=False)["trajectory"]
+  for section in (final, evaluated):
+    assert section["traj_mpjpe"] == pytest.approx(1000 * last_record["traj_valid"], rel=1e-4)
+    assert section["reprojection_2d"] == pytest.approx(last_record["2d_valid"], rel=1e-4)
 
 
 def test_ab_run_steps_every_model_pair(ab_workdir):
   record = _records(ab_workdir)[-1]
   for action in ("Eating", "Walking"):
     assert record["per_action"][action]["traj_train"] > 0 and record["per_action"][action]["2d_train"] > 0
-  assert not os.path.exists(trajectory.path(ab_workdir))  # per-action trajectories stay in the checkpoints
+  _check_trajectory_results(ab_workdir, record)
+
+
+def test_ab_exports_and_renders_each_actions_trajectory(data_dir, ab_workdir, tmp_path):
+  """--export holds every test sequence's root from its own action's trajectory model."""
+  run = eval_lib.restore_run(ab_workdir)
+  assert run.actions_of_slices == ("Eating", "Walking")
+  assert jax.tree.leaves(run.trajectory.variables)[0].shape[0] == 2
+  path = str(tmp_path / "export.npz")
+  eval_lib.export_workdir(ab_workdir, path)
+  with np.load(path, allow_pickle=True) as f:
+    roots, poses = f["trajectory"].item(), f["positions_3d"].item()
+  dataset = eval_lib.load_test_dataset(run.config)
+  for rec in dataset.sequences:
+    exported = roots[rec.subject][rec.name][rec.camera]
+    assert exported.shape == (rec.num_frames, 1, 3)
+    assert poses[rec.subject][rec.name][rec.camera].shape == (rec.num_frames, 17, 3)
+    np.testing.assert_allclose(exported, eval_lib.predict_root(run, dataset, rec), atol=1e-5)
+  # The two actions' trajectory models differ: each sequence really uses its own.
+  rec = dataset.sequences[0]
+  other = "Walking" if rec.action == "Eating" else "Eating"
+  swapped = eval_lib.predict_root(run, dataset, dataclasses.replace(rec, action=other))
+  assert np.abs(swapped - roots[rec.subject][rec.name][rec.camera]).max() > 1e-4
 
 
 def test_ab_killed_and_resumed_equals_straight(data_dir, ab_workdir, tmp_path, monkeypatch):
@@ -102,10 +137,7 @@ def test_ab_killed_and_resumed_equals_straight(data_dir, ab_workdir, tmp_path, m
   assert [strip(r) for r in _records(resumed)] == [strip(r) for r in _records(ab_workdir)]
   a, b = (checkpointing.restore_for_eval(w, "latest") for w in (ab_workdir, resumed))
   jax.tree.map(np.testing.assert_array_equal, b[1], a[1])
-  mngr_a, mngr_b = (checkpointing.manager(w, read_only=True) for w in (ab_workdir, resumed))
-  import orbax.checkpoint as ocp
-  traj = [m.restore(m.latest_step(), args=ocp.args.Composite(train=ocp.args.StandardRestore())).train["trajectory"]
-          for m in (mngr_a, mngr_b)]
+  traj = [checkpointing.restore_trajectory(w, a[3]) for w in (ab_workdir, resumed)]
   jax.tree.map(np.testing.assert_array_equal, traj[1], traj[0])
   # A supervised config cannot resume a semi-supervised checkpoint.
   with pytest.raises(PosejaxError, match="unlabeled_subjects"):

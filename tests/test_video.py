@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from absl import flags
 
-from posejax import checkpointing, detect, eval_lib, infer, model_spec, render, trajectory
+from posejax import checkpointing, detect, eval_lib, infer, model_spec, render
 from posejax import video as video_io
 from posejax.data import demo_video
 from posejax.errors import PosejaxError
@@ -27,11 +27,14 @@ def tiny_config(keypoints="detectron_pt_coco", tta=True) -> ml_collections.Confi
       "eval": {"tta": tta, "chunk": 8, "batch": 2}})
 
 
-def imported_workdir(path, config) -> str:
-  """A workdir as `posejax.interop --workdir` writes it: one common model."""
+def imported_workdir(path, config, trajectory=None) -> str:
+  """A workdir as `posejax.interop --workdir` writes it: one common model (and `trajectory`,
+  a (model, variables) pair, as its trajectory model)."""
   variables = init_variables(model_spec.build(model_spec.from_config(config, num_keypoints=17)), 3)
-  stacked = jax.tree.map(lambda x: np.asarray(x)[None], variables)
-  checkpointing.save_imported(str(path), stacked, config, ["all"], source="test.bin", step=5)
+  stack = lambda tree: jax.tree.map(lambda x: np.asarray(x)[None], tree)
+  traj = {} if trajectory is None else dict(trajectory=stack(trajectory[1]),
+                                            trajectory_model=model_spec.of_model(trajectory[0]))
+  checkpointing.save_imported(str(path), stack(variables), config, ["all"], source="test.bin", step=5, **traj)
   return str(path)
 
 
@@ -78,15 +81,15 @@ def test_demo_placements_sweep_and_scale():
   assert np.all(p[:, :2] >= 0) and np.all(p[:, 0] + p[:, 2] <= 480) and np.all(p[:, 1] + p[:, 2] <= 320)
 
 
-def test_trajectory_file_round_trip(tmp_path):
-  model = TemporalModel(num_joints_in=17, num_joints_out=1, filter_widths=(3, 3), channels=8)
-  variables = init_variables(model, 7)
-  trajectory.save(str(tmp_path), model, variables)
-  loaded_model, loaded = trajectory.load(str(tmp_path))
-  assert loaded_model == model
-  for a, b in zip(jax.tree.leaves(variables), jax.tree.leaves(loaded)):
-    np.testing.assert_array_equal(np.asarray(a), b)
-  assert trajectory.load(str(tmp_path / "none")) is None
+def test_trajectory_models_round_trip_through_the_checkpoint(tmp_path):
+  traj_model = TemporalModel(num_joints_in=17, num_joints_out=1, filter_widths=(3, 3), channels=8)
+  traj_vars = init_variables(traj_model, 7)
+  workdir = imported_workdir(tmp_path / "run", tiny_config(), trajectory=(traj_model, traj_vars))
+  restored = eval_lib.restore_run(workdir).trajectory
+  assert restored.model == traj_model
+  for a, b in zip(jax.tree.leaves(traj_vars), jax.tree.leaves(restored.variables)):
+    np.testing.assert_array_equal(np.asarray(a)[None], b)
+  assert eval_lib.restore_run(imported_workdir(tmp_path / "plain", tiny_config())).trajectory is None
 
 
 def run_main(argv):
@@ -129,13 +132,12 @@ def test_video_in_poses_and_mp4_out(tmp_path, clip, detector, capsys):
 
 def test_trajectory_model_is_added(tmp_path, clip):
   config = tiny_config(tta=False)
-  workdir = imported_workdir(tmp_path / "run", config)
   traj_model = TemporalModel(num_joints_in=17, num_joints_out=1, filter_widths=(3, 3), channels=8)
   traj_vars = init_variables(traj_model, 11)
-  trajectory.save(workdir, traj_model, traj_vars)
+  workdir = imported_workdir(tmp_path / "run", config, trajectory=(traj_model, traj_vars))
   kps = keypoint_file(tmp_path / "k.npz", "other.mp4", seed=4)  # the file's only video serves any clip
   paths = infer.infer_video(eval_lib.restore_run(workdir), clip, str(tmp_path / "out"), keypoints_path=kps,
-                            viz_format="gif", size=1.0, limit=3, traj=trajectory.load(workdir))
+                            viz_format="gif", size=1.0, limit=3)
   with np.load(paths["npz"]) as f:
     pred, root = f["positions_3d"], f["trajectory"]
   # Independent reference: the receptive field (9 frames) padded with edge copies, one apply.
