@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from posejax.camera import normalize_screen_coordinates, world_to_camera
-from posejax.data.actions import action_of, canonical_sequence_name, resolve_actions
+from posejax.data.actions import ACTIONS, action_of, canonical_sequence_name, resolve_actions
 from posejax.data.dataset import PoseDataset, SequenceRecord
 from posejax.data.h36m_cameras import H36M_FPS, CameraParams, h36m_cameras
 from posejax.data.npz_files import FileLayout
@@ -196,31 +196,40 @@ def normalized_2d(keypoints: np.ndarray, camera: CameraParams) -> np.ndarray:
   return poses_2d
 
 
-def _sequence_records(subject: str, name: str, entry_2d: Any, positions_3d: Any, num_joints: int,
-                      path_2d: str, path_3d: str) -> list[SequenceRecord]:
-  """The 4 camera records of one sequence (`positions_3d` None: unlabeled, uncropped)."""
+def sequence_records(subject: str, name: str, entry_2d: Any, positions_3d: Any, num_joints: int,
+                     path_2d: str, path_3d: str, *, cameras: Sequence[CameraParams],
+                     camera_arrays: Callable[[Any, int, str, str], list[np.ndarray]],
+                     world: Callable[[Any, str, str], np.ndarray], known_actions: Sequence[str],
+                     camera_label: Callable[[int], str], no_extrinsics: str) -> list[SequenceRecord]:
+  """One record per camera of one sequence (`positions_3d` None: unlabeled, uncropped).
+
+  What differs between datasets comes in: the subject's `cameras`; `camera_arrays(entry_2d,
+  num_joints, path_2d, where)`, the checked (T, K, F) 2D arrays; `world(positions_3d, path_3d,
+  where)`, the checked (T, J, 3) float32 world positions; the `known_actions`; and, for messages,
+  `camera_label(index)` and what `no_extrinsics` says of a subject whose cameras lack extrinsics.
+  """
   where = f"{subject}/{name!r}"
-  cameras = h36m_cameras()[subject]
-  arrays = _camera_arrays_2d(entry_2d, num_joints, path_2d, where)
-  world = None
+  arrays = camera_arrays(entry_2d, num_joints, path_2d, where)
+  joints_3d = None
   if positions_3d is not None:
     if cameras[0].orientation is None:
-      raise PosejaxError(f"{path_3d}: subject {subject!r} has 3D poses but no camera extrinsics")
-    world = _world_17(positions_3d, path_3d, where)
+      raise PosejaxError(f"{path_3d}: subject {subject!r} has 3D poses but {no_extrinsics}")
+    joints_3d = world(positions_3d, path_3d, where)
   records = []
   for cam, (camera, kps) in enumerate(zip(cameras, arrays)):
     poses_3d = None
-    if world is not None:
-      poses_3d = _camera_space_3d(world, camera)
+    if joints_3d is not None:
+      poses_3d = _camera_space_3d(joints_3d, camera)
       if kps.shape[0] < poses_3d.shape[0]:
-        raise PosejaxError(f"{path_2d}: {where} camera {cam} has {kps.shape[0]} frames, fewer than "
-                           f"the {poses_3d.shape[0]} mocap frames in {FILE_3D}")
+        raise PosejaxError(f"{path_2d}: {where} camera {camera_label(cam)} has {kps.shape[0]} frames, "
+                           f"fewer than the {poses_3d.shape[0]} mocap frames in {os.path.basename(path_3d)}")
       kps = kps[:poses_3d.shape[0]]  # videos may run past the mocap
-    _check_finite(kps, path_2d, f"{where} camera {cam}")
+    _check_finite(kps, path_2d, f"{where} camera {camera_label(cam)}")
     records.append(SequenceRecord(
-        subject=subject, name=name, action=action_of(name), camera=cam,
+        subject=subject, name=name, action=action_of(name, known_actions), camera=cam,
         poses_2d=normalized_2d(kps, camera), poses_3d=poses_3d,
-        intrinsic=camera.intrinsic.copy(), res_w=camera.res_w, res_h=camera.res_h))
+        intrinsic=None if camera.intrinsic is None else camera.intrinsic.copy(),
+        res_w=camera.res_w, res_h=camera.res_h))
   return records
 
 
@@ -286,8 +295,10 @@ def load_h36m(data_dir: str, keypoints: str = "gt", subjects: Sequence[str] | st
       selected_subjects, pos_2d, pos_3d,
       lambda subject, seqs_3d: _selected_names(subject, pos_2d[subject], seqs_3d, selected_actions,
                                                check_actions, path_2d),
-      lambda subject, name, entry_2d, positions: _sequence_records(subject, name, entry_2d, positions,
-                                                                   num_joints, path_2d, path_3d),
+      lambda subject, name, entry_2d, positions: sequence_records(
+          subject, name, entry_2d, positions, num_joints, path_2d, path_3d,
+          cameras=h36m_cameras()[subject], camera_arrays=_camera_arrays_2d, world=_world_17,
+          known_actions=ACTIONS, camera_label=str, no_extrinsics="no camera extrinsics"),
       require_3d=require_3d, selected_actions=selected_actions, path_3d=path_3d, path_2d=path_2d)
   layout_name = metadata.get("layout_name")
   return PoseDataset(

@@ -23,10 +23,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from posejax.data.actions import HUMANEVA_ACTIONS, action_of, resolve_actions
-from posejax.data.dataset import PoseDataset, SequenceRecord
-# The checks and the camera-space conversion are the Human3.6M loader's, shared as they are.
-from posejax.data.h36m import (_camera_space_3d, _check_finite, _keypoint_metadata, collect_records,
-                               normalized_2d)
+from posejax.data.dataset import PoseDataset
+# The checks and the per-sequence records are the Human3.6M loader's, shared as they are.
+from posejax.data.h36m import _check_finite, _keypoint_metadata, collect_records, sequence_records
 from posejax.data.h36m_cameras import HUMANEVA_EXTRINSICS, HUMANEVA_INTRINSICS, CameraParams
 from posejax.data.npz_files import FileLayout
 from posejax.errors import PosejaxError
@@ -155,34 +154,6 @@ def _camera_arrays_2d(entry: Any, num_joints: int, path: str, where: str) -> lis
   return arrays
 
 
-def _sequence_records(subject: str, name: str, entry_2d: Any, positions_3d: Any, num_joints: int,
-                      path_2d: str, path_3d: str) -> list[SequenceRecord]:
-  """The 3 camera records of one sequence (`positions_3d` None: unlabeled, uncropped)."""
-  where = f"{subject}/{name!r}"
-  cameras = humaneva_cameras()[person_of(subject)]
-  arrays = _camera_arrays_2d(entry_2d, num_joints, path_2d, where)
-  world = None
-  if positions_3d is not None:
-    if cameras[0].orientation is None:
-      raise PosejaxError(f"{path_3d}: subject {subject!r} has 3D poses but its person has no camera extrinsics")
-    world = _world_15(positions_3d, path_3d, where)
-  records = []
-  for cam, (camera, kps) in enumerate(zip(cameras, arrays)):
-    poses_3d = None
-    if world is not None:
-      poses_3d = _camera_space_3d(world, camera)
-      if kps.shape[0] < poses_3d.shape[0]:
-        raise PosejaxError(f"{path_2d}: {where} camera C{cam + 1} has {kps.shape[0]} frames, fewer than "
-                           f"the {poses_3d.shape[0]} mocap frames in {FILE_3D}")
-      kps = kps[:poses_3d.shape[0]]
-    _check_finite(kps, path_2d, f"{where} camera C{cam + 1}")
-    records.append(SequenceRecord(
-        subject=subject, name=name, action=action_of(name, HUMANEVA_ACTIONS), camera=cam,
-        poses_2d=normalized_2d(kps, camera), poses_3d=poses_3d, intrinsic=None,
-        res_w=camera.res_w, res_h=camera.res_h))
-  return records
-
-
 def load_humaneva(data_dir: str, keypoints: str = "gt", subjects: Sequence[str] | str | None = None,
                   actions: Sequence[str] | str | None = None, *, require_3d: bool = True) -> PoseDataset:
   """Loads and preprocesses the selected part of the HumanEva-I files in `data_dir`.
@@ -216,8 +187,11 @@ def load_humaneva(data_dir: str, keypoints: str = "gt", subjects: Sequence[str] 
   records = collect_records(
       selected_subjects, pos_2d, pos_3d,
       lambda subject, seqs_3d: _selected_names(subject, pos_2d[subject], seqs_3d, selected_actions, path_2d),
-      lambda subject, name, entry_2d, positions: _sequence_records(subject, name, entry_2d, positions,
-                                                                   num_joints, path_2d, path_3d),
+      lambda subject, name, entry_2d, positions: sequence_records(
+          subject, name, entry_2d, positions, num_joints, path_2d, path_3d,
+          cameras=humaneva_cameras()[person_of(subject)], camera_arrays=_camera_arrays_2d,
+          world=_world_15, known_actions=HUMANEVA_ACTIONS, camera_label=lambda cam: f"C{cam + 1}",
+          no_extrinsics="its person has no camera extrinsics"),
       require_3d=require_3d, selected_actions=selected_actions, path_3d=path_3d, path_2d=path_2d)
   layout_name = metadata.get("layout_name")
   return PoseDataset(
