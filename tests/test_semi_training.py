@@ -257,3 +257,20 @@ def test_semi_configs():
   for config in (c, q):
     validate_config(config)
     semi_data.check(config)
+
+
+def test_render_without_ground_truth_adds_the_predicted_trajectory(ab_workdir, tmp_path, monkeypatch):
+  """Spec 13 step 2: a sequence without 3D is exported (and drawn) with its trajectory added."""
+  run = eval_lib.restore_run(ab_workdir)
+  dataset = eval_lib.load_test_dataset(run.config)
+  rec = dataset.sequences[0]
+  unlabeled = dataclasses.replace(dataset, sequences=[dataclasses.replace(r, poses_3d=None)
+                                                      for r in dataset.sequences])
+  monkeypatch.setattr(eval_lib, "load_test_dataset", lambda *args, **kwargs: unlabeled)
+  export = str(tmp_path / "one.npz")
+  eval_lib.render_workdir(ab_workdir, eval_lib.RenderOptions(rec.subject, rec.name, rec.camera, export=export))
+  pose = eval_lib.predict_record(run, eval_lib.build_model(run), dataset, rec)
+  root = eval_lib.predict_root(run, dataset, rec)
+  np.testing.assert_allclose(np.load(str(tmp_path / "one.npy")), pose + root, atol=1e-5)
+  with np.load(export, allow_pickle=True) as f:
+    np.testing.assert_allclose(f["trajectory"].item()[rec.subject][rec.name][0], root, atol=1e-6)
