@@ -10,8 +10,8 @@ predictions (pose + trajectory) are projected through each sequence's camera and
 with the input 2D keypoints, and a bone-length term ties the unlabeled poses' bone lengths to
 the labeled ones'. The reference reports about 65.2 mm Protocol #1, and about 80.7 mm for the
 same run without the unlabeled subjects (`--config.data.unlabeled_subjects=`).
-Needs data/data_3d_h36m.npz and data/data_2d_h36m_gt.npz (see README). Writes
-WORKDIR/trajectory.npz, which eval.py, --render, --export and posejax.infer use.
+Needs data/data_3d_h36m.npz and data/data_2d_h36m_gt.npz (see README). The checkpoints hold
+the trajectory model too; eval.py, --render, --export and posejax.infer use it.
 """
 
 from configs import default
