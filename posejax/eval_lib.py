@@ -34,7 +34,7 @@ from posejax.data.dataset import PoseDataset, SequenceRecord
 from posejax.data.h36m_cameras import h36m_cameras
 from posejax.errors import PosejaxError
 from posejax.io_utils import atomic_save_npy, atomic_savez
-from posejax.model import TemporalModel, causal_shift, receptive_field
+from posejax.model import TemporalModel
 
 DEFAULT_CHECKPOINT = "latest"
 
@@ -224,7 +224,7 @@ def evaluate_workdir(workdir: str, which: str | int = DEFAULT_CHECKPOINT,
       mode="action_based" if action_based else "common", actions_of_slices=list(run.actions_of_slices),
       routing="oracle (ground-truth action labels)" if action_based else "none (one model)",
       workdir=os.path.abspath(workdir), checkpoint=str(which), checkpoint_final=run.final,
-      checkpoint_note=run.note, **trajectory_errors(run, model, dataset))
+      checkpoint_note=run.note, **trajectory_errors(run, model, dataset, resident))
   out = out_dir or layout.eval_dir(workdir, run.step)
   document = routing_lib.finish_document(
       document, model, run.variables, resident, out_dir=out, tta=tta, classifier=classifier, mode=routing,
@@ -239,10 +239,11 @@ def evaluate_workdir(workdir: str, which: str | int = DEFAULT_CHECKPOINT,
   return document
 
 
-def trajectory_errors(run: RestoredRun, model: TemporalModel, dataset: PoseDataset) -> dict[str, Any]:
-  """{'trajectory': report.trajectory_section} of the run's trajectory models on `dataset`, each
-  record evaluated by its action's model pair (oracle routing); {} without trajectory models or
-  without cameras to project with."""
+def trajectory_errors(run: RestoredRun, model: TemporalModel, dataset: PoseDataset,
+                      resident: evaluation.ResidentTestSet) -> dict[str, Any]:
+  """{'trajectory': report.trajectory_section} of the run's trajectory models on `dataset` (on the
+  device as `resident`), each record evaluated by its action's model pair (oracle routing); {}
+  without trajectory models or without cameras to project with."""
   if run.trajectory is None:
     return {}
   if any(r.intrinsic is None for r in dataset.sequences):
@@ -250,10 +251,9 @@ def trajectory_errors(run: RestoredRun, model: TemporalModel, dataset: PoseDatas
           file=sys.stderr)
     return {}
   from posejax import semi_eval
-  packed = semi_eval.pack(dataset, run.actions_of_slices, receptive_field(model.filter_widths),
-                          causal_shift(model.filter_widths, model.causal))
+  semi_set = semi_eval.build(dataset, resident)
   return {"trajectory": report.trajectory_section(
-      semi_eval.metrics(model, run.trajectory.model, run.variables, run.trajectory.variables, packed))}
+      semi_eval.metrics(model, run.trajectory.model, run.variables, run.trajectory.variables, semi_set))}
 
 
 def find_record(dataset: PoseDataset, subject: str, name: str, camera: int) -> SequenceRecord:

@@ -5,16 +5,16 @@ set): the trajectory error `||pred_traj - true root||` (when the set has 3D) and
 reprojection error of `project_to_2d(pred + pred_traj)` (always the non-linear projection)
 against the input keypoints, both averaged over all frames (frame-weighted, as the reference).
 
-Each sequence is edge-padded as the reference's UnchunkedGenerator pads it and cut into chunks
-of `chunk` output frames with their receptive field; the chunks of all sequences are packed
-once into host arrays (`pack`), and every log point runs one compiled function over batches
-of them for each model slice (a record is evaluated by its action's model pair).
+The sets live on the device as the evaluation's resident sets (`posejax.device_eval`: whole
+edge-padded sequences, each record routed to its action's model pair), with each flat frame's
+true root and camera beside them; the test set shares the resident set the trainer validates
+with. Prediction is the evaluation's compiled loop, and the errors are reduced on the device:
+two numbers come back per set.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any, Sequence
 
 import flax.linen as nn
@@ -22,87 +22,62 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from posejax import camera, evaluation, losses
+from posejax import camera, device_eval, evaluation, losses
 from posejax.data.dataset import PoseDataset
-
-CHUNK = 64
-BATCH = 32
 
 
 @dataclasses.dataclass(frozen=True)
-class Packed:
-  """Chunks of a set of sequences.
+class SemiSet:
+  """Sequences with cameras on the device.
 
   Attributes:
-    inputs: (N, CHUNK + RF - 1, Kp, F) float32 input windows.
-    cameras: (N, 9) float32.
-    roots: (N, CHUNK, 1, 3) float32 true camera-space roots (zeros without 3D).
-    mask: (N, CHUNK) float32, 1 for real output frames.
-    slice_of: (N,) int32 model slice of each chunk.
-    has_3d: whether every sequence had 3D (traj metric defined).
+    resident: their 2D keypoints, routed to the model slices (its targets are not used).
+    roots: (N, 1, 3) device true camera-space roots of the flat frames, or None without 3D.
+    cameras: (N, 9) device normalized intrinsics of each flat frame.
   """
-  inputs: np.ndarray
-  cameras: np.ndarray
-  roots: np.ndarray
-  mask: np.ndarray
-  slice_of: np.ndarray
-  has_3d: bool
+  resident: device_eval.ResidentTestSet
+  roots: jax.Array | None
+  cameras: jax.Array
 
 
-def pack(dataset: PoseDataset, actions_of_slices: Sequence[str], receptive_field: int, shift: int,
-         chunk: int = CHUNK) -> Packed:
-  """Cuts every sequence into chunks (edge padding: `pad + shift` before, `pad - shift` after)."""
-  pad = (receptive_field - 1) // 2
-  route = evaluation.slice_of_sequences(dataset, actions_of_slices)
+def build(dataset: PoseDataset, resident: device_eval.ResidentTestSet) -> SemiSet:
+  """The set of `dataset`'s sequences around `resident`, a resident set built from them."""
+  records = [dataset.sequences[i] for i in resident.records]  # the flat frame order
+  flat = lambda arrays, tail: (np.concatenate(arrays).astype(np.float32) if arrays
+                               else np.zeros((0,) + tail, np.float32))
+  cameras = flat([np.broadcast_to(np.asarray(r.intrinsic, np.float32), (r.num_frames, 9)) for r in records], (9,))
   has_3d = all(r.poses_3d is not None for r in dataset.sequences)
-  inputs, cams, roots, masks, slice_of = [], [], [], [], []
-  for record, s in zip(dataset.sequences, route):
-    length = record.num_frames
-    n = -(-length // chunk)
-    # Frame rows of each chunk's window and outputs, clipped to the sequence (edge replication).
-    starts = np.arange(n) * chunk
-    window = np.clip(starts[:, None] + np.arange(chunk + 2 * pad) - pad - shift, 0, length - 1)
-    out = starts[:, None] + np.arange(chunk)
-    inputs.append(record.poses_2d[window])
-    cams.append(np.broadcast_to(np.asarray(record.intrinsic, np.float32), (n, 9)))
-    root = record.poses_3d[np.minimum(out, length - 1), :1] if has_3d else np.zeros((n, chunk, 1, 3))
-    roots.append(root)
-    masks.append((out < length).astype(np.float32))
-    slice_of.append(np.full(n, s, np.int32))
-  cat = lambda xs, dtype: np.concatenate(xs).astype(dtype)
-  return Packed(cat(inputs, np.float32), cat(cams, np.float32), cat(roots, np.float32), cat(masks, np.float32),
-                cat(slice_of, np.int32), has_3d)
+  roots = flat([r.poses_3d[:, :1] for r in records], (1, 3)) if has_3d else None
+  return SemiSet(resident, None if roots is None else jax.device_put(roots), jax.device_put(cameras))
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2))
-def _sums(model: nn.Module, traj_model: nn.Module, pad: int, variables: Any, traj_variables: Any,
-          inputs: jax.Array, cameras: jax.Array, roots: jax.Array, mask: jax.Array) -> jax.Array:
-  """(3,) sums over the batch's real frames: trajectory error, 2D error, frames."""
-  pred = model.apply(variables, inputs, train=False)
-  pred_traj = traj_model.apply(traj_variables, inputs, train=False)
-  traj_err = losses.mpjpe_per_frame(pred_traj, roots)
+def resident_set(dataset: PoseDataset, actions_of_slices: Sequence[str], model: nn.Module, *,
+                 chunk: int = evaluation.DEFAULT_CHUNK, batch: int | None = evaluation.DEFAULT_BATCH) -> SemiSet:
+  """`dataset` on the device, its records routed to `actions_of_slices`."""
+  resident = evaluation.resident_test_set(dataset, actions_of_slices, model, chunk=chunk, batch=batch,
+                                          with_targets=False)
+  return build(dataset, resident)
+
+
+@jax.jit
+def _error_sums(pred: jax.Array, pred_traj: jax.Array, roots: jax.Array | None, cameras: jax.Array,
+                poses_2d: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Sums over the N flat frames of the trajectory error (0 without roots) and the 2D error."""
   recon = camera.project_to_2d(pred + pred_traj, cameras, xp=jnp)
-  err_2d = losses.mpjpe_per_frame(recon, inputs[:, pad:inputs.shape[1] - pad, :, :2])
-  return jnp.stack([jnp.sum(traj_err * mask), jnp.sum(err_2d * mask), jnp.sum(mask)])
+  err_2d = jnp.sum(losses.mpjpe_per_frame(recon, poses_2d[..., :2]))
+  traj = jnp.zeros([]) if roots is None else jnp.sum(losses.mpjpe_per_frame(pred_traj, roots))
+  return traj, err_2d
 
 
-def metrics(model: nn.Module, traj_model: nn.Module, variables: Any, traj_variables: Any, packed: Packed,
-            batch: int = BATCH) -> dict[str, float]:
-  """{'traj': m or None, '2d': normalized units} over all frames of `packed`.
+def metrics(model: nn.Module, traj_model: nn.Module, variables: Any, traj_variables: Any,
+            semi_set: SemiSet) -> dict[str, float | None]:
+  """{'traj': m or None, '2d': normalized units}, frame-weighted over all frames of `semi_set`.
 
   variables, traj_variables: stacked (A, ...) eval-model variables of the model pairs.
   """
-  pad = (packed.inputs.shape[1] - packed.mask.shape[1]) // 2
-  total = np.zeros(3)
-  for s in np.unique(packed.slice_of):
-    rows = np.flatnonzero(packed.slice_of == s)
-    take = lambda tree: jax.tree.map(lambda x: x[s], tree)
-    v, tv = take(variables), take(traj_variables)
-    for start in range(0, len(rows), batch):
-      idx = rows[start:start + batch]
-      idx = np.concatenate([idx, np.full(batch - len(idx), idx[-1])])  # one shape: one compilation
-      mask = packed.mask[idx] * (np.arange(batch) < len(rows) - start)[:, None]
-      total += np.asarray(_sums(model, traj_model, pad, v, tv, packed.inputs[idx], packed.cameras[idx],
-                                packed.roots[idx], mask), np.float64)
-  frames = max(total[2], 1.0)
-  return {"traj": float(total[0] / frames) if packed.has_3d else None, "2d": float(total[1] / frames)}
+  resident = dataclasses.replace(semi_set.resident, targets=None)
+  pred = device_eval.predict(model, variables, resident, tta=False)
+  pred_traj = device_eval.predict(traj_model, traj_variables, resident, tta=False)
+  traj, err_2d = _error_sums(pred, pred_traj, semi_set.roots, semi_set.cameras, resident.poses_2d)
+  frames = max(int(resident.plan.total_frames), 1)
+  return {"traj": None if semi_set.roots is None else float(traj) / frames, "2d": float(err_2d) / frames}

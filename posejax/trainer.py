@@ -134,10 +134,8 @@ class Run:
     self.train_model = model_spec.build(self.hparams, strided=not self.dilated, dtype=self.dtype)
     self.eval_model = model_spec.build(self.hparams)
     # Test (and held-out) sets stay on the device: one compilation and no copy per log point.
-    e = config.eval
-    resident = lambda ds: evaluation.resident_test_set(ds, self.slices, self.eval_model,
-                                                       chunk=int(e.get("chunk", evaluation.DEFAULT_CHUNK)),
-                                                       batch=e.get("batch", evaluation.DEFAULT_BATCH))
+    eval_chunks = eval_lib.eval_options(config)
+    resident = lambda ds: evaluation.resident_test_set(ds, self.slices, self.eval_model, **eval_chunks)
     self.test_set = resident(self.test_ds)
     self.valid_set = None if self.valid_ds is None else resident(self.valid_ds)
     self.rf = receptive_field(self.hparams["filter_widths"])
@@ -172,11 +170,11 @@ class Run:
       semi = engine.Semi(traj_model, semi_data.unlabeled_spec(spec),
                          semi_data.step_options(config, self.train_ds.skeleton.parents, self.rf))
       self.traj_eval_model = model_spec.build(self.traj_hparams)
-      shift = causal_shift(self.hparams["filter_widths"], self.hparams["causal"])
-      pack = lambda ds: semi_eval.pack(ds, self.slices, self.rf, shift)
-      # Spec 11.4's sets: test (traj_valid, 2d_valid), labeled (traj_eval, 2d_train_sup), unlabeled.
-      self.semi_sets = {"valid": pack(self.test_ds), "train_sup": pack(self.train_ds),
-                        "train_unsup": pack(self.unlabeled_ds)}
+      on_device = lambda ds: semi_eval.resident_set(ds, self.slices, self.eval_model, **eval_chunks)
+      # Spec 11.4's sets: test (traj_valid, 2d_valid; the resident test set), labeled (traj_eval,
+      # 2d_train_sup), unlabeled (2d_train_unsup).
+      self.semi_sets = {"valid": semi_eval.build(self.test_ds, self.test_set), "train_sup": on_device(self.train_ds),
+                        "train_unsup": on_device(self.unlabeled_ds)}
       self.init_fn = lambda: semi_step.init_stacked_state(self.train_model, traj_model, self.optimizer,
                                                           int(config.seed), self.model_ids, input_shape)
     else:

@@ -200,8 +200,7 @@ def test_semi_eval_metrics_equal_whole_sequence_evaluation(data_dir):
   init = lambda m, i: m.init(jax.random.key(i), x0, train=False)
   stack = lambda vs: jax.tree.map(lambda *x: np.stack(x), *vs)
   pv, tv = stack([init(pose, 0), init(pose, 1)]), stack([init(traj, 2), init(traj, 3)])
-  packed = semi_eval.pack(dataset, actions, 9, 0, chunk=5)
-  got = semi_eval.metrics(pose, traj, pv, tv, packed, batch=4)
+  got = semi_eval.metrics(pose, traj, pv, tv, semi_eval.resident_set(dataset, actions, pose, chunk=5, batch=4))
   sums = np.zeros(3)
   for r in dataset.sequences:
     a = actions.index(r.action)
