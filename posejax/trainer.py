@@ -236,7 +236,7 @@ def _restore_or_init(run: Run, mngr, timers: Timers):
   previous one is used; a checkpoint of an incompatible run is an error.
   """
   layout = run.layout
-  check = lambda saved: checkpointing.check_compatible(resume.as_current(saved), run.metadata(timers, 0.0),
+  check = lambda saved: resume.check_compatible(resume.as_current(saved), run.metadata(timers, 0.0),
                                                        checkpointing.checkpoint_dir(run.workdir))
   restored = resume.restore(run.config, run.workdir, mngr, jax.eval_shape(run.init_fn),
                             engine.init_accumulator(layout.padded_models, run.semi), check=check, log=_log)
