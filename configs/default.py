@@ -136,6 +136,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval = ml_collections.ConfigDict()
   config.eval.tta = True
   config.eval.validate = True  # per-log-point test MPJPE/MPJVE (no TTA)
+  # Per-log-point MPJPE of each model on its own labeled training sequences in eval mode (no
+  # dropout, BatchNorm running statistics, no TTA): the reference's 3d_eval, which it computes
+  # at every epoch unless --no-eval. Off by default: a whole pass over the training set.
+  config.eval.train_metrics = False
   config.eval.by_subject = False
   config.eval.chunk = 512
   config.eval.batch = ml_collections.config_dict.placeholder(int)

@@ -13,7 +13,9 @@ Measured on a shared 2-core CPU (Protocol #1 average with TTA; training time):
   common:        semi-supervised 85.1 mm (6 s), without the unlabeled subjects 92.4 mm (2 s);
   action-based:  semi-supervised 140.1 mm (48 s), without 149.4 mm (23 s).
 With this little labeled data per action the per-action models stay far behind the common
-one, as in configs/quickstart.py.
+one, as in configs/quickstart.py. The final evaluation and eval.py add the trajectory models'
+root error: 505 mm (common) and 511 mm (action-based) on this short schedule, where the
+BatchNorm running statistics lag the weights (README, semi-supervised training).
 """
 
 from configs import quickstart

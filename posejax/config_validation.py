@@ -130,6 +130,7 @@ def _rules() -> list[tuple[str, bool, tuple[Callable[[Any], bool], str]]]:
       ("compilation_cache_dir", False, ((lambda v: v is None or isinstance(v, str)), "a folder, '' (off) or None")),
       ("eval.tta", False, _BOOL),
       ("eval.validate", False, _BOOL),
+      ("eval.train_metrics", False, _BOOL),
       ("eval.by_subject", False, _BOOL),
       ("eval.chunk", False, _int_at_least(1)),
       ("eval.batch", False, ((lambda v: v is None or (_is_int(v) and v >= 1)), "an integer >= 1 or None")),

@@ -55,7 +55,8 @@ class MetricsWriter:
     if self.tb is None:
       return
     tf, writer, metadata = self.tb
-    keys = ("loss", "mpjpe_valid", "mpjve_valid", "train_time_s", "epoch",  # semi-supervision (spec 11.4):
+    keys = ("loss", "mpjpe_valid", "mpjve_valid", "mpjpe_train_eval", "mpjve_train_eval", "train_time_s", "epoch",
+            # semi-supervision (spec 11.4):
             "traj_train", "2d_train", "traj_valid", "2d_valid", "traj_eval", "2d_train_sup", "2d_train_unsup")
     scalars = {k: record[k] for k in keys if isinstance(record.get(k), (int, float))}
     scalars.update({f"{name}/{k}": v for name, values in record["per_action"].items() for k, v in values.items()

@@ -12,7 +12,7 @@ names another starting point:
   (their newest step). The run starts from that checkpoint when its own workdir has none yet
   (then it resumes from its own, and says so), e.g. to branch a run into a fresh workdir.
 
-The checkpoint must come from a compatible run (`checkpointing.check_compatible`).
+The checkpoint must come from a compatible run (`check_compatible`).
 """
 
 from __future__ import annotations
@@ -28,13 +28,24 @@ SUPERSEDED_DIR = "checkpoints_superseded"
 OPTION = "--config.checkpoint.resume_from"
 
 
+# Config entries that must match for a checkpoint to be resumed (data order and schedules
+# shapes depend on them); the model's hyper-parameters are compared through metadata['model'].
+RESUME_KEYS = ("mode", "seed", "actions", "action_match", "data.dataset", "data.keypoints", "data.train_subjects", "data.valid_subjects",
+               "data.shuffle_seed", "train.batch_size", "train.epochs", "train.budget", "train.unit_epochs", "train.augment", "train.lr", "train.lr_decay",
+               "train.bn_momentum_start", "train.bn_momentum_end", "data.subset", "data.downsample", "train.stride",
+               "train.dense_training")
+# Compared too when either run is semi-supervised (earlier checkpoints do not record them).
+SEMI_RESUME_KEYS = ("data.unlabeled_subjects", "train.warmup", "train.linear_projection", "train.bone_length",
+                    "train.projection_loss")
+
+
 # Values of options that checkpoints of earlier versions do not record (they trained so).
 _EARLIER_DEFAULTS = {"data": {"subset": 1.0, "downsample": 1}, "train": {"stride": 1, "dense_training": False}}
 
 
 def as_current(saved: Mapping[str, Any]) -> dict[str, Any]:
   """A checkpoint's metadata with the fields earlier versions did not record filled in (to
-  compare it with this run's: `checkpointing.check_compatible`)."""
+  compare it with this run's: `check_compatible`)."""
   config = dict(saved.get("config", {}))
   for group, defaults in _EARLIER_DEFAULTS.items():
     config[group] = {**defaults, **config.get(group, {})}
@@ -161,3 +172,39 @@ def restore(config: Any, workdir: str, mngr, state_template: Any, accum_template
     other.close()
   log(f"starting from step {restored[0]} of {checkpointing.checkpoint_dir(source.workdir)} ({OPTION})")
   return restored
+
+
+def _get(config: Mapping[str, Any], dotted: str) -> Any:
+  """config['a']['b'] for 'a.b'; None when a part is missing. Tuples compare as lists."""
+  node: Any = config
+  for part in dotted.split("."):
+    if not isinstance(node, Mapping) or part not in node:
+      return None
+    node = node[part]
+  return list(node) if isinstance(node, tuple) else node
+
+
+def check_compatible(saved: Mapping[str, Any], current: Mapping[str, Any], where: str) -> None:
+  """Raises PosejaxError naming what differs between a checkpoint's metadata and this run's.
+
+  Compares the actions of the slices, the dataset fingerprint, the model hyper-parameters
+  and the config entries of RESUME_KEYS.
+  """
+  diffs = []
+  if list(saved.get("actions", [])) != list(current["actions"]):
+    diffs.append(f"actions {', '.join(saved.get('actions', []))} (config: {', '.join(current['actions'])})")
+  if saved.get("dataset_fingerprint") != current.get("dataset_fingerprint"):
+    diffs.append(f"dataset fingerprint {saved.get('dataset_fingerprint')} "
+                 f"(data now: {current.get('dataset_fingerprint')})")
+  if saved.get("model") != current.get("model"):
+    keys = sorted(set(saved.get("model", {})) | set(current["model"]))
+    diffs += [f"model {k}={saved.get('model', {}).get(k)!r} (config: {current['model'].get(k)!r})"
+              for k in keys if saved.get("model", {}).get(k) != current["model"].get(k)]
+  semi = any(_get(c.get("config", {}), "data.unlabeled_subjects") for c in (saved, current))
+  for key in RESUME_KEYS + (SEMI_RESUME_KEYS if semi else ()):
+    a, b = _get(saved.get("config", {}), key), _get(current["config"], key)
+    if a != b:
+      diffs.append(f"{key}={a!r} (config: {b!r})")
+  if diffs:
+    raise PosejaxError(f"{where}: the checkpoint was written by an incompatible run: "
+                       + "; ".join(diffs) + " (use the original config or another --workdir)")

@@ -5,7 +5,8 @@ trained by one compiled, vmapped, sharded step (`engine`, `train_step`) that run
 global step, the K models the compacted schedule (`slices`) puts in its slots. The run is cut
 at its log points (one per common-equivalent epoch, or `train.logs_per_epoch` of them): at
 each one every model is at the same fraction of its budget, the loop validates the dilated
-models on the test actions (no TTA), writes WORKDIR/metrics.jsonl and TensorBoard scalars,
+models on the test actions (no TTA; with `eval.train_metrics` also on their own training
+sequences, the reference's 3d_eval), writes WORKDIR/metrics.jsonl and TensorBoard scalars,
 prints one line, and checkpoints every `checkpoint.every_epochs` log points. Between log
 points the host only enqueues work: losses accumulate on the device. SIGTERM/SIGINT save a
 checkpoint at the next call boundary and stop; rerunning the same command resumes and ends as
@@ -71,6 +72,8 @@ def _epoch_line(record: Mapping[str, Any], minutes: float, slice_names: list[str
   line = f"[{record['epoch']}] time {minutes:.2f} min lr {lr} 3d_train {1000 * record['loss']:.2f}"
   if "traj_train" in record:  # semi-supervised: trajectory (mm) and unlabeled 2D (normalized) losses
     line += f" traj_train {1000 * record['traj_train']:.2f} 2d_train {record['2d_train']:.5f}"
+  if record.get("mpjpe_train_eval") is not None:  # the reference's 3d_eval (spec 10.3)
+    line += f" 3d_eval {1000 * record['mpjpe_train_eval']:.2f}"
   if record.get("mpjpe_valid") is not None:
     line += f" 3d_valid {1000 * record['mpjpe_valid']:.2f}"
   if "traj_valid" in record:  # spec 11.4 (trajectory in mm, 2D in normalized units)
@@ -138,6 +141,9 @@ class Run:
     resident = lambda ds: evaluation.resident_test_set(ds, self.slices, self.eval_model, **eval_chunks)
     self.test_set = resident(self.test_ds)
     self.valid_set = None if self.valid_ds is None else resident(self.valid_ds)
+    # The reference's 3d_eval (spec 10.3): the labeled training sequences the run trains on
+    # (after subset/downsample), each routed to its own model.
+    self.train_set = resident(self.train_ds) if bool(e.get("train_metrics", False)) else None
     self.rf = receptive_field(self.hparams["filter_widths"])
     self.layout = sharding.make_layout(len(self.slices), self.batch_size,
                                        action_devices=int(config.get("sharding", {}).get("action_devices", 0)))
@@ -228,7 +234,7 @@ def _restore_or_init(run: Run, mngr, timers: Timers):
   previous one is used; a checkpoint of an incompatible run is an error.
   """
   layout = run.layout
-  check = lambda saved: checkpointing.check_compatible(resume.as_current(saved), run.metadata(timers, 0.0),
+  check = lambda saved: resume.check_compatible(resume.as_current(saved), run.metadata(timers, 0.0),
                                                        checkpointing.checkpoint_dir(run.workdir))
   restored = resume.restore(run.config, run.workdir, mngr, jax.eval_shape(run.init_fn),
                             engine.init_accumulator(layout.padded_models, run.semi), check=check, log=_log)
@@ -243,8 +249,19 @@ def _restore_or_init(run: Run, mngr, timers: Timers):
   return put(state), put(acc), int(latest)
 
 
+def _train_eval_entries(train_eval: Mapping[str, Any]) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+  """Run.validate's result on the training set as (top-level, per-action) metrics.jsonl keys:
+  mpjpe_train_eval (frame-weighted, the reference's 3d_eval), its plain mean over actions, and
+  the same for MPJVE."""
+  rename = lambda key: key.replace("_valid", "_train_eval")
+  top = {rename(k): v for k, v in train_eval["frame_weighted"].items()}
+  top.update({rename(k) + "_action_mean": train_eval[k] for k in ("mpjpe_valid", "mpjve_valid")})
+  per = {a: {rename(k): v for k, v in values.items()} for a, values in train_eval["per_action"].items()}
+  return top, per
+
+
 def _log_record(run: Run, epoch, step: int, positions: np.ndarray, acc_host, valid, timers: Timers,
-                wall_now: float) -> dict[str, Any]:
+                wall_now: float, train_eval: Mapping[str, Any] | None = None) -> dict[str, Any]:
   """The metrics.jsonl object of a log point (values in metres)."""
   a, budget = run.layout.num_models, run.budget
   loss = acc_host["loss_sum"][:a] / np.maximum(acc_host["steps"][:a], 1)
@@ -273,6 +290,11 @@ def _log_record(run: Run, epoch, step: int, positions: np.ndarray, acc_host, val
                   mpjve_valid=valid["frame_weighted"]["mpjve_valid"],
                   mpjpe_valid_action_mean=valid["mpjpe_valid"], mpjve_valid_action_mean=valid["mpjve_valid"])
     for action, values in valid["per_action"].items():
+      per.setdefault(action, {}).update(values)
+  if train_eval is not None:
+    top, per_action = _train_eval_entries(train_eval)
+    record.update(top)
+    for action, values in per_action.items():
       per.setdefault(action, {}).update(values)
   record["per_action"] = per
   return record
@@ -453,9 +475,10 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
         semi_valid = run.semi_metrics(state) if run.semi and config.eval.get("validate", True) else {}
         if run.valid_set is not None:
           heldout = run.validate(state, run.valid_set)["frame_weighted"]["mpjpe_valid"]
+        train_eval = None if run.train_set is None else run.validate(state, run.train_set)
         timers.eval += time.perf_counter() - start
         record = _log_record(run, epoch, step, positions, acc_host, valid, timers,
-                             time.perf_counter() - wall_start)
+                             time.perf_counter() - wall_start, train_eval)
         record.update(semi_valid)
         if heldout is not None:
           record[checkpointing.BEST_METRIC] = heldout

@@ -9,7 +9,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from posejax import checkpointing as ck, optim, sharding, train_step as ts
+from posejax import checkpointing as ck, optim, resume, sharding, train_step as ts
 from posejax.errors import PosejaxError
 from posejax.model import TemporalModel
 
@@ -135,15 +135,15 @@ def test_save_imported_is_evaluable_not_resumable(tmp_path):
 ])
 def test_incompatible_runs_are_named(change, message):
   with pytest.raises(PosejaxError, match=message):
-    ck.check_compatible(_meta(), _meta(**change), "WORKDIR/checkpoints")
-  ck.check_compatible(_meta(), _meta(), "WORKDIR/checkpoints")
+    resume.check_compatible(_meta(), _meta(**change), "WORKDIR/checkpoints")
+  resume.check_compatible(_meta(), _meta(), "WORKDIR/checkpoints")
 
 
 def test_incompatible_config_entry():
   other = _meta()
   other["config"] = dict(other["config"], data={"keypoints": "cpn_ft_h36m_dbb"})
   with pytest.raises(PosejaxError, match="data.keypoints='gt' \\(config: 'cpn_ft_h36m_dbb'\\)"):
-    ck.check_compatible(_meta(), other, "W")
+    resume.check_compatible(_meta(), other, "W")
 
 
 def test_stop_request_sets_flag_and_restores_handlers():

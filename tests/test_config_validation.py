@@ -66,6 +66,7 @@ def test_every_shipped_config_is_valid(config_file):
     (dict(data__synthetic_frames=-1), r"--config.data.synthetic_frames=-1: expected an integer >= 0"),
     (dict(eval__chunk=0), r"--config.eval.chunk=0"),
     (dict(eval__batch=0), r"--config.eval.batch=0: expected an integer >= 1 or None"),
+    (dict(eval__train_metrics=1), r"--config.eval.train_metrics=1: expected True or False"),
     (dict(checkpoint__every_epochs=0), r"--config.checkpoint.every_epochs=0"),
     (dict(checkpoint__keep=0), r"--config.checkpoint.keep=0"),
     (dict(sharding__action_devices=-1), r"--config.sharding.action_devices=-1: expected an integer >= 0"),
