@@ -36,7 +36,15 @@ from posejax.errors import PosejaxError
 from posejax.model import TemporalModel, causal_shift, receptive_field
 from posejax.skeleton import flip_permutation
 
-FRAMES_PER_STEP = 65536  # output frames per chunk batch over all slices when `batch` is None
+# Output frames per chunk batch over all slices when `batch` is None: large steps fill an
+# accelerator; on XLA:CPU steps that stay in cache are faster (measured 2x at 16384 vs 65536).
+FRAMES_PER_STEP = 65536
+CPU_FRAMES_PER_STEP = 16384
+
+
+def frames_per_step() -> int:
+  """FRAMES_PER_STEP, or CPU_FRAMES_PER_STEP on XLA:CPU."""
+  return CPU_FRAMES_PER_STEP if jax.default_backend() == "cpu" else FRAMES_PER_STEP
 METRIC_BLOCK = 8192  # frames per step of the metric loop (bounds its temporaries)
 
 Flip = tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...]]
@@ -69,7 +77,7 @@ def plan_chunks(lengths_per_slice: Sequence[Sequence[int]], *, chunk: int, batch
                 receptive_field: int, causal_shift: int = 0) -> ChunkPlan:
   """Chunks for sequences grouped by slice; flat order is slice-major, then list order.
 
-  `batch` = chunks per slice and step; None picks about FRAMES_PER_STEP output frames per step
+  `batch` = chunks per slice and step; None picks about `frames_per_step()` output frames per step
   over all slices, at most the largest slice's chunk count (little padding on small sets).
   """
   lengths = np.asarray([int(n) for group in lengths_per_slice for n in group], np.int64)
@@ -78,6 +86,17 @@ def plan_chunks(lengths_per_slice: Sequence[Sequence[int]], *, chunk: int, batch
   groups = [list(range(bounds[a], bounds[a + 1])) for a in range(len(lengths_per_slice))]
   return plan_groups(offsets, lengths, groups, chunk=chunk, batch=batch, receptive_field=receptive_field,
                      causal_shift=causal_shift)
+
+
+def efficient_chunk(lengths: np.ndarray, chunk: int, receptive_field: int, smallest: int = 16) -> int:
+  """Output frames per chunk: `chunk`, or a power-of-two fraction of it (down to `smallest`)
+  when that computes fewer input frames, sum of ceil(L / c) * (c + RF - 1) over the routed
+  sequences (short sequences in long chunks are mostly padding). Ties keep the larger chunk."""
+  candidates = [int(chunk)]
+  while candidates[-1] % 2 == 0 and candidates[-1] // 2 >= smallest:
+    candidates.append(candidates[-1] // 2)
+  cost = lambda c: int(np.sum(-(-np.asarray(lengths, np.int64) // c) * (c + receptive_field - 1)))
+  return min(candidates, key=lambda c: (cost(c), -c))
 
 
 def plan_groups(offsets: np.ndarray, lengths: np.ndarray, groups: Sequence[Sequence[int]], *, chunk: int,
@@ -89,11 +108,13 @@ def plan_groups(offsets: np.ndarray, lengths: np.ndarray, groups: Sequence[Seque
   lengths = np.asarray(lengths, np.int64)
   if np.any(lengths < 1):
     raise PosejaxError("evaluation: every sequence needs at least one frame")
+  routed = np.asarray([int(lengths[seq]) for group in groups for seq in group], np.int64)
+  chunk = efficient_chunk(routed, chunk, receptive_field)
   per_slice = [[(int(seq), start) for seq in group for start in range(0, int(lengths[seq]), chunk)]
                for group in groups]
   max_chunks = max([len(entries) for entries in per_slice] + [1])
   if batch is None:
-    batch = max(1, min(max_chunks, FRAMES_PER_STEP // (chunk * max(len(groups), 1))))
+    batch = max(1, min(max_chunks, frames_per_step() // (chunk * max(len(groups), 1))))
   count = -(-max_chunks // batch) * batch
   chunk_seq = np.full((len(per_slice), count), -1, np.int64)
   chunk_start = np.zeros((len(per_slice), count), np.int64)

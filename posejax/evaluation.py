@@ -30,7 +30,7 @@ from posejax.model import TemporalModel
 METRICS = ("mpjpe", "p_mpjpe", "n_mpjpe", "mpjve")
 COMMON_SLICE = slices_lib.COMMON
 DEFAULT_CHUNK = 512
-DEFAULT_BATCH = None  # chosen per plan: about FRAMES_PER_STEP output frames over all slices
+DEFAULT_BATCH = None  # chosen per plan: about device_eval.frames_per_step() output frames over all slices
 
 
 def slice_of_sequences(dataset: PoseDataset, actions_of_slices: Sequence[str]) -> list[int]:

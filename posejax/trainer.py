@@ -143,7 +143,7 @@ class Run:
     self.valid_set = None if self.valid_ds is None else resident(self.valid_ds)
     # The reference's 3d_eval (spec 10.3): the labeled training sequences the run trains on
     # (after subset/downsample), each routed to its own model.
-    self.train_set = resident(self.train_ds) if bool(e.get("train_metrics", False)) else None
+    self.train_set = resident(self.train_ds) if bool(config.eval.get("train_metrics", False)) else None
     self.rf = receptive_field(self.hparams["filter_widths"])
     self.layout = sharding.make_layout(len(self.slices), self.batch_size,
                                        action_devices=int(config.get("sharding", {}).get("action_devices", 0)))
@@ -179,7 +179,9 @@ class Run:
       on_device = lambda ds: semi_eval.resident_set(ds, self.slices, self.eval_model, **eval_chunks)
       # Spec 11.4's sets: test (traj_valid, 2d_valid; the resident test set), labeled (traj_eval,
       # 2d_train_sup), unlabeled (2d_train_unsup).
-      self.semi_sets = {"valid": semi_eval.build(self.test_ds, self.test_set), "train_sup": on_device(self.train_ds),
+      self.semi_sets = {"valid": semi_eval.build(self.test_ds, self.test_set),
+                        "train_sup": (on_device(self.train_ds) if self.train_set is None
+                                      else semi_eval.build(self.train_ds, self.train_set)),
                         "train_unsup": on_device(self.unlabeled_ds)}
       self.init_fn = lambda: semi_step.init_stacked_state(self.train_model, traj_model, self.optimizer,
                                                           int(config.seed), self.model_ids, input_shape)
