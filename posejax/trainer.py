@@ -23,12 +23,11 @@ import time
 from typing import Any, Mapping
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import tqdm
 
-from posejax import (checkpointing, engine, eval_lib, evaluation, model_spec, optim, report, resume, sampling,
-                     schedules, semi_data, semi_eval, semi_step, sharding, slices, train_step)
+from posejax import (checkpointing, engine, eval_lib, evaluation, log_point, model_spec, optim, report, resume,
+                     sampling, schedules, semi_data, semi_eval, semi_step, sharding, slices, train_step)
 from posejax import trajectory as trajectory_lib
 from posejax import classifier  # the action classifier, trained after the pose models
 from posejax import workdir as workdir_lib
@@ -39,52 +38,15 @@ from posejax.errors import PosejaxError
 from posejax.metrics_writer import MetricsWriter
 from posejax.model import causal_shift, count_params, receptive_field
 
-COMMON = slices.COMMON
 SUMMARY_FILE = workdir_lib.SUMMARY_FILE
 # The device path keeps the training tables resident when they take at most this share of a
 # device's memory (when the device reports it); beyond, windows are gathered on the host.
 DEVICE_TABLE_SHARE = 0.4
 
 
-@dataclasses.dataclass
-class Timers:
-  """Seconds spent in training steps, compilation and evaluation (cumulative over resumes)."""
-  train: float = 0.0
-  compile: float = 0.0
-  eval: float = 0.0
-  wall: float = 0.0  # wall time of earlier sessions of a resumed run
-
-  def as_dict(self, wall_now: float) -> dict[str, float]:
-    return {"train_time_s": self.train, "compile_time_s": self.compile, "eval_time_s": self.eval,
-            "wall_time_s": self.wall + wall_now}
-
-
 def _log(msg: str) -> None:
   if jax.process_index() == 0:
     print(msg, flush=True)
-
-
-def _epoch_line(record: Mapping[str, Any], minutes: float, slice_names: list[str]) -> str:
-  """The reference's per-epoch line (mm), then per-model train/valid pairs in AB mode."""
-  per = record["per_action"]
-  lrs = sorted({round(per[s]["lr"], 9) for s in slice_names})
-  lr = f"{lrs[0]:.6f}" if len(lrs) == 1 else f"{lrs[0]:.6f}-{lrs[-1]:.6f}"
-  line = f"[{record['epoch']}] time {minutes:.2f} min lr {lr} 3d_train {1000 * record['loss']:.2f}"
-  if "traj_train" in record:  # semi-supervised: trajectory (mm) and unlabeled 2D (normalized) losses
-    line += f" traj_train {1000 * record['traj_train']:.2f} 2d_train {record['2d_train']:.5f}"
-  if record.get("mpjpe_train_eval") is not None:  # the reference's 3d_eval (spec 10.3)
-    line += f" 3d_eval {1000 * record['mpjpe_train_eval']:.2f}"
-  if record.get("mpjpe_valid") is not None:
-    line += f" 3d_valid {1000 * record['mpjpe_valid']:.2f}"
-  if "traj_valid" in record:  # spec 11.4 (trajectory in mm, 2D in normalized units)
-    line += (f" traj_valid {1000 * record['traj_valid']:.2f} traj_eval {1000 * record['traj_eval']:.2f} 2d_valid "
-             f"{record['2d_valid']:.5f} 2d_train_sup {record['2d_train_sup']:.5f} 2d_train_unsup "
-             f"{record['2d_train_unsup']:.5f}")
-  if slice_names != [COMMON]:
-    parts = [f"{ABBREVIATIONS.get(s, s)} {1000 * per[s]['loss']:.1f}"
-             + (f"/{1000 * per[s]['mpjpe_valid']:.1f}" if "mpjpe_valid" in per[s] else "") for s in slice_names]
-    line += " | " + " ".join(parts)
-  return line
 
 
 def _input_mode(config, table: sampling.WindowTable) -> str:
@@ -197,7 +159,7 @@ class Run:
     out[:len(per_model)] = per_model
     return out
 
-  def metadata(self, timers: Timers, wall_now: float) -> dict[str, Any]:
+  def metadata(self, timers: log_point.Timers, wall_now: float) -> dict[str, Any]:
     return {"config": json.loads(self.config.to_json()), "actions": self.slices, "model": self.hparams,
             "dataset_fingerprint": self.fingerprint, "mode": self.mode, "compute_dtype": self.dtype,
             "slots": dataclasses.asdict(self.slot_layout), "total_steps": int(self.segment_lengths.sum()),
@@ -228,7 +190,7 @@ class Run:
     return evaluation.validation_metrics(self.eval_model, self.variables(state), test_set, self.slices)
 
 
-def _restore_or_init(run: Run, mngr, timers: Timers):
+def _restore_or_init(run: Run, mngr, timers: log_point.Timers):
   """(state, accumulator, global step) from the newest readable checkpoint (or the one
   config.checkpoint.resume_from names, `posejax.resume`), or fresh.
 
@@ -251,57 +213,6 @@ def _restore_or_init(run: Run, mngr, timers: Timers):
   return put(state), put(acc), int(latest)
 
 
-def _train_eval_entries(train_eval: Mapping[str, Any]) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
-  """Run.validate's result on the training set as (top-level, per-action) metrics.jsonl keys:
-  mpjpe_train_eval (frame-weighted, the reference's 3d_eval), its plain mean over actions, and
-  the same for MPJVE."""
-  rename = lambda key: key.replace("_valid", "_train_eval")
-  top = {rename(k): v for k, v in train_eval["frame_weighted"].items()}
-  top.update({rename(k) + "_action_mean": train_eval[k] for k in ("mpjpe_valid", "mpjve_valid")})
-  per = {a: {rename(k): v for k, v in values.items()} for a, values in train_eval["per_action"].items()}
-  return top, per
-
-
-def _log_record(run: Run, epoch, step: int, positions: np.ndarray, acc_host, valid, timers: Timers,
-                wall_now: float, train_eval: Mapping[str, Any] | None = None) -> dict[str, Any]:
-  """The metrics.jsonl object of a log point (values in metres)."""
-  a, budget = run.layout.num_models, run.budget
-  loss = acc_host["loss_sum"][:a] / np.maximum(acc_host["steps"][:a], 1)
-  last_epoch = np.maximum(positions[:a] - 1, 0) * run.batch_size // budget.examples_per_epoch
-  hp = jax.tree.map(np.asarray, run.hyperparams_fn(jnp.asarray(last_epoch, jnp.int32), jnp.arange(a)))
-  per = {}
-  for i, name in enumerate(run.slices):
-    per[name] = {"loss": float(loss[i]), "lr": float(hp["learning_rate"][i]),
-                 "bn_momentum": float(hp["bn_momentum"][i]),
-                 "action_epoch": float(positions[i] * run.batch_size / budget.examples_per_epoch[i]),
-                 "samples": int(positions[i] * run.batch_size), "steps": int(positions[i])}
-  record = {"epoch": epoch, "step": int(step), **timers.as_dict(wall_now),
-            "mpjpe_valid": None, "mpjve_valid": None, "loss": float(np.mean(loss))}
-  if run.semi:
-    # Spec 11.2 step 8: the trajectory loss per labeled step, the unlabeled 2D loss per step past
-    # warm-up (0 while every step was warm-up).
-    traj = acc_host["traj_sum"][:a] / np.maximum(acc_host["steps"][:a], 1)
-    proj = acc_host["proj_sum"][:a] / np.maximum(acc_host["semi_steps"][:a], 1)
-    for i, name in enumerate(run.slices):
-      per[name].update(traj_train=float(traj[i]), **{"2d_train": float(proj[i])})
-    record.update(traj_train=float(np.mean(traj)), **{"2d_train": float(np.mean(proj))})
-  if valid is not None:
-    # The reference's 3d_valid: frame-weighted over all test frames; the plain mean over
-    # actions (the tables' averaging) beside it.
-    record.update(mpjpe_valid=valid["frame_weighted"]["mpjpe_valid"],
-                  mpjve_valid=valid["frame_weighted"]["mpjve_valid"],
-                  mpjpe_valid_action_mean=valid["mpjpe_valid"], mpjve_valid_action_mean=valid["mpjve_valid"])
-    for action, values in valid["per_action"].items():
-      per.setdefault(action, {}).update(values)
-  if train_eval is not None:
-    top, per_action = _train_eval_entries(train_eval)
-    record.update(top)
-    for action, values in per_action.items():
-      per.setdefault(action, {}).update(values)
-  record["per_action"] = per
-  return record
-
-
 def _check_finite(run: Run, acc_host, mngr) -> None:
   """Stops at the first non-finite training loss (recorded on the device), saving nothing."""
   bad = np.flatnonzero(acc_host["first_nonfinite"][:run.layout.num_models] >= 0)
@@ -315,7 +226,7 @@ def _check_finite(run: Run, acc_host, mngr) -> None:
                        "or check the data")
 
 
-def _final_evaluation(run: Run, state, step: int, timers: Timers) -> dict[str, Any]:
+def _final_evaluation(run: Run, state, step: int, timers: log_point.Timers) -> dict[str, Any]:
   cfg = run.config.eval
   start = time.perf_counter()
   tta = bool(cfg.get("tta", True))
@@ -337,7 +248,7 @@ def _final_evaluation(run: Run, state, step: int, timers: Timers) -> dict[str, A
   return document
 
 
-def _summary(run: Run, timers: Timers, document: Mapping[str, Any], wall_now: float) -> dict[str, Any]:
+def _summary(run: Run, timers: log_point.Timers, document: Mapping[str, Any], wall_now: float) -> dict[str, Any]:
   """train_summary.json: mode, budget, schedule, per-model samples/steps/epochs, timers, final averages."""
   budget, layout, config = run.budget, run.layout, run.config
   per_model = lambda values, cast: {s: cast(x) for s, x in zip(run.slices, values)}
@@ -361,7 +272,7 @@ def _train_form(run: Run) -> str:
 class _Loop:
   """Runs the schedule's global steps through the compiled step (device or host input)."""
 
-  def __init__(self, run: Run, rng: jax.Array, timers: Timers):
+  def __init__(self, run: Run, rng: jax.Array, timers: log_point.Timers):
     self.run, self.rng, self.timers = run, rng, timers
     self.compiled = None
     self.tables = (engine.put_tables(run.table, run.layout, run.unlabeled_table) if run.input == "device"
@@ -438,7 +349,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   _log(f"INFO: schedule: {run.slot_layout.slots} slot(s) per global step, {int(run.segment_lengths.sum()):,} global "
        f"steps, useful fraction of model-steps {run.useful:.4f}; input on the {run.input} "
        f"({run.table.nbytes() / 2**20:,.0f} MiB of training tables)")
-  timers = Timers()
+  timers = log_point.Timers()
   mngr = checkpointing.manager(workdir, keep=int(config.checkpoint.keep), select_best=bool(run.heldout))
   try:
     state, acc, step = _restore_or_init(run, mngr, timers)
@@ -479,13 +390,13 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
           heldout = run.validate(state, run.valid_set)["frame_weighted"]["mpjpe_valid"]
         train_eval = None if run.train_set is None else run.validate(state, run.train_set)
         timers.eval += time.perf_counter() - start
-        record = _log_record(run, epoch, step, positions, acc_host, valid, timers,
+        record = log_point.log_record(run, epoch, step, positions, acc_host, valid, timers,
                              time.perf_counter() - wall_start, train_eval)
         record.update(semi_valid)
         if heldout is not None:
           record[checkpointing.BEST_METRIC] = heldout
         writer.write(record)
-        _log(_epoch_line(record, (time.perf_counter() - seg_wall) / 60, run.slices))
+        _log(log_point.epoch_line(record, (time.perf_counter() - seg_wall) / 60, run.slices))
         acc = run.fresh_accumulator()
         if (index + 1) % every == 0 or index + 1 == len(run.points):
           with stop.saving():

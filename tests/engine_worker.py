@@ -32,7 +32,7 @@ def main() -> None:
     jax.distributed.initialize(f"localhost:{args.port}", args.processes, args.process_id)
 
   from configs import default
-  from posejax import sharding, slices, trainer
+  from posejax import log_point, sharding, slices, trainer
 
   config = default.get_config()
   config.mode = "action_based"
@@ -57,7 +57,7 @@ def main() -> None:
   state = jax.jit(run.init_fn, out_shardings=layout.model_sharding)()
   acc = trainer.engine.fresh_accumulator(layout)
   rng = jax.jit(lambda: jax.random.key(7), out_shardings=layout.replicated)()
-  loop = trainer._Loop(run, rng, trainer.Timers())
+  loop = trainer._Loop(run, rng, log_point.Timers())
   positions, step, losses = np.zeros(layout.padded_models, np.int64), 0, []
 
   class NoStop:
