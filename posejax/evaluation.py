@@ -23,14 +23,15 @@ from posejax import device_eval
 from posejax.data.actions import ACTIONS
 from posejax import slices as slices_lib
 from posejax.data.dataset import PoseDataset
-from posejax.device_eval import FRAMES_PER_STEP, ChunkPlan, ResidentTestSet, plan_chunks  # noqa: F401
+from posejax.chunk_plan import FRAMES_PER_STEP, ChunkPlan, plan_chunks  # noqa: F401
+from posejax.device_eval import ResidentTestSet
 from posejax.errors import PosejaxError
 from posejax.model import TemporalModel
 
 METRICS = ("mpjpe", "p_mpjpe", "n_mpjpe", "mpjve")
 COMMON_SLICE = slices_lib.COMMON
 DEFAULT_CHUNK = 512
-DEFAULT_BATCH = None  # chosen per plan: about device_eval.frames_per_step() output frames over all slices
+DEFAULT_BATCH = None  # chosen per plan: about chunk_plan.frames_per_step() output frames over all slices
 
 
 def slice_of_sequences(dataset: PoseDataset, actions_of_slices: Sequence[str]) -> list[int]:

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from posejax import device_eval, evaluation
+from posejax import chunk_plan, device_eval, evaluation
 from posejax.errors import PosejaxError
 from posejax.skeleton import H36M_SKELETON
 from test_evaluation import (FLIP, KPS_L, KPS_R, dataset, init_variables, random_poses, record, sequences,
@@ -218,12 +218,12 @@ def test_resident_set_rejects_mismatches():
 
 def test_efficient_chunk_minimises_computed_frames():
   # 128-frame sequences, RF 27: chunk 512 computes 538 frames each, 128 computes 154, 64 computes 2 x 90.
-  assert device_eval.efficient_chunk(np.full(10, 128), 512, 27) == 128
+  assert chunk_plan.efficient_chunk(np.full(10, 128), 512, 27) == 128
   # Long sequences keep the configured chunk: 1383 frames -> 3 x 538 = 1614 < 6 x 282 = 1692 at 256.
-  assert device_eval.efficient_chunk(np.asarray([1383]), 512, 27) == 512
+  assert chunk_plan.efficient_chunk(np.asarray([1383]), 512, 27) == 512
   # RF 243 on 100-frame sequences: 64 would compute 2 x 306 = 612 > 1 x 370 at 128.
-  assert device_eval.efficient_chunk(np.full(3, 100), 512, 243) == 128
+  assert chunk_plan.efficient_chunk(np.full(3, 100), 512, 243) == 128
   # Halving stops at `smallest` (16 by default) and at odd sizes.
-  assert device_eval.efficient_chunk(np.asarray([5]), 48, 3) == 24
-  assert device_eval.efficient_chunk(np.asarray([5]), 48, 3, smallest=4) == 6
-  assert device_eval.efficient_chunk(np.asarray([1]), 24, 3, smallest=1) == 3  # not 1: 3 is odd
+  assert chunk_plan.efficient_chunk(np.asarray([5]), 48, 3) == 24
+  assert chunk_plan.efficient_chunk(np.asarray([5]), 48, 3, smallest=4) == 6
+  assert chunk_plan.efficient_chunk(np.asarray([1]), 24, 3, smallest=1) == 3  # not 1: 3 is odd
