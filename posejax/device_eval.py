@@ -2,8 +2,8 @@
 
 A `ResidentTestSet` holds on the device the 2D inputs and root-zeroed 3D targets of all test
 sequences, concatenated along one flat frame axis, and a fixed-shape chunk plan
-(`posejax.chunk_plan`). It is built
-once; every pass over it reuses one compilation, and nothing per chunk crosses to the host.
+(`posejax.chunk_plan`). It is built once; every pass over it reuses one compilation, and
+nothing per chunk crosses to the host.
 
 `predict` is one jitted loop (`lax.scan`) over the chunk batches through the DILATED model.
 Each sequence is cut into chunks of `chunk` output frames; a chunk's `chunk + RF - 1` input
