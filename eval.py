@@ -64,7 +64,7 @@ FLAGS = flags.FLAGS
 def main(argv):
   cli.quiet_logging()
   # Imported here so that --help and flag errors do not wait for JAX.
-  from posejax import compare, config_validation, eval_lib
+  from posejax import compare, config_validation, eval_lib, render_export
   from posejax.errors import PosejaxError
 
   extra = argv[1:]
@@ -88,14 +88,14 @@ def main(argv):
       raise PosejaxError("--render needs --viz_subject and --viz_action")
     if not FLAGS.viz_output and not FLAGS.export:
       raise PosejaxError("--render needs --viz_output (.gif/.mp4) and/or --export FILE.npz")
-    options = eval_lib.RenderOptions(
+    options = render_export.RenderOptions(
         subject=FLAGS.viz_subject, action=FLAGS.viz_action, camera=FLAGS.viz_camera, output=FLAGS.viz_output,
         size=FLAGS.viz_size, downsample=FLAGS.viz_downsample, limit=FLAGS.viz_limit,
         azimuth=FLAGS.viz_azimuth, video=FLAGS.viz_video, video_skip=FLAGS.viz_skip, export=FLAGS.export,
         bitrate=FLAGS.viz_bitrate, ground_truth=not FLAGS.viz_no_ground_truth)
-    eval_lib.render_workdir(FLAGS.workdir, options, which, FLAGS.config)
+    render_export.render_workdir(FLAGS.workdir, options, which, FLAGS.config)
   elif FLAGS.export:
-    eval_lib.export_workdir(FLAGS.workdir, FLAGS.export, which, FLAGS.config)
+    render_export.export_workdir(FLAGS.workdir, FLAGS.export, which, FLAGS.config)
   else:
     eval_lib.evaluate_workdir(FLAGS.workdir, which, FLAGS.config, out_dir=FLAGS.out,
                               by_subject=FLAGS.by_subject, routing=FLAGS.routing, common_workdir=FLAGS.common,

@@ -11,7 +11,7 @@ import pytest
 from absl import flags
 from PIL import Image
 
-from posejax import checkpointing, eval_lib, evaluation, model_spec, optim, train_step
+from posejax import checkpointing, eval_lib, evaluation, model_spec, optim, render_export, train_step
 from posejax import workdir as layout
 from posejax.errors import PosejaxError
 from test_evaluation import FLIP, K, dataset, init_variables, random_poses, record
@@ -199,9 +199,9 @@ def test_evaluate_and_render_a_workdir(tmp_path, monkeypatch):
   assert "| Protocol #1 (MPJPE) |" in (out / "results.md").read_text()
 
   gif, npz = str(tmp_path / "walk.gif"), str(tmp_path / "walk.npz")
-  options = eval_lib.RenderOptions(subject="S9", action="Walking 1", camera=0, output=gif, size=1.0,
+  options = render_export.RenderOptions(subject="S9", action="Walking 1", camera=0, output=gif, size=1.0,
                                    limit=3, export=npz)
-  eval_lib.render_workdir(str(workdir), options)
+  render_export.render_workdir(str(workdir), options)
   with Image.open(gif) as im:
     assert im.n_frames == 3
   with np.load(npz, allow_pickle=True) as f:
@@ -211,9 +211,9 @@ def test_evaluate_and_render_a_workdir(tmp_path, monkeypatch):
   np.testing.assert_allclose(exported, own, atol=1e-6)
   np.testing.assert_allclose(np.load(str(tmp_path / "walk.npy")), own, atol=1e-6)  # the reference's .npy
   no_gt = str(tmp_path / "walk_pred_only.gif")
-  eval_lib.render_workdir(str(workdir), eval_lib.RenderOptions(subject="S9", action="Walking 1", output=no_gt,
+  render_export.render_workdir(str(workdir), render_export.RenderOptions(subject="S9", action="Walking 1", output=no_gt,
                                                                size=1.0, limit=2, ground_truth=False))
   with Image.open(no_gt) as im, Image.open(gif) as with_gt:
     assert im.size[0] < with_gt.size[0]  # one 3D panel fewer
   with pytest.raises(PosejaxError, match="--viz_action"):
-    eval_lib.render_workdir(str(workdir), eval_lib.RenderOptions(subject="S9", action="Walking 2", output=gif))
+    render_export.render_workdir(str(workdir), render_export.RenderOptions(subject="S9", action="Walking 2", output=gif))

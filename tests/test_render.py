@@ -1,10 +1,10 @@
-"""Tests for posejax.render and the render/export helpers of posejax.eval_lib."""
+"""Tests for posejax.render and the render/export helpers of posejax.render_export."""
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from posejax import eval_lib, render
+from posejax import eval_lib, render, render_export
 from posejax.camera import camera_to_world
 from posejax.data.dataset import PoseDataset, SequenceRecord
 from posejax.data.h36m_cameras import h36m_cameras
@@ -71,13 +71,13 @@ def _dataset() -> PoseDataset:
 
 def test_find_record_lists_valid_choices():
   data = _dataset()
-  assert eval_lib.find_record(data, "S11", "Eating", 1) is data.sequences[7]
+  assert render_export.find_record(data, "S11", "Eating", 1) is data.sequences[7]
   with pytest.raises(PosejaxError, match=r"--viz_subject 'S1'.*S9, S11"):
-    eval_lib.find_record(data, "S1", "Eating", 0)
+    render_export.find_record(data, "S1", "Eating", 0)
   with pytest.raises(PosejaxError, match=r"--viz_action 'Walking'.*Walking 1, Eating"):
-    eval_lib.find_record(data, "S9", "Walking", 0)
+    render_export.find_record(data, "S9", "Walking", 0)
   with pytest.raises(PosejaxError, match=r"--viz_camera 3.*0, 1"):
-    eval_lib.find_record(data, "S9", "Eating", 3)
+    render_export.find_record(data, "S9", "Eating", 3)
 
 
 def test_export_writes_camera_and_world_coordinates(tmp_path):
@@ -85,17 +85,17 @@ def test_export_writes_camera_and_world_coordinates(tmp_path):
   entries = []
   for rec in data.sequences[:3]:
     pred = poses(4, 9)
-    world, _, azimuth = eval_lib.world_poses(rec, pred)
+    world, _, azimuth = render_export.world_poses(rec, pred)
     assert azimuth == h36m_cameras()[rec.subject][rec.camera].azimuth
     entries.append((rec, pred, world))
   path = str(tmp_path / "pred.npz")
-  eval_lib.export_predictions(path, entries)
+  render_export.export_predictions(path, entries)
   with np.load(path, allow_pickle=True) as f:
     cam, world = f["positions_3d"].item(), f["positions_3d_world"].item()
   assert len(cam["S9"]["Walking 1"]) == 2 and len(cam["S9"]["Eating"]) == 1
   np.testing.assert_array_equal(world["S9"]["Walking 1"][1], entries[1][2])
   with pytest.raises(PosejaxError, match=".npz"):
-    eval_lib.export_predictions(str(tmp_path / "pred.npy"), entries)
+    render_export.export_predictions(str(tmp_path / "pred.npy"), entries)
 
 
 @pytest.mark.parametrize("size", [1.5, 3.0, 5.0, 8.0])

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from configs import default
-from posejax import camera, checkpointing, engine, eval_lib, sampling, schedules, semi_data, trainer
+from posejax import camera, checkpointing, engine, eval_lib, render_export, sampling, schedules, semi_data, trainer
 from posejax.data import synthetic
 from posejax.data.loading import load_subjects
 from posejax.errors import PosejaxError
@@ -99,7 +99,7 @@ def test_ab_exports_and_renders_each_actions_trajectory(data_dir, ab_workdir, tm
   assert run.actions_of_slices == ("Eating", "Walking")
   assert jax.tree.leaves(run.trajectory.variables)[0].shape[0] == 2
   path = str(tmp_path / "export.npz")
-  eval_lib.export_workdir(ab_workdir, path)
+  render_export.export_workdir(ab_workdir, path)
   with np.load(path, allow_pickle=True) as f:
     roots, poses = f["trajectory"].item(), f["positions_3d"].item()
   dataset = eval_lib.load_test_dataset(run.config)
@@ -107,11 +107,11 @@ def test_ab_exports_and_renders_each_actions_trajectory(data_dir, ab_workdir, tm
     exported = roots[rec.subject][rec.name][rec.camera]
     assert exported.shape == (rec.num_frames, 1, 3)
     assert poses[rec.subject][rec.name][rec.camera].shape == (rec.num_frames, 17, 3)
-    np.testing.assert_allclose(exported, eval_lib.predict_root(run, dataset, rec), atol=1e-5)
+    np.testing.assert_allclose(exported, render_export.predict_root(run, dataset, rec), atol=1e-5)
   # The two actions' trajectory models differ: each sequence really uses its own.
   rec = dataset.sequences[0]
   other = "Walking" if rec.action == "Eating" else "Eating"
-  swapped = eval_lib.predict_root(run, dataset, dataclasses.replace(rec, action=other))
+  swapped = render_export.predict_root(run, dataset, dataclasses.replace(rec, action=other))
   assert np.abs(swapped - roots[rec.subject][rec.name][rec.camera]).max() > 1e-4
 
 
@@ -267,9 +267,9 @@ def test_render_without_ground_truth_adds_the_predicted_trajectory(ab_workdir, t
                                                       for r in dataset.sequences])
   monkeypatch.setattr(eval_lib, "load_test_dataset", lambda *args, **kwargs: unlabeled)
   export = str(tmp_path / "one.npz")
-  eval_lib.render_workdir(ab_workdir, eval_lib.RenderOptions(rec.subject, rec.name, rec.camera, export=export))
-  pose = eval_lib.predict_record(run, eval_lib.build_model(run), dataset, rec)
-  root = eval_lib.predict_root(run, dataset, rec)
+  render_export.render_workdir(ab_workdir, render_export.RenderOptions(rec.subject, rec.name, rec.camera, export=export))
+  pose = render_export.predict_record(run, eval_lib.build_model(run), dataset, rec)
+  root = render_export.predict_root(run, dataset, rec)
   np.testing.assert_allclose(np.load(str(tmp_path / "one.npy")), pose + root, atol=1e-5)
   with np.load(export, allow_pickle=True) as f:
     np.testing.assert_allclose(f["trajectory"].item()[rec.subject][rec.name][0], root, atol=1e-6)
