@@ -2,9 +2,10 @@
 
 The dilated form of `TemporalModel` trains when `train.stride > 1` (chunks of that many output
 frames) or `train.dense_training` (one output frame from an RF-frame window, chunk=1), and
-evaluates every run. Its convolutions are either XLA's dilated convolution ('xla') or one
-matmul on the W shifted time slices side by side ('im2col'); `model.dilated_conv_impl` picks
-one per backend. Parts, for each receptive field and chunk length:
+evaluates every run. Its convolutions are XLA's dilated convolution ('xla'), one matmul on the
+W shifted time slices side by side ('im2col'), or XLA's forward with the im2col form wherever
+the model is differentiated ('im2col_train': training runs 'im2col', evaluation 'xla');
+`model.dilated_conv_impl` picks one per backend. Parts, for each receptive field and chunk length:
 
 * layer: one dilated layer's convolution, forward and both gradients, at each layer's shapes;
 * model: forward and backward of the dilated model (train=True, dropout, BatchNorm statistics);
@@ -19,8 +20,8 @@ Each implementation is compiled first; the timed rounds then alternate between t
 B, ...) so that all see the same load on a shared machine. One line per case and
 implementation, every round's time and the median, and the speed-up over 'xla':
 
-  python benchmarks/dilated_conv.py --impls=xla,im2col
-  part=train receptive_field=27 chunk=8 ... impl=im2col ms_median=... ms_rounds=...,... speedup_vs_xla=...
+  python benchmarks/dilated_conv.py --impls=xla,im2col,im2col_train
+  part=train receptive_field=27 chunk=8 ... impl=im2col_train ms_median=... ms_rounds=...,... speedup_vs_xla=...
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ WIDTHS = accelerator.WIDTHS
 def conv_impl(name: str):
   """Traces the model with the `DILATED_CONV[name]` implementation on every backend."""
   saved = model_lib.dilated_conv_impl
-  model_lib.dilated_conv_impl = lambda backend, static_frames=True: name
+  model_lib.dilated_conv_impl = lambda backend: name
   jax.clear_caches()  # no trace of the other implementation is reused
   try:
     yield
@@ -187,7 +188,7 @@ def step_fns(impls, case: accelerator.Case, chunk: int, dataset) -> tuple[dict, 
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--impls", default="xla,im2col", help=f"of {','.join(model_lib.DILATED_CONV)}")
+  parser.add_argument("--impls", default="xla,im2col_train", help=f"of {','.join(model_lib.DILATED_CONV)}")
   parser.add_argument("--parts", default="layer,model,step,train,eval")
   parser.add_argument("--rfs", default="27,243")
   parser.add_argument("--chunks", default="8,1", help="output frames per example (train.stride; 1: dense_training)")

@@ -4,7 +4,7 @@ One module, two forms of the same function:
 
 * dilated (`strided=False`): valid 1D convolutions with growing dilation; maps
   `T` input frames to `T - RF + 1` output frames. Used for evaluation and inference. On CPUs
-  its convolutions are matmuls on shifted time slices (`dilated_conv_impl`).
+  its convolutions are differentiated as matmuls on shifted time slices (`dilated_conv_impl`).
 * strided (`strided=True`): the training form for windows of exactly `RF`
   frames; every block convolves with stride equal to its width, so only the
   time positions that reach the single output frame are computed.
@@ -23,6 +23,7 @@ Conv kernels are stored Flax-style `(width, in, out)`.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -136,18 +137,33 @@ def _dilated_conv_im2col(x: jax.Array, kernel: jax.Array, dilation: int) -> jax.
   return taps @ kernel.reshape(width * c_in, c_out)
 
 
-DILATED_CONV = {"xla": _dilated_conv_xla, "im2col": _dilated_conv_im2col}
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
+def _dilated_conv_im2col_train(x: jax.Array, kernel: jax.Array, dilation: int) -> jax.Array:
+  """XLA's convolution where nothing is differentiated (evaluation, inference, export), the
+  im2col form where something is (training: its gradients are matmuls and slices)."""
+  return _dilated_conv_xla(x, kernel, dilation)
 
 
-def dilated_conv_impl(backend: str, static_frames: bool = True) -> str:
+@_dilated_conv_im2col_train.defjvp
+def _dilated_conv_im2col_train_jvp(dilation, primals, tangents):
+  (x, kernel), (dx, dkernel) = primals, tangents
+  y = _dilated_conv_im2col(x, kernel, dilation)
+  return y, _dilated_conv_im2col(dx, kernel, dilation) + _dilated_conv_im2col(x, dkernel, dilation)
+
+
+DILATED_CONV = {"xla": _dilated_conv_xla, "im2col": _dilated_conv_im2col, "im2col_train": _dilated_conv_im2col_train}
+
+
+def dilated_conv_impl(backend: str) -> str:
   """Name of the `DILATED_CONV` implementation for `backend` (jax.default_backend()).
 
   XLA:CPU runs the weight-gradient convolution up to ~100x slower inside a loop body (the
-  training engine's fori_loop; jax-ml/jax#12868), so CPUs use matmuls: 17-58x faster global
-  steps of the dilated model there (benchmarks/dilated_conv.py). GPUs and TPUs keep XLA's
-  convolution (cuDNN's kernels); so does a symbolic time axis (export: one portable Conv op).
+  training engine's fori_loop; jax-ml/jax#12868), so CPUs train with matmuls: 20-50x faster
+  global steps of the dilated model (benchmarks/dilated_conv.py), while evaluation keeps XLA's
+  convolution (faster there for small models; the same outputs as before). GPUs and TPUs keep
+  XLA's convolution (cuDNN's kernels).
   """
-  return "im2col" if backend == "cpu" and static_frames else "xla"
+  return "im2col_train" if backend == "cpu" else "xla"
 
 
 def _conv1d(x: jax.Array, kernel: jax.Array, dilation: int, stride: int) -> jax.Array:
@@ -172,8 +188,7 @@ def _conv1d(x: jax.Array, kernel: jax.Array, dilation: int, stride: int) -> jax.
     batch, frames, _ = x.shape
     groups = x.reshape(batch, frames // width, width * c_in)
     return groups @ kernel.reshape(width * c_in, c_out)
-  impl = dilated_conv_impl(jax.default_backend(), isinstance(x.shape[1], int))
-  return DILATED_CONV[impl](x, kernel, dilation)
+  return DILATED_CONV[dilated_conv_impl(jax.default_backend())](x, kernel, dilation)
 
 
 class Conv1D(nn.Module):

@@ -63,7 +63,7 @@ def test_vmapped_over_stacked_kernels_matches_xla_float32(impl):
 
 
 def _with_impl(monkeypatch, name):
-  monkeypatch.setattr(model_lib, "dilated_conv_impl", lambda backend, static_frames=True: name)
+  monkeypatch.setattr(model_lib, "dilated_conv_impl", lambda backend: name)
 
 
 def _model_loss_and_grads(model, variables, x, y):
@@ -95,7 +95,7 @@ def test_bfloat16_within_bfloat16_precision_of_float64(impl, width, dilation, fr
 
 
 def _with_impl(monkeypatch, name):
-  monkeypatch.setattr(model_lib, "dilated_conv_impl", lambda backend, static_frames=True: name)
+  monkeypatch.setattr(model_lib, "dilated_conv_impl", lambda backend: name)
 
 
 def _model_loss_and_grads(model, variables, x, y):
@@ -134,7 +134,19 @@ def test_dilated_model_same_loss_and_gradients_per_implementation(monkeypatch, d
     assert error < min(0.1 * np.linalg.norm(grads32), 2 * error_xla16)
 
 
-def test_cpu_uses_matmuls_accelerators_and_symbolic_time_keep_xla():
-  assert model_lib.dilated_conv_impl("cpu") in MATMUL_IMPLS
+def test_cpu_trains_with_matmuls_accelerators_keep_xla():
+  assert model_lib.dilated_conv_impl("cpu") == "im2col_train"
   assert model_lib.dilated_conv_impl("gpu") == model_lib.dilated_conv_impl("tpu") == "xla"
-  assert model_lib.dilated_conv_impl("cpu", static_frames=False) == "xla"
+
+
+def test_im2col_train_evaluates_with_xla_and_differentiates_with_matmuls():
+  x = jnp.asarray(_draw((2, 30, 8), 10), jnp.float32)
+  kernel = jnp.asarray(_draw((3, 8, 4), 11), jnp.float32)
+  conv = functools.partial(model_lib.DILATED_CONV["im2col_train"], dilation=9)
+  # Undifferentiated: XLA's convolution itself (evaluation's outputs do not change).
+  np.testing.assert_array_equal(jax.jit(conv)(x, kernel), jax.jit(_lax_conv, static_argnums=2)(x, kernel, 9))
+  # Differentiated: no convolution left in the compiled gradient.
+  grad = jax.jit(jax.grad(lambda x, k: jnp.sum(jnp.sin(conv(x, k))), argnums=(0, 1)))
+  hlo = grad.lower(x, kernel).as_text()
+  assert "convolution" not in hlo and "dot_general" in hlo
+  assert "convolution" in jax.jit(conv).lower(x, kernel).as_text()
