@@ -92,12 +92,16 @@ class Case:
     return self.batch * 15 if self.mode == "common15" else self.batch
 
 
-def build(case: Case, dataset: PoseDataset, steps_per_call: int):
-  """(engine, table, state, accumulator, schedule inputs, useful fraction) as the trainer builds them."""
+def build(case: Case, dataset: PoseDataset, steps_per_call: int, *, dilated: bool = False, chunk: int = 1):
+  """(engine, table, state, accumulator, schedule inputs, useful fraction) as the trainer builds them.
+
+  dilated: train the dilated model (the trainer's train.stride > 1 or train.dense_training) on
+  examples of `chunk` output frames, case.per_model_batch // chunk of them per batch.
+  """
   mode = "common" if case.mode.startswith("common") else "action_based"
-  table = sampling.make_window_table(dataset, ACTIONS, mode, True)
+  table = sampling.make_window_table(dataset, ACTIONS, mode, True, chunk)
   names = slices.slice_names(mode, ACTIONS)
-  batch = case.per_model_batch
+  batch = case.per_model_batch // chunk
   layout = sharding.make_layout(len(names), batch)
   ids = slices.model_ids(names, layout.padded_models)
   spec = sampling.window_spec(table, batch_size=batch, receptive_field=case.rf, causal_shift=0, seed=0,
@@ -106,11 +110,12 @@ def build(case: Case, dataset: PoseDataset, steps_per_call: int):
   targets = slices.log_targets(budget.steps, [s for _, s in schedules.log_steps(budget.total_steps, 1, 1)])
   slot_layout, useful = slices.choose_slots(targets, layout.action_size, layout.padded_models)
   model = TemporalModel(num_joints_in=17, num_joints_out=17, filter_widths=WIDTHS[case.rf], channels=case.channels,
-                        strided=True, dtype=case.dtype)
+                        strided=not dilated, dtype=case.dtype)
   tx = optim.adam_amsgrad()
   hp = schedules.hyperparams_fn(budget, 1e-3, 0.95, 0.1, 0.001, num_models=layout.padded_models)
   eng = engine.Engine(model, tx, hp, ids, layout, slot_layout, spec, table.examples, steps_per_call=steps_per_call)
-  state = jax.jit(lambda: train_step.init_stacked_state(model, tx, 0, jnp.asarray(ids), (1, case.rf, 17, 2)),
+  shape = (1, spec.window_frames, 17, 2)
+  state = jax.jit(lambda: train_step.init_stacked_state(model, tx, 0, jnp.asarray(ids), shape),
                   out_shardings=layout.model_sharding)()
   acc = engine.fresh_accumulator(layout)
   padded = np.zeros(layout.padded_models, np.int64)

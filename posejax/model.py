@@ -3,7 +3,8 @@
 One module, two forms of the same function:
 
 * dilated (`strided=False`): valid 1D convolutions with growing dilation; maps
-  `T` input frames to `T - RF + 1` output frames. Used for evaluation and inference.
+  `T` input frames to `T - RF + 1` output frames. Used for evaluation and inference. On CPUs
+  its convolutions are differentiated as matmuls on shifted time slices (`dilated_conv_impl`).
 * strided (`strided=True`): the training form for windows of exactly `RF`
   frames; every block convolves with stride equal to its width, so only the
   time positions that reach the single output frame are computed.
@@ -22,6 +23,7 @@ Conv kernels are stored Flax-style `(width, in, out)`.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -112,6 +114,58 @@ def hash_dropout(x: jax.Array, rate: float, key: jax.Array) -> jax.Array:
   return jnp.where(keep, x / jnp.asarray(1.0 - rate, x.dtype), jnp.zeros_like(x))
 
 
+def _dilated_conv_xla(x: jax.Array, kernel: jax.Array, dilation: int) -> jax.Array:
+  """XLA's dilated convolution: (B, T, C_in), (W, C_in, C_out) -> (B, T - (W - 1) * dilation, C_out)."""
+  return jax.lax.conv_general_dilated(
+      x, kernel, window_strides=(1,), padding="VALID", rhs_dilation=(dilation,),
+      dimension_numbers=("NWC", "WIO", "NWC"))
+
+
+def _dilated_conv_im2col(x: jax.Array, kernel: jax.Array, dilation: int) -> jax.Array:
+  """The same convolution as one matmul on the W shifted slices side by side.
+
+  (B, T_out, W * C_in) @ (W * C_in, C_out): index k * C_in + c of a row is tap k, channel c,
+  as in the kernel reshaped. Its gradients are matmuls over the T_out output frames only.
+  """
+  width, c_in, c_out = kernel.shape
+  frames = x.shape[1] - (width - 1) * dilation
+  # Slices of a float32 copy: the gradient adds the W slices' cotangents in float32 (under bf16
+  # compute, as XLA's convolution accumulates); a no-op for float32 inputs.
+  wide = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+  taps = jnp.concatenate([wide[:, k * dilation:k * dilation + frames].astype(x.dtype) for k in range(width)],
+                         axis=-1)
+  return taps @ kernel.reshape(width * c_in, c_out)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
+def _dilated_conv_im2col_train(x: jax.Array, kernel: jax.Array, dilation: int) -> jax.Array:
+  """XLA's convolution where nothing is differentiated (evaluation, inference, export), the
+  im2col form where something is (training: its gradients are matmuls and slices)."""
+  return _dilated_conv_xla(x, kernel, dilation)
+
+
+@_dilated_conv_im2col_train.defjvp
+def _dilated_conv_im2col_train_jvp(dilation, primals, tangents):
+  (x, kernel), (dx, dkernel) = primals, tangents
+  y = _dilated_conv_im2col(x, kernel, dilation)
+  return y, _dilated_conv_im2col(dx, kernel, dilation) + _dilated_conv_im2col(x, dkernel, dilation)
+
+
+DILATED_CONV = {"xla": _dilated_conv_xla, "im2col": _dilated_conv_im2col, "im2col_train": _dilated_conv_im2col_train}
+
+
+def dilated_conv_impl(backend: str) -> str:
+  """Name of the `DILATED_CONV` implementation for `backend` (jax.default_backend()).
+
+  XLA:CPU runs the weight-gradient convolution up to ~100x slower inside a loop body (the
+  training engine's fori_loop; jax-ml/jax#12868), so CPUs train with matmuls: 20-50x faster
+  global steps of the dilated model (benchmarks/dilated_conv.py), while evaluation keeps XLA's
+  convolution (faster there for small models; the same outputs as before). GPUs and TPUs keep
+  XLA's convolution (cuDNN's kernels).
+  """
+  return "im2col_train" if backend == "cpu" else "xla"
+
+
 def _conv1d(x: jax.Array, kernel: jax.Array, dilation: int, stride: int) -> jax.Array:
   """Valid 1D cross-correlation over time.
 
@@ -134,9 +188,7 @@ def _conv1d(x: jax.Array, kernel: jax.Array, dilation: int, stride: int) -> jax.
     batch, frames, _ = x.shape
     groups = x.reshape(batch, frames // width, width * c_in)
     return groups @ kernel.reshape(width * c_in, c_out)
-  return jax.lax.conv_general_dilated(
-      x, kernel, window_strides=(1,), padding="VALID", rhs_dilation=(dilation,),
-      dimension_numbers=("NWC", "WIO", "NWC"))
+  return DILATED_CONV[dilated_conv_impl(jax.default_backend())](x, kernel, dilation)
 
 
 class Conv1D(nn.Module):
