@@ -10,9 +10,9 @@ each, budget "fixed"); common mode trains one model for 1 epoch on the same data
 fewer samples in all). The data are 128 frames per sequence (76,904 training frames).
 
 Measured on a shared 2-core CPU with `bash scripts/quickstart_figures.sh` (which regenerates
-these figures): action-based 71 s of training (14 of the 15 models per global step, 645 global
-steps, 99.9 % of computed model-steps useful; 4 s compilation), Protocol #1 average 119.8 mm,
-MPJVE 4.58 mm; common 4 s of training, 77.4 mm, 4.77 mm.
+these figures): action-based 23 s of training on a quiet machine, 71 s under other load (14 of
+the 15 models per global step, 645 global steps, 99.9 % of computed model-steps useful),
+Protocol #1 average 119.8 mm, MPJVE 4.58 mm; common 2-4 s of training, 77.4 mm, 4.77 mm.
 With this little data and compute the per-action models overfit their own action (as the
 seed's F=27, UE=15 row also shows, AB is worse there); this run checks the whole pipeline,
 it is not a benchmark.
