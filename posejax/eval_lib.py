@@ -21,7 +21,6 @@ import os
 import sys
 from typing import Any, Mapping, Sequence
 
-import jax
 import ml_collections
 
 from posejax import evaluation, model_spec, report
