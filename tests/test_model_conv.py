@@ -62,21 +62,6 @@ def test_vmapped_over_stacked_kernels_matches_xla_float32(impl):
     np.testing.assert_allclose(grad, grad_ref, rtol=1e-4, atol=1e-5)
 
 
-def _with_impl(monkeypatch, name):
-  monkeypatch.setattr(model_lib, "dilated_conv_impl", lambda backend: name)
-
-
-def _model_loss_and_grads(model, variables, x, y):
-  def loss(params):
-    pred, _ = model.apply({"params": params, "batch_stats": variables["batch_stats"]}, x, train=True,
-                          rngs={"dropout": jax.random.key(1)}, mutable=["batch_stats"])
-    return jnp.mean(jnp.square(pred.astype(jnp.float32) - y))
-  # A fresh jit per call: the implementation is read when the model is traced.
-  loss, grads = jax.jit(jax.value_and_grad(loss))(variables["params"])
-  assert {g.dtype for g in jax.tree.leaves(grads)} == {jnp.dtype(jnp.float32)}  # parameters stay float32
-  return np.asarray(loss), np.concatenate([np.ravel(g) for g in jax.tree.leaves(grads)])
-
-
 @pytest.mark.parametrize("impl", MATMUL_IMPLS)
 @pytest.mark.parametrize("width,dilation,frames", [(3, 9, 4), (7, 1, 10), (19, 1, 4)])
 def test_bfloat16_within_bfloat16_precision_of_float64(impl, width, dilation, frames):
