@@ -13,6 +13,7 @@ from configs import default
 from posejax import camera, checkpointing, engine, eval_lib, render_export, sampling, schedules, semi_data, trainer
 from posejax.data import synthetic
 from posejax.data.loading import load_subjects
+from posejax import workdir as workdir_lib
 from posejax.errors import PosejaxError
 
 
@@ -47,8 +48,7 @@ def _config(data_dir, mode="common", unlabeled=("S5", "S6"), **train):
 
 
 def _records(workdir):
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    return [json.loads(line) for line in f]
+  return workdir_lib.read_metrics(workdir, required=True)
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ sequences in eval mode, no TTA), checked against a float64 NumPy MPJPE of the fi
 import contextlib
 import glob
 import io
-import json
 import os
 
 import jax
@@ -13,6 +12,7 @@ import pytest
 
 from configs import default
 from posejax import checkpointing, model_spec, trainer
+from posejax import workdir as workdir_lib
 from posejax.data import synthetic
 from posejax.data.loading import load_data
 from posejax.model import receptive_field
@@ -50,8 +50,7 @@ def _config(data_dir, mode="action_based", train_metrics=None):
 
 
 def _records(workdir):
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    return [json.loads(line) for line in f]
+  return workdir_lib.read_metrics(workdir, required=True)
 
 
 @pytest.fixture(scope="module")
