@@ -88,3 +88,13 @@ def test_vmapped_per_model_learning_rates():
   lrs = jnp.array([1e-3, 1e-2, 0.0])
   new, _ = jax.vmap(lambda p, s, g, lr: _apply(tx, p, s, g, lr))(params, state, grads, lrs)
   np.testing.assert_allclose(1.0 - np.asarray(new["w"][:, 0]), [1e-3, 1e-2, 0.0], rtol=1e-4)
+
+
+def test_bias_corrections_are_float32_accurate():
+  """1 - b^k within a few float32 ulp of float64 at every step (PyTorch computes it in float64);
+  the naive float32 `1 - b^k` is off by 1.3e-5 relative at k = 1 for b = 0.999."""
+  k = np.arange(1, 20001)
+  for base in (0.9, 0.999):
+    got = np.asarray(optim._one_minus_power(base, jnp.asarray(k, jnp.float32)), np.float64)
+    want = -np.expm1(k * np.log(base))
+    np.testing.assert_allclose(got, want, rtol=4 * np.finfo(np.float32).eps, atol=0)
