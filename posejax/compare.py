@@ -293,7 +293,7 @@ def _routing_note(results: Mapping[str, Any], ab_document: Mapping[str, Any]) ->
     text += (f", whose test accuracy is {100 * metrics['sequence_accuracy']:.1f}% per sequence and "
              f"{100 * metrics['frame_accuracy']:.1f}% per frame")
     if metrics.get("train_time_s") is not None:
-      text += f" (its {metrics['train_time_s']:.0f} s of training are not in the AB time of Table III)"
+      text += f" (its {metrics['train_time_s']:.1f} s of training are not in the AB time of Table III)"
   return note + text + "."
 
 
