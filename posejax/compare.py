@@ -10,7 +10,7 @@ error curves as Fig. 6, loss curves) and every number in `comparison.json`.
 TPR (equations 4-5): `eps_0 = k (eps1_half + eps2_half) / 2`, `TPR_i = (eps_0 - eps_i_final) / t_i`
 with errors in mm at the half-way and final epochs (per-epoch validation, no TTA, action-wise
 mean) and `t_i` the training-only seconds at the final epoch. The paper rounded eps_0 to 4
-significant digits (60.46) before dividing; `eps0_digits=4` reproduces that.
+significant digits before dividing (its MPJPE eps_0 is 60.46 mm); `eps0_digits=4` reproduces that.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 
 from posejax import report  # noqa: E402
 from posejax import workdir as layout  # noqa: E402
@@ -106,25 +107,29 @@ def tpr_table(common: Mapping[str, Any], ab: Mapping[str, Any], *, k: float = K_
   return out
 
 
-def _sci(x: float) -> str:
-  exponent = int(math.floor(math.log10(abs(x)))) if x else 0
-  return f"{x / 10**exponent:.3g} · 10^{exponent}"
+def tpr_text(x: float) -> str:
+  """A TPR as the report prints it everywhere: 3 significant digits, 'm.mm · 10^e' (mm/s)."""
+  mantissa, exponent = f"{x:.2e}".split("e")  # rounds first, so 9.999 gives 1.00 · 10^1
+  return f"{mantissa} · 10^{int(exponent)}"
 
 
 def table3_markdown(props: Mapping[str, Mapping[str, Any]], rates: Mapping[str, Any]) -> str:
   c, a = props["common"], props["ab"]
   h, f = c["half_epoch"], c["final_epoch"]
+  # Errors with 2 decimals as the paper's Table III; seconds with 1 so short runs keep their TPR inputs.
+  mm, sec = lambda v: f"{v:.2f} mm", lambda v: f"{v:.1f} s"
+  e0 = {m: f"{rates[m]['eps0']:.4g} mm" for m in ("mpjpe", "mpjve")}  # eps_0 has 4 significant digits
   rows = [("Object", f"{SHORT['common']}-Avg", f"{SHORT['ab']}-Avg"),
-          (f"TC ({h:g} E)", f"{c['time_half_s']:.0f} s", f"{a['time_half_s']:.0f} s"),
-          ("MPJPE", f"{c['mpjpe_half']:.2f} mm", f"{a['mpjpe_half']:.2f} mm"),
-          ("Velocity-M", f"{c['mpjve_half']:.3f} mm", f"{a['mpjve_half']:.3f} mm"),
-          (f"TC ({f:g} E)", f"{c['time_final_s']:.0f} s", f"{a['time_final_s']:.0f} s"),
-          ("MPJPE", f"{c['mpjpe_final']:.2f} mm", f"{a['mpjpe_final']:.2f} mm"),
-          ("Velocity-M", f"{c['mpjve_final']:.3f} mm", f"{a['mpjve_final']:.3f} mm"),
-          ("MPJPE ϵ_0", f"{rates['mpjpe']['eps0']:.4g}", f"{rates['mpjpe']['eps0']:.4g}"),
-          ("Velo-M ϵ_0", f"{rates['mpjve']['eps0']:.4g}", f"{rates['mpjve']['eps0']:.4g}"),
-          ("MPJPE TPR", _sci(rates["mpjpe"]["common"]), _sci(rates["mpjpe"]["ab"])),
-          ("Velo-M TPR", _sci(rates["mpjve"]["common"]), _sci(rates["mpjve"]["ab"])),
+          (f"TC ({h:g} E)", sec(c["time_half_s"]), sec(a["time_half_s"])),
+          ("MPJPE", mm(c["mpjpe_half"]), mm(a["mpjpe_half"])),
+          ("Velocity-M", mm(c["mpjve_half"]), mm(a["mpjve_half"])),
+          (f"TC ({f:g} E)", sec(c["time_final_s"]), sec(a["time_final_s"])),
+          ("MPJPE", mm(c["mpjpe_final"]), mm(a["mpjpe_final"])),
+          ("Velocity-M", mm(c["mpjve_final"]), mm(a["mpjve_final"])),
+          ("MPJPE ϵ_0", e0["mpjpe"], e0["mpjpe"]),
+          ("Velo-M ϵ_0", e0["mpjve"], e0["mpjve"]),
+          ("MPJPE TPR (mm/s)", tpr_text(rates["mpjpe"]["common"]), tpr_text(rates["mpjpe"]["ab"])),
+          ("Velo-M TPR (mm/s)", tpr_text(rates["mpjve"]["common"]), tpr_text(rates["mpjve"]["ab"])),
           ("Models trained", str(c["models"]), str(a["models"])),
           ("Training samples", f"{c['samples']:,}", f"{a['samples']:,}"),
           ("Optimizer steps (sum over models)", f"{c['steps']:,}", f"{a['steps']:,}")]
@@ -161,62 +166,96 @@ def table4_markdown(rows: Sequence[Sequence[Any]], action: str | None) -> str:
   return "\n".join(lines) + "\n"
 
 
-def _bar_plot(path: str, results: Mapping[str, Mapping[str, Any]], metric: str, ylabel: str) -> None:
+# One colour per series in every figure, so a run keeps its colour across panels and plots.
+COLORS = {"common": "C0", "ab": "C1", "ab_predicted": "C2", "ab_soft": "C3"}
+
+
+def bar_figure(results: Mapping[str, Mapping[str, Any]], metric: str, ylabel: str, title: str) -> Figure:
+  """Per-action bars of every row of Table I or II, and their Avg."""
   actions = [a for a in results["common"]["per_action"] if a in results["ab"]["per_action"]]
   labels = [ABBREVIATIONS.get(a, a) for a in actions] + ["Avg"]
   x = np.arange(len(labels))
-  fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * len(labels) + 2), 4))
+  fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * len(labels) + 2), 4.4))
   top, width = 0.0, 0.8 / len(results)
   for i, key in enumerate(results):
     values = [results[key]["per_action"][a][metric] for a in actions] + [results[key]["average"][metric]]
-    ax.bar(x + (i - (len(results) - 1) / 2) * width, values, width, label=LABELS[key])
+    ax.bar(x + (i - (len(results) - 1) / 2) * width, values, width, label=LABELS[key], color=COLORS[key])
     top = max(top, max(values))
   ax.set_xticks(x, labels, rotation=45, ha="right")
+  ax.set_xlabel("test action (Avg: mean over actions)")
   ax.set_ylabel(ylabel)
+  ax.set_title(title)
   ax.set_ylim(0, 1.2 * top)  # room for the legend above the bars
   ax.legend(loc="upper left", ncol=2, fontsize="small")
   ax.grid(axis="y", alpha=0.3)
   fig.tight_layout()
-  atomic_save_figure(fig, path)
+  return fig
 
 
-def _curve_plot(path: str, runs: Mapping[str, Sequence[Mapping[str, Any]]], action: str | None) -> None:
-  fig, (by_epoch, by_time) = plt.subplots(1, 2, figsize=(11, 4))
+def _curves(records: Sequence[Mapping[str, Any]], action: str | None) -> list[tuple[list, list, list]]:
+  """(epochs, times, mm) of the action-wise mean, then of `action` where logged."""
+  mean = [(r["epoch"], r["train_time_s"], 1000.0 * r["mpjpe_valid"]) for r in records]
+  out = [[list(c) for c in zip(*mean)]]
+  if action:
+    own = [(r["epoch"], r["train_time_s"], 1000.0 * r["per_action"][action]["mpjpe_valid"]) for r in records
+           if action in r.get("per_action", {})]
+    if own:
+      out.append([list(c) for c in zip(*own)])
+  return out
+
+
+def curve_figure(runs: Mapping[str, Sequence[Mapping[str, Any]]], action: str | None, models: int) -> Figure:
+  """Fig. 6: per-epoch validation MPJPE against epochs (left) and training time (right); the
+  same series in both panels, one colour per run, dashed for the single action."""
+  fig, (by_epoch, by_time) = plt.subplots(1, 2, figsize=(11, 4.4))
   for key, recs in runs.items():
-    epochs = [r["epoch"] for r in recs]
-    times = [r["train_time_s"] for r in recs]
-    avg = [1000.0 * r["mpjpe_valid"] for r in recs]
-    by_epoch.plot(epochs, avg, marker=".", label=f"{SHORT[key]}-Avg")
-    by_time.plot(times, avg, marker=".", label=f"{SHORT[key]}-Avg")
-    if action:
-      pts = [(r["epoch"], 1000.0 * r["per_action"][action]["mpjpe_valid"]) for r in recs
-             if action in r.get("per_action", {})]
-      if pts:
-        by_epoch.plot(*zip(*pts), linestyle="--", label=f"{SHORT[key]}-{ABBREVIATIONS.get(action, action)}")
+    for series, (epochs, times, mm) in enumerate(_curves(recs, action)):
+      label = f"{SHORT[key]}-" + ("Avg" if series == 0 else ABBREVIATIONS.get(action, action))
+      style = {"color": COLORS[key], "linestyle": "-" if series == 0 else "--", "marker": ".", "label": label}
+      by_epoch.plot(epochs, mm, **style)
+      by_time.plot(times, mm, **style)
   by_epoch.set_xlabel("epoch (common-equivalent)")
-  by_time.set_xlabel("training time (s)")
+  by_epoch.set_title("Validation MPJPE per epoch")
+  by_time.set_xlabel(f"training time (s; AB: total over its {models} models)")
+  by_time.set_title("Validation MPJPE against training time")
   for ax in (by_epoch, by_time):
     ax.set_ylabel("MPJPE (mm, no TTA)")
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize="small")
   fig.tight_layout()
-  atomic_save_figure(fig, path)
+  return fig
 
 
-def _loss_plot(path: str, runs: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
-  fig, ax = plt.subplots(figsize=(6, 4))
+def loss_figure(runs: Mapping[str, Sequence[Mapping[str, Any]]], models: int) -> Figure:
+  """Training loss per log point. Training has no routing: each AB model learns its own action."""
+  labels = {"common": "Common: one model on all actions",
+            "ab": f"Action-based: mean over its {models} per-action models"}
+  fig, ax = plt.subplots(figsize=(6, 4.4))
   for key, recs in runs.items():
-    ax.plot([r["epoch"] for r in recs], [1000.0 * r["loss"] for r in recs], marker=".", label=LABELS[key])
+    ax.plot([r["epoch"] for r in recs], [1000.0 * r["loss"] for r in recs], marker=".", label=labels[key],
+            color=COLORS[key])
   ax.set_xlabel("epoch (common-equivalent)")
-  ax.set_ylabel("training loss (MPJPE, mm; mean over models)")
+  ax.set_ylabel("training loss (MPJPE, mm)")
+  ax.set_title("Training loss (mean over the batches of each log interval)", fontsize="medium")
   ax.grid(alpha=0.3)
   ax.legend()
   fig.tight_layout()
-  atomic_save_figure(fig, path)
+  return fig
 
 
 FIGURES = {"mpjpe_bars": "fig_mpjpe_per_action.png", "mpjve_bars": "fig_mpjve_per_action.png",
            "curves": "fig_error_curves.png", "loss": "fig_loss_curves.png"}
+
+
+def figures(results: Mapping[str, Mapping[str, Any]], runs: Mapping[str, Sequence[Mapping[str, Any]]],
+            action: str | None, models: int) -> dict[str, Figure]:
+  """Every figure of the report by FIGURES key (not yet saved)."""
+  final = "final checkpoints, test-time augmentation"
+  return {"mpjpe_bars": bar_figure(results, "mpjpe", "MPJPE (mm)",
+                                  f"Table I: Protocol #1 MPJPE per action ({final})"),
+          "mpjve_bars": bar_figure(results, "mpjve", "MPJVE (mm)",
+                                  f"Table II: velocity error MPJVE per action ({final})"),
+          "curves": curve_figure(runs, action, models), "loss": loss_figure(runs, models)}
 
 
 def _run_table(results: Mapping[str, Mapping[str, Any]], metric: str) -> str:
@@ -227,8 +266,10 @@ def _run_table(results: Mapping[str, Mapping[str, Any]], metric: str) -> str:
 
 
 def _provenance(key: str, workdir: str, doc: Mapping[str, Any]) -> str:
+  tta = {True: "on", False: "off"}.get(doc.get("tta"), "unknown")
+  frames = doc.get("frames", {}).get("total")
   return (f"- {LABELS[key]}: `{os.path.abspath(workdir)}`, checkpoint {report.checkpoint_text(doc)}, "
-          f"test-time augmentation {doc.get('tta')}, {doc.get('frames', {}).get('total', '?')} test frames")
+          f"test-time augmentation {tta}, {'?' if frames is None else f'{frames:,}'} test frames")
 
 
 def _checkpoints(results: Mapping[str, Mapping[str, Any]]) -> str:
@@ -252,7 +293,7 @@ def _routing_note(results: Mapping[str, Any], ab_document: Mapping[str, Any]) ->
     text += (f", whose test accuracy is {100 * metrics['sequence_accuracy']:.1f}% per sequence and "
              f"{100 * metrics['frame_accuracy']:.1f}% per frame")
     if metrics.get("train_time_s") is not None:
-      text += f" (its {metrics['train_time_s']:.0f} s of training are not in the AB time of Table III)"
+      text += f" (its {metrics['train_time_s']:.1f} s of training are not in the AB time of Table III)"
   return note + text + "."
 
 
@@ -288,10 +329,8 @@ def compare_runs(dir_common: str, dir_ab: str, out_dir: str | None = None, *, ac
 
   os.makedirs(out_dir, exist_ok=True)
   paths = {name: os.path.join(out_dir, f) for name, f in FIGURES.items()}
-  _bar_plot(paths["mpjpe_bars"], results, "mpjpe", "MPJPE (mm)")
-  _bar_plot(paths["mpjve_bars"], results, "mpjve", "MPJVE (mm)")
-  _curve_plot(paths["curves"], runs, action)
-  _loss_plot(paths["loss"], runs)
+  for name, fig in figures(results, runs, action, props["ab"]["models"]).items():
+    atomic_save_figure(fig, paths[name])
 
   c, a = props["common"], props["ab"]
   md = [
@@ -313,8 +352,9 @@ def compare_runs(dir_common: str, dir_ab: str, out_dir: str | None = None, *, ac
       "its errors averaged 15 models. Errors here are the per-epoch validation values (no TTA, "
       "action-wise mean), so they differ from Tables I/II.", "",
       f"ϵ_0 = k (ϵ¹_half + ϵ²_half) / 2 with k = {k:g}"
-      + (f", rounded to {eps0_digits} significant digits as the paper did (60.46)" if eps0_digits else "")
-      + "; TPR_i = (ϵ_0 - ϵ^i_final) / t_i in mm/s, higher is better.", "",
+      + (f", rounded to {eps0_digits} significant digits before the division as the paper did (the paper "
+         "reports ϵ_0 = 60.46 mm for MPJPE, from 1.2 × (50.27 + 50.49) / 2 = 60.456 mm)" if eps0_digits else "")
+      + "; TPR_i = (ϵ_0 - ϵ^i_final) / t_i in mm/s (3 significant digits), higher is better.", "",
       "## Table IV. Per-epoch MPJPE (mm, validation without TTA)", "",
       "Per-epoch errors on the test subjects from metrics.jsonl: monitoring only, no checkpoint is "
       "chosen by them.", "", table4_markdown(rows, action),

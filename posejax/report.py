@@ -238,12 +238,15 @@ def _routing_markdown(document: Mapping[str, Any]) -> list[str]:
       lines += [f"{METRIC_LABELS[metric]}, mm:", "", to_markdown(routing_table(document, metric))]
   if document.get("classifier"):
     lines += ["## Action classifier", "", classifier_text(document["classifier"]) + ".", "",
+              "Confusion matrices: true action down, predicted action across; left the count of test "
+              "sequences, right the fraction of each true action's test frames (rows sum to 1).", "",
               "![confusion matrix](confusion.png)", ""]
   if document.get("cross_action"):
     cross = document["cross_action"]
     lines += ["## Cross-action matrix (Protocol #1, mm)", "",
               "Each model (column) on each action's test sequences (row). Oracle = the action's own model "
-              "(oracle routing); Best = the row minimum, the best any per-action routing could do.", "",
+              "(oracle routing); Best = the row minimum, the best any per-action routing could do. In the "
+              "figure, red boxes mark the Oracle cells and red dots the Best ones.", "",
               to_markdown(cross_action_table(cross)), "![cross-action matrix](cross_action.png)", ""]
   return lines
 

@@ -227,42 +227,63 @@ def _heatmap(ax, values: np.ndarray, rows: Sequence[str], columns: Sequence[str]
   return image
 
 
-def confusion_figure(path: str, metrics: Mapping[str, Any]) -> None:
-  """Sequence counts and row-normalised frame shares, true action down, predicted across."""
+def _pyplot():
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+  return plt
+
+
+def confusion_plot(metrics: Mapping[str, Any]) -> Any:
+  """The Figure of sequence counts and row-normalised frame shares, true action down, predicted across."""
+  plt = _pyplot()
   classes = metrics["classes"]
   frames = np.asarray(metrics["confusion_frames"], np.float64)
   share = frames / np.maximum(frames.sum(1, keepdims=True), 1)
   size = max(5.0, 0.45 * len(classes) + 2)
-  fig, (left, right) = plt.subplots(1, 2, figsize=(2 * size, size + 0.5), layout="constrained")
-  _heatmap(left, np.asarray(metrics["confusion_sequences"]), classes, classes, "d",
-           f"sequences (accuracy {100 * metrics['sequence_accuracy']:.1f}%)")
-  _heatmap(right, share, classes, classes, ".2f", f"frames, row share (accuracy {100 * metrics['frame_accuracy']:.1f}%)")
+  fig, (left, right) = plt.subplots(1, 2, figsize=(2 * size + 1.5, size + 0.8), layout="constrained")
+  counts = _heatmap(left, np.asarray(metrics["confusion_sequences"]), classes, classes, "d",
+                    f"test sequences (accuracy {100 * metrics['sequence_accuracy']:.1f}%)")
+  shares = _heatmap(right, share, classes, classes, ".2f",
+                    f"test frames, row share (accuracy {100 * metrics['frame_accuracy']:.1f}%)")
+  fig.colorbar(counts, ax=left, fraction=0.046, pad=0.02, label="test sequences (count)")
+  fig.colorbar(shares, ax=right, fraction=0.046, pad=0.02, label="fraction of the true action's test frames")
   for ax in (left, right):
     ax.set_xlabel("predicted action")
     ax.set_ylabel("true action")
-  atomic_save_figure(fig, path)
+  fig.suptitle("Action classifier on the test set: true action (rows) against predicted action (columns)")
+  return fig
 
 
-def cross_action_figure(path: str, cross: Mapping[str, Any]) -> None:
-  """MPJPE of every model (columns) on every action (rows); boxes: oracle, dots: row minimum."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+def confusion_figure(path: str, metrics: Mapping[str, Any]) -> None:
+  atomic_save_figure(confusion_plot(metrics), path)
+
+
+def cross_action_plot(cross: Mapping[str, Any]) -> Any:
+  """The Figure of the MPJPE of every model (columns) on every action (rows); boxes: oracle, dots: row minimum."""
+  plt = _pyplot()
   values, rows, columns = np.asarray(cross["mpjpe"]), cross["actions"], cross["models"]
   size = max(5.0, 0.5 * len(columns) + 2)
-  fig, ax = plt.subplots(figsize=(size + 1.5, max(4.0, 0.5 * len(rows) + 2)), layout="constrained")
+  fig, ax = plt.subplots(figsize=(size + 1.5, max(4.0, 0.5 * len(rows) + 2.5)), layout="constrained")
   image = _heatmap(ax, values, rows, columns, ".0f", "Protocol #1 MPJPE (mm) of each model on each action")
   for i, action in enumerate(rows):
     if action in columns:
       ax.add_patch(plt.Rectangle((columns.index(action) - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", lw=1.5))
-    ax.plot(int(np.argmin(values[i])), i + 0.32, marker="o", color="red", markersize=3)
+    ax.plot(int(np.argmin(values[i])), i + 0.32, marker="o", color="red", markersize=3, linestyle="none")
   ax.set_xlabel("model (trained on)")
   ax.set_ylabel("test action")
-  fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
-  atomic_save_figure(fig, path)
+  fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="MPJPE (mm)")
+  # Proxy artists: the marks are drawn per cell, the legend explains them once.
+  legend = [plt.Rectangle((0, 0), 1, 1, fill=False, edgecolor="red", lw=1.5,
+                          label="red box: the test action's own model (oracle routing)"),
+            plt.Line2D([], [], marker="o", color="red", markersize=4, linestyle="none",
+                       label="red dot: the best model for the test action (lowest MPJPE in the row)")]
+  fig.legend(handles=legend, loc="outside lower center", ncol=1, fontsize="small", frameon=False)
+  return fig
+
+
+def cross_action_figure(path: str, cross: Mapping[str, Any]) -> None:
+  atomic_save_figure(cross_action_plot(cross), path)
 
 
 def write_figures(out_dir: str, document: Mapping[str, Any]) -> list[str]:

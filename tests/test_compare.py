@@ -3,6 +3,8 @@
 import json
 import os
 
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 from PIL import Image
@@ -122,7 +124,14 @@ def test_compare_report_has_all_tables_and_figures(tmp_path):
   e0 = compare.eps0(half_c, half_a, digits=4)
   assert doc["tpr"]["mpjpe"]["ab"] == pytest.approx((e0 - a["mpjpe_final"]) / 120.0)
   assert a["models"] == 2 and a["samples"] == 800 and c["samples"] == 400
-  assert table_row(md, "Table III.", "TC (4 E)") == ["400 s", "120 s"]
+  assert table_row(md, "Table III.", "TC (4 E)") == ["400.0 s", "120.0 s"]
+  # One TPR format (3 significant digits, mm/s in the row label), errors in mm with 2 decimals.
+  assert table_row(md, "Table III.", "MPJPE TPR (mm/s)") == [
+      compare.tpr_text(doc["tpr"]["mpjpe"]["common"]), compare.tpr_text(doc["tpr"]["mpjpe"]["ab"])]
+  assert table_row(md, "Table III.", "Velocity-M") == [f"{1000 * 0.003 / 2:.2f} mm"] * 2
+  assert table_row(md, "Table III.", "MPJPE ϵ_0") == [f"{e0:.4g} mm"] * 2
+  assert "the paper reports ϵ_0 = 60.46 mm for MPJPE" in md and "(60.46)" not in md
+  assert "test-time augmentation on, 70 test frames" in md
 
   # Table IV: every epoch, average and Eating columns.
   assert len(doc["table4"]) == 4
@@ -172,6 +181,62 @@ def test_report_formats_agree():
   assert report.checkpoint_text({"checkpoint_step": 9, "checkpoint": "final"}) == "step 9 (final)"
   assert report.checkpoint_text({"checkpoint_step": 0, "checkpoint_note": "imported from x.bin"}) == (
       "step 0 (imported from x.bin)")
+
+
+def test_tpr_text_has_three_significant_digits_at_every_magnitude():
+  assert compare.tpr_text(6.9246e-5) == "6.92 · 10^-5"
+  assert compare.tpr_text(0.97) == "9.70 · 10^-1"  # trailing zero kept
+  assert compare.tpr_text(1.2) == "1.20 · 10^0"
+  assert compare.tpr_text(9.999) == "1.00 · 10^1"  # rounding carries into the exponent
+  assert compare.tpr_text(-2.5e-3) == "-2.50 · 10^-3"
+
+
+def _runs(tmp_path) -> dict:
+  common = fake_workdir(str(tmp_path), "common", "common", 0.0, 100.0)
+  ab = fake_workdir(str(tmp_path), "ab", "action_based", 2.0, 30.0)
+  return {"common": layout.read_metrics(common, required=True), "ab": layout.read_metrics(ab, required=True)}
+
+
+def _line_colors(ax) -> dict:
+  return {line.get_label(): matplotlib.colors.to_hex(line.get_color()) for line in ax.get_lines()}
+
+
+def test_error_curve_panels_show_the_same_series_in_the_same_colours(tmp_path):
+  fig = compare.curve_figure(_runs(tmp_path), "Eating", models=2)
+  by_epoch, by_time = fig.axes
+  assert set(_line_colors(by_epoch)) == {"Common-Avg", "Common-Eat", "AB-Avg", "AB-Eat"}
+  assert _line_colors(by_epoch) == _line_colors(by_time)
+  assert _line_colors(by_epoch)["AB-Avg"] == _line_colors(by_epoch)["AB-Eat"] != _line_colors(by_epoch)["Common-Avg"]
+  for ax in fig.axes:
+    assert ax.get_title() and ax.get_xlabel() and ax.get_ylabel()
+  assert "2 models" in by_time.get_xlabel()
+  plt.close(fig)
+
+
+def test_loss_legend_names_the_trained_models_not_a_routing(tmp_path):
+  fig = compare.loss_figure(_runs(tmp_path), models=2)
+  (ax,) = fig.axes
+  labels = [t.get_text() for t in ax.get_legend().get_texts()]
+  assert labels == ["Common: one model on all actions", "Action-based: mean over its 2 per-action models"]
+  assert not any("routing" in label or "labels" in label for label in labels)
+  assert ax.get_title() and "mm" in ax.get_ylabel()
+  plt.close(fig)
+
+
+def test_bar_figures_have_titles_axis_labels_and_one_tick_per_action(tmp_path):
+  results = {"common": fake_results(0.0), "ab": fake_results(2.0)}
+  figures = compare.figures(results, _runs(tmp_path), "Eating", models=2)
+  assert set(figures) == set(compare.FIGURES)
+  for name in ("mpjpe_bars", "mpjve_bars"):
+    (ax,) = figures[name].axes
+    assert ax.get_title().startswith("Table I") and "mm" in ax.get_ylabel() and ax.get_xlabel()
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["Eat", "Walk", "Avg"]
+  # A run's bars keep one colour: that of its error curves.
+  bars = {c.get_label(): matplotlib.colors.to_hex(c.patches[0].get_facecolor())
+          for c in figures["mpjpe_bars"].axes[0].containers}
+  assert bars[compare.LABELS["ab"]] == _line_colors(figures["curves"].axes[0])["AB-Avg"]
+  for fig in figures.values():
+    plt.close(fig)
 
 
 def test_half_way_point_of_runs_shorter_than_two_epochs():

@@ -222,6 +222,40 @@ def test_cross_action_matrix_is_every_model_on_every_action():
   assert table.header == ("Test action", "Eat", "Walk", "Oracle", "Best") and table.labels[-1] == "Avg"
 
 
+def _colorbar_label(image) -> str:
+  assert image.colorbar is not None
+  return image.colorbar.ax.get_ylabel()
+
+
+def test_confusion_figure_has_labelled_colour_bars():
+  import matplotlib.pyplot as plt
+  metrics = {"classes": list(ACTIONS), "sequence_accuracy": 0.75, "frame_accuracy": 0.625,
+             "confusion_sequences": [[2, 0], [1, 1]], "confusion_frames": [[4, 0], [3, 1]]}
+  fig = routing.confusion_plot(metrics)
+  sequences, frames = fig.axes[:2]
+  assert _colorbar_label(sequences.images[0]) == "test sequences (count)"
+  assert _colorbar_label(frames.images[0]) == "fraction of the true action's test frames"
+  np.testing.assert_allclose(frames.images[0].get_array(), [[1.0, 0.0], [0.75, 0.25]])  # row shares
+  assert "75.0%" in sequences.get_title() and "62.5%" in frames.get_title() and fig.get_suptitle()
+  plt.close(fig)
+
+
+def test_cross_action_figure_explains_its_marks():
+  import matplotlib.pyplot as plt
+  matrix = {"actions": list(ACTIONS), "models": list(ACTIONS), "mpjpe": [[50.0, 40.0], [70.0, 60.0]]}
+  cross = routing.cross_summary(matrix)
+  fig = routing.cross_action_plot(cross)
+  ax = fig.axes[0]
+  assert _colorbar_label(ax.images[0]) == "MPJPE (mm)"
+  legend = [t.get_text() for t in fig.legends[0].get_texts()]
+  assert legend == ["red box: the test action's own model (oracle routing)",
+                    "red dot: the best model for the test action (lowest MPJPE in the row)"]
+  # The boxes sit on the own-model cells, the dots on each row's minimum (column 1 in both rows).
+  assert [p.get_xy() for p in ax.patches] == [(-0.5, -0.5), (0.5, 0.5)]
+  assert [int(line.get_xdata()[0]) for line in ax.get_lines()] == [1, 1]
+  plt.close(fig)
+
+
 @pytest.fixture
 def routed_run(tmp_path, monkeypatch):
   """A finished two-action workdir with a saved action classifier (always 'Walking')."""
