@@ -24,29 +24,38 @@ PLAIN_TYPES = (dict, list, tuple, str, bytes, int, float, bool, complex, type(No
 LATIN1_NAMES = frozenset({"latin1", "latin-1", "latin_1", "iso-8859-1", "iso8859-1", "l1"})
 
 
-def _latin1_bytes(text: str, encoding: str = "latin1") -> bytes:
-  """What `_codecs.encode` does in a Python 3 pickle of bytes (protocol < 3), and nothing else."""
-  if not isinstance(text, str) or str(encoding).lower() not in LATIN1_NAMES:
-    raise pickle.UnpicklingError(f"_codecs.encode({type(text).__name__}, {encoding!r}) is not a bytes literal")
-  return text.encode("latin1")
+class _Latin1Bytes:
+  """What `_codecs.encode` does in a Python 3 pickle of bytes (protocol < 3), and nothing else.
+
+  An instance without attributes: a pickle's BUILD opcode cannot alter it, as it
+  could a function's defaults.
+  """
+  __slots__ = ()
+
+  def __call__(self, text: str, encoding: str = "latin1") -> bytes:
+    if not isinstance(text, str) or not isinstance(encoding, str) or encoding.lower() not in LATIN1_NAMES:
+      raise pickle.UnpicklingError(f"_codecs.encode({type(text).__name__}, {encoding!r}) is not a bytes literal")
+    return text.encode("latin1")
 
 
 def _allowed_globals() -> dict[tuple[str, str], Any]:
   """(module, name) -> object for every global a pickled numeric array, dtype or scalar names.
 
   numpy 2 pickles name `numpy._core.multiarray`, numpy 1 `numpy.core.multiarray`;
-  Python 2 and protocol-2 pickles name `__builtin__` for builtins. Both spellings
-  resolve to this numpy's own functions, so loading imports nothing.
+  Python 2 and protocol < 3 pickles name `__builtin__` for builtins and
+  `_codecs.encode` for non-empty bytes. Every spelling resolves to an object
+  held here, so loading imports nothing; none of them can be modified by a pickle.
   """
   reconstruct = np.array(0).__reduce__()[0]
   scalar = np.float64(0).__reduce__()[0]
   allowed: dict[tuple[str, str], Any] = {
       ("numpy", "ndarray"): np.ndarray,
       ("numpy", "dtype"): np.dtype,
-      ("_codecs", "encode"): _latin1_bytes,
-      ("builtins", "complex"): complex,
-      ("__builtin__", "complex"): complex,
+      ("_codecs", "encode"): _Latin1Bytes(),
   }
+  for module in ("builtins", "__builtin__"):
+    allowed[(module, "complex")] = complex
+    allowed[(module, "bytes")] = bytes  # b'' in protocol < 3, e.g. the data of an empty array
   for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
     allowed[(module, "_reconstruct")] = reconstruct
     allowed[(module, "scalar")] = scalar
@@ -93,7 +102,7 @@ def _refusal(value: Any) -> str | None:
   if type(value) is np.ndarray or isinstance(value, np.generic):
     if value.dtype.kind in NUMERIC_KINDS or value.dtype.kind == "O":
       return None
-    return f"a {'array' if isinstance(value, np.ndarray) else 'scalar'} of dtype {value.dtype.str!r}"
+    return f"{'an array' if isinstance(value, np.ndarray) else 'a scalar'} of dtype {value.dtype.str!r}"
   if type(value) in PLAIN_TYPES:
     return None
   return f"a {type(value).__module__}.{type(value).__qualname__}"
