@@ -10,6 +10,7 @@ from typing import Any, Callable
 import numpy as np
 
 from posejax.errors import PosejaxError
+from posejax.safe_npz import load_member
 
 
 def _atomic_target(path: str) -> tuple[int, str]:
@@ -82,13 +83,17 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
 def load_npz_dict(path: str, keys: tuple[str, ...]) -> dict[str, Any]:
   """Loads the given keys of an npz file; 0-d object arrays are unwrapped.
 
+  Object members are unpickled with restrictions (`posejax.safe_npz`), so a shared
+  data file cannot run code.
+
   Raises:
-    PosejaxError: the file is missing, is not an npz archive, or lacks a key.
+    PosejaxError: the file is missing, is not an npz archive, lacks a key, or
+      pickles anything but plain data.
   """
   if not os.path.isfile(path):
     raise PosejaxError(f"{path}: file not found")
   try:
-    archive = np.load(path, allow_pickle=True)
+    archive = np.load(path)
   except (OSError, ValueError, zipfile.BadZipFile) as e:
     raise PosejaxError(f"{path}: not a readable .npz file ({e})") from None
   with archive:
@@ -98,6 +103,6 @@ def load_npz_dict(path: str, keys: tuple[str, ...]) -> dict[str, Any]:
           f"{path}: missing key(s) {', '.join(missing)} (found: {', '.join(archive.files) or 'none'})")
     out = {}
     for k in keys:
-      value = archive[k]
+      value = load_member(archive, k, path)
       out[k] = value.item() if value.dtype == object and value.ndim == 0 else value
     return out

@@ -37,6 +37,7 @@ import numpy as np
 
 from posejax.errors import PosejaxError
 from posejax.io_utils import atomic_savez
+from posejax.safe_npz import load_member
 from posejax.skeleton import LAYOUTS, layout_for_source
 
 SUBJECTS = ("Train/S1", "Train/S2", "Train/S3", "Validate/S1", "Validate/S2", "Validate/S3")
@@ -182,13 +183,16 @@ def convert_3d(mat_root: str, frame_ranges: Mapping[str, Mapping[str, tuple[int,
 
 
 def _load_archive(path: str, keys: tuple[str, ...]) -> dict[str, Any]:
-  """The given keys of a detection archive; Latin-1 unpickling, as Detectron wrote them with Python 2."""
+  """The given keys of a detection archive; Latin-1 unpickling, as Detectron wrote them with Python 2.
+
+  Object members are unpickled with restrictions, so a shared archive cannot run code.
+  """
   try:
-    with np.load(path, allow_pickle=True, encoding="latin1") as archive:
+    with np.load(path) as archive:
       missing = [k for k in keys if k not in archive.files]
       if missing:
         raise PosejaxError(f"{path}: missing key(s) {', '.join(missing)} (found: {', '.join(archive.files)})")
-      return {k: archive[k] for k in keys}
+      return {k: load_member(archive, k, path, encoding="latin1") for k in keys}
   except (OSError, ValueError, zipfile.BadZipFile) as e:
     raise PosejaxError(f"{path}: not a readable .npz file ({e})") from None
 
