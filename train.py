@@ -3,21 +3,23 @@
   python train.py --config configs/quickstart.py --workdir /tmp/qs_ab
   python train.py --config configs/ab243.py --workdir runs/ab243 --config.train.budget=equal_samples
 
-Config fields can be overridden on the command line (`--config.train.epochs=10`). A run
-resumes from the latest readable checkpoint in --workdir; SIGTERM/SIGINT save a checkpoint
-and stop. Before anything is loaded the config is validated, the workdir is checked to be
-writable and locked (a second run in the same workdir refuses); every such problem is one
-line on stderr and exit status 2 (see docs/reliability.md).
+Config fields can be overridden on the command line (`--config.train.epochs=10`); `--help`
+lists them all with their defaults and meanings. A run resumes from the latest readable
+checkpoint in --workdir; SIGTERM/SIGINT save a checkpoint and stop. Before anything is loaded
+the config is validated, the workdir is checked to be writable and locked (a second run in
+the same workdir refuses); every such problem is one line on stderr and exit status 2 (see
+docs/reliability.md).
 """
 
 import contextlib
+import functools
 import signal
 import sys
 
 from absl import app, flags
 from ml_collections import config_flags
 
-from posejax import cli
+from posejax import cli, config_fields
 
 cli.quiet_environment()  # before anything imports TensorFlow
 
@@ -65,4 +67,5 @@ def guarded_main(argv):
 
 
 if __name__ == "__main__":
-  app.run(guarded_main, flags_parser=cli.absl_flags_parser)
+  # --help also lists every config field (configs/default.py) with its default and meaning.
+  app.run(guarded_main, flags_parser=functools.partial(cli.absl_flags_parser, help_epilog=config_fields.listing))

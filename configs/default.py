@@ -68,27 +68,27 @@ import ml_collections
 
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
-  config.mode = "common"
-  config.actions = "*"
-  config.action_match = "exact"  # or "prefix": the reference's -a filter (see above)
-  config.seed = 1234
+  config.mode = "common"  # "common" (one model, all actions) or "action_based" (one per action)
+  config.actions = "*"  # "*" or e.g. "Sitting,Walking": the actions trained and evaluated
+  config.action_match = "exact"  # how `actions` selects: "exact" names or "prefix" (the -a filter)
+  config.seed = 1234  # initial weights and dropout (and the data order unless data.shuffle_seed)
   config.distributed = False  # jax.distributed.initialize() for multi-host runs
   # JAX's persistent compilation cache; None: ~/.cache/posejax/xla, '': off.
   config.compilation_cache_dir = ml_collections.config_dict.placeholder(str)
 
   config.data = ml_collections.ConfigDict()
-  config.data.dataset = "h36m"  # or "humaneva15"
-  config.data.source = "npz"  # or "tfds": data.dir is then a TFDS data dir (see above)
-  config.data.dir = "data"
-  config.data.keypoints = "cpn_ft_h36m_dbb"
-  config.data.train_subjects = ("S1", "S5", "S6", "S7", "S8")
-  config.data.test_subjects = ("S9", "S11")
+  config.data.dataset = "h36m"  # "h36m" (Human3.6M) or "humaneva15" (HumanEva-I, 15 joints)
+  config.data.source = "npz"  # "npz" files or "tfds" (data.dir is then a TFDS data dir)
+  config.data.dir = "data"  # folder of the dataset files (a TFDS data dir with source "tfds")
+  config.data.keypoints = "cpn_ft_h36m_dbb"  # 2D detections: data_2d_<dataset>_<keypoints>.npz
+  config.data.train_subjects = ("S1", "S5", "S6", "S7", "S8")  # training subjects; empty: the default split
+  config.data.test_subjects = ("S9", "S11")  # test subjects; empty: the dataset's default split
   # Held-out validation split for checkpoint selection (eval.py --checkpoint=best), e.g. ("S8",)
   # moved out of train_subjects. Empty (the reference): no selection, the final model is evaluated;
   # the test subjects are never used to choose a checkpoint.
   config.data.valid_subjects = ()
   config.data.synthetic_frames = 0  # > 0: generate synthetic files of this length when missing
-  config.data.synthetic_seed = 0
+  config.data.synthetic_seed = 0  # seed of the generated synthetic data
   # Seed of the training data order (the reference fixes it); None: config.seed. `seed` alone
   # sets the initial weights and dropout.
   config.data.shuffle_seed = ml_collections.config_dict.placeholder(int)
@@ -97,36 +97,36 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.unlabeled_subjects = ()  # --subjects-unlabeled: non-empty turns semi-supervision on
 
   config.model = ml_collections.ConfigDict()
-  config.model.filter_widths = (3, 3, 3)
-  config.model.channels = 1024
-  config.model.dropout = 0.25
-  config.model.causal = False
-  config.model.dense = False
+  config.model.filter_widths = (3, 3, 3)  # -arc: odd width per layer; receptive field = their product
+  config.model.channels = 1024  # -ch: channels of every hidden layer
+  config.model.dropout = 0.25  # -drop: dropout rate
+  config.model.causal = False  # --causal: each pose from past and present frames only
+  config.model.dense = False  # --dense: dense instead of dilated convolutions
   # 'float32' (the reference's numbers; CPUs) or 'bfloat16' (GPUs/TPUs: bf16 convolutions and
   # matmuls; parameters, optimizer state, BatchNorm statistics, loss and metrics stay float32).
   config.model.compute_dtype = "float32"
 
   config.train = ml_collections.ConfigDict()
-  config.train.epochs = 60
-  config.train.batch_size = 1024
-  config.train.lr = 1e-3
-  config.train.lr_decay = 0.95
-  config.train.bn_momentum_start = 0.1
-  config.train.bn_momentum_end = 0.001
-  config.train.augment = True
+  config.train.epochs = 60  # -e: common epochs (the budget of every action model, see train.budget)
+  config.train.batch_size = 1024  # -b: training examples per step and model
+  config.train.lr = 1e-3  # -lr: initial learning rate (Adam, AMSGrad)
+  config.train.lr_decay = 0.95  # -lrd: learning-rate factor per epoch
+  config.train.bn_momentum_start = 0.1  # BatchNorm momentum of the first epoch
+  config.train.bn_momentum_end = 0.001  # BatchNorm momentum reached in the last epoch
+  config.train.augment = True  # flip augmentation (not --no-data-augmentation)
   # --stride: output frames per training example (chunk); > 1 trains the dilated model on
   # batch_size // stride chunks of stride + RF - 1 frames.
   config.train.stride = 1
   config.train.dense_training = False  # --disable-optimizations: dilated model at stride 1 too
   # Semi-supervised training (data.unlabeled_subjects non-empty), the reference's flags:
-  config.train.warmup = 1  # --warmup: supervised-only epochs first
-  config.train.linear_projection = False  # --linear-projection
-  config.train.bone_length = True  # not --no-bone-length
-  config.train.projection_loss = True  # not --no-proj
-  config.train.budget = "fixed"
-  config.train.unit_epochs = 15
-  config.train.logs_per_epoch = 1
-  config.train.progress = True
+  config.train.warmup = 1  # --warmup: supervised-only epochs before semi-supervision
+  config.train.linear_projection = False  # --linear-projection: pinhole projection, no distortion
+  config.train.bone_length = True  # semi-supervised bone-length term (not --no-bone-length)
+  config.train.projection_loss = True  # semi-supervised 2D reprojection loss (not --no-proj)
+  config.train.budget = "fixed"  # or "frame_matched", "equal_samples": epochs of each action model
+  config.train.unit_epochs = 15  # budget "fixed": own epochs per action per common epoch
+  config.train.logs_per_epoch = 1  # log points (validation, metrics.jsonl line) per common epoch
+  config.train.progress = True  # progress bar while training
   # Where training windows are gathered: 'device' (tables resident on the accelerator, the
   # step gathers its windows), 'host' (tf.data), or 'auto' (device when the tables fit).
   config.train.input = "auto"
@@ -134,31 +134,34 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.steps_per_call = 16  # global steps per compiled call on the device path
 
   config.eval = ml_collections.ConfigDict()
-  config.eval.tta = True
+  config.eval.tta = True  # flip test-time augmentation (not --no-test-time-augmentation)
   config.eval.validate = True  # per-log-point test MPJPE/MPJVE (no TTA)
   # Per-log-point MPJPE of each model on its own labeled training sequences in eval mode (no
   # dropout, BatchNorm running statistics, no TTA): the reference's 3d_eval, which it computes
   # at every epoch unless --no-eval. Off by default: a whole pass over the training set.
   config.eval.train_metrics = False
-  config.eval.by_subject = False
-  config.eval.chunk = 512
+  config.eval.by_subject = False  # --by-subject: per-subject result tables too
+  config.eval.chunk = 512  # output frames per evaluation chunk (fixed-shape pieces of a sequence)
+  # Chunks per slice and evaluation step; None: about chunk_plan.frames_per_step() output frames.
   config.eval.batch = ml_collections.config_dict.placeholder(int)
 
   # The action classifier (posejax.classifier): a temporal network over 2D keypoint windows that
   # routes test sequences to the per-action models without labels; trained after them, in the
   # same run, into WORKDIR/classifier. Batch size, lr, schedules, dropout: those of the run.
   config.classifier = ml_collections.ConfigDict()
-  config.classifier.enabled = ml_collections.config_dict.placeholder(bool)  # None: on in action-based mode
+  # Route test sequences by their predicted action; None: on in action-based mode.
+  config.classifier.enabled = ml_collections.config_dict.placeholder(bool)
   config.classifier.epochs = 5  # epochs over all selected actions' training windows
-  config.classifier.channels = 256
-  config.classifier.filter_widths = ()  # empty: model.filter_widths
+  config.classifier.channels = 256  # channels of its hidden layers
+  config.classifier.filter_widths = ()  # its filter widths; empty: model.filter_widths
 
   config.checkpoint = ml_collections.ConfigDict()
-  config.checkpoint.every_epochs = 10
-  config.checkpoint.keep = 3
+  config.checkpoint.every_epochs = 10  # checkpoint every N log points (and at the end, on SIGTERM)
+  config.checkpoint.keep = 3  # newest checkpoints kept (plus the best with a validation split)
   # --resume: a step of this workdir or a checkpoint path to start from (None: the newest here).
   config.checkpoint.resume_from = ml_collections.config_dict.placeholder(str)
 
   config.sharding = ml_collections.ConfigDict()
-  config.sharding.action_devices = 0  # 0: largest divisor of the device count <= models
+  # Devices the action models are split over; 0: the largest divisor of the device count <= models.
+  config.sharding.action_devices = 0
   return config

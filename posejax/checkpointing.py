@@ -66,6 +66,23 @@ def _best_metric(metrics: Mapping[str, Any]) -> float:
   return float(metrics.get(BEST_METRIC, float("inf")))
 
 
+# orbax logs this WARNING whenever a CheckpointManager is opened read-only, which is how every
+# evaluation, export and inference opens a run: nothing in it for the user to act on.
+READ_ONLY_NOTICE = "Given directory is read only=%s"
+
+
+class _DropReadOnlyNotice(logging.Filter):
+  def filter(self, record: logging.LogRecord) -> bool:
+    return record.msg != READ_ONLY_NOTICE
+
+
+def drop_read_only_notice() -> None:
+  """Filters exactly that notice out of the absl logger (orbax's), once per process."""
+  logger = logging.getLogger("absl")
+  if not any(isinstance(f, _DropReadOnlyNotice) for f in logger.filters):
+    logger.addFilter(_DropReadOnlyNotice())
+
+
 def manager(workdir: str, keep: int = 3, *, read_only: bool = False,
             select_best: bool = True) -> ocp.CheckpointManager:
   """The run's CheckpointManager: keeps the last `keep` steps, and the best by BEST_METRIC.
@@ -85,6 +102,8 @@ def manager(workdir: str, keep: int = 3, *, read_only: bool = False,
       # Temporary directories of saves that a crash interrupted; the workdir lock guarantees
       # that no other run is writing one.
       cleanup_tmp_directories=not read_only)
+  if read_only:
+    drop_read_only_notice()
   return ocp.CheckpointManager(checkpoint_dir(workdir), options=options)
 
 

@@ -297,6 +297,8 @@ def restore(workdir: str) -> Classifier | None:
   directory = workdir_lib.classifier_dir(workdir)
   if not os.path.isdir(directory):
     return None
+  from posejax.checkpointing import drop_read_only_notice
+  drop_read_only_notice()
   mngr = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True))
   try:
     step = mngr.latest_step()

@@ -110,15 +110,47 @@ def config_overrides(argv: Sequence[str]) -> list[str]:
   return paths
 
 
-def absl_flags_parser(argv: Sequence[str]) -> list[str]:
+# absl's help flags; absl itself prints the help and exits with status 1.
+_HELP = re.compile(r"^--?(help|helpshort|helpfull|\?)$")
+
+
+def help_request(argv: Sequence[str]) -> str | None:
+  """'full' for --helpfull, 'short' for --help/--helpshort/-?, None without a help flag."""
+  for arg in argv[1:]:
+    if arg == "--":
+      break
+    match = _HELP.match(arg)
+    if match:
+      return "full" if match.group(1) == "helpfull" else "short"
+  return None
+
+
+def print_help(kind: str, epilog: Callable[[], str] | None = None) -> NoReturn:
+  """absl's usage (the main module's docstring and flags), then `epilog()`; exit status 0."""
+  from absl import app
+  app.usage(shorthelp=kind != "full", writeto_stdout=True)
+  if kind != "full":
+    print("\nTry --helpfull to get a list of all flags.")
+  if epilog is not None:
+    print("\n" + epilog())
+  sys.stdout.flush()
+  sys.exit(0)
+
+
+def absl_flags_parser(argv: Sequence[str], help_epilog: Callable[[], str] | None = None) -> list[str]:
   """`flags_parser` for absl.app.run: every flag problem is one line and exit status 2.
 
-  The config file and the names of the `--config.*` overrides are checked before absl parses
-  them, so a missing file or a misspelled field (`--config.train.epoch`) is explained with the
-  closest valid name instead of ml_collections' traceback.
+  `--help`/`--helpfull` print the usage (and `help_epilog()` after it) and exit with status 0,
+  whatever else is on the command line. The config file and the names of the `--config.*`
+  overrides are checked before absl parses them, so a missing file or a misspelled field
+  (`--config.train.epoch`) is explained with the closest valid name instead of ml_collections'
+  traceback.
   """
   from absl import flags
   from posejax import config_validation
+  kind = help_request(argv)
+  if kind is not None:
+    print_help(kind, help_epilog)
   try:
     if "config" in flags.FLAGS:
       overrides, path = config_overrides(argv), _flag_value(argv, "config")

@@ -21,9 +21,11 @@ in an XlaCallModule op, for CPU and CUDA) with the same polymorphic shape and co
 the weights as the SavedModel's variables, signature `serving_default`.
 
 An action-based workdir holds one model per action: `--slice ACTION` exports one to PATH;
-without it every action's model goes to the directory PATH, as `PATH/<action>.onnx` or
-`PATH/<action>/` (a SavedModel each). Files are written to a temporary name and renamed;
-an existing path is replaced only with `--overwrite`.
+without it PATH is a folder (created, even when it is named `ab.onnx`) holding every action's
+model, `PATH/<action>.onnx` or `PATH/<action>/` (a SavedModel each), and one line says so:
+`wrote 15 models to ab.onnx/ (one per action: Directions.onnx, ...; pick one with --slice
+ACTION)`. Files are written to a temporary name and renamed; an existing path is replaced only
+with `--overwrite`.
 """
 
 from __future__ import annotations
@@ -282,13 +284,23 @@ def export_workdir(workdir: str, fmt: str, out: str, *, which: str | int = "late
   return paths
 
 
+def written(out: str, paths: Sequence[str]) -> str:
+  """The line that reports an export: one model at `out`, or the folder `out` of per-action models."""
+  if list(paths) == [out]:
+    return f"wrote {out}"
+  names = ", ".join(os.path.basename(p) + ("" if p.endswith(".onnx") else "/") for p in paths)
+  return (f"wrote {len(paths)} model{'s' if len(paths) > 1 else ''} to {out.rstrip(os.sep)}{os.sep} "
+          f"(one per action: {names}; pick one with --slice ACTION)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
   """Command-line entry point; a user error prints one line and returns 2."""
   parser = argparse.ArgumentParser(prog="python -m posejax.export", description=__doc__.splitlines()[0])
   parser.add_argument("--workdir", required=True, help="training workdir")
   parser.add_argument("--format", required=True, help="onnx or tf_saved_model")
-  parser.add_argument("--out", required=True, help="output file (onnx) or directory (SavedModel, or one "
-                      "model per action)")
+  parser.add_argument("--out", required=True, help="output file (onnx) or directory (SavedModel); for an "
+                      "action-based workdir without --slice, a folder of one model per action "
+                      "(OUT/<action>.onnx or OUT/<action>/)")
   parser.add_argument("--checkpoint", default="latest", help="latest (the final model), best (needs a held-out validation split) or a step number")
   parser.add_argument("--slice", default=None, help="action-based workdirs: the action whose model to "
                       "export (default: every action's, one file each); a common model serves every action")
@@ -302,8 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   except PosejaxError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  for path in paths:
-    print(f"wrote {path}")
+  print(written(args.out, paths))
   return 0
 
 

@@ -29,10 +29,12 @@ Usage:
   python -m posejax.infer --workdir DIR --video VIDEO [--keypoints data_2d_custom_NAME.npz] [--out DIR]
   python -m posejax.infer --workdir DIR --keypoints data_2d_custom_NAME.npz [--out DIR] [--render]
       [--config CONFIG] [--checkpoint latest|STEP|best] [--routing predicted|soft | --action Walking]
-      [--fps F]
+      [--fps F] [--overwrite]
 
-OUT defaults to WORKDIR/infer. The default checkpoint is the latest (the final model of a
-finished run); `best` needs a run with a held-out validation split (config.data.valid_subjects).
+OUT defaults to WORKDIR/infer. Output files that already exist there are replaced only with
+`--overwrite` (checked before anything is computed; each file is written to a temporary name
+and renamed). The default checkpoint is the latest (the final model of a finished run);
+`best` needs a run with a held-out validation split (config.data.valid_subjects).
 """
 
 from __future__ import annotations
@@ -272,6 +274,28 @@ def video_outputs(out_dir: str, video_path: str, viz_format: str) -> dict[str, s
   return paths
 
 
+def animation_format(viz_format: str) -> str:
+  """`viz_format`, or 'gif' (with a note) for 'mp4' when no ffmpeg is found."""
+  if viz_format == "mp4" and not render.mp4_available():
+    print("note: no ffmpeg found (pip install imageio-ffmpeg); writing a GIF instead of an MP4",
+          file=sys.stderr)
+    return "gif"
+  return viz_format
+
+
+def keypoints_outputs(out_dir: str, videos: Sequence[Video], render_gif: bool) -> list[str]:
+  """Output paths of `--keypoints` alone (module docstring), as infer_file writes them."""
+  suffixes = (".npz", ".gif") if render_gif else (".npz",)
+  return [os.path.join(out_dir, os.path.basename(v.name)) + s for v in videos for s in suffixes]
+
+
+def check_outputs(paths: Sequence[str], overwrite: bool) -> None:
+  """Refuses to replace an earlier result unless `overwrite` (as posejax.export does)."""
+  for path in paths:
+    if os.path.lexists(path) and not overwrite:
+      raise PosejaxError(f"--out {path}: already exists (pass --overwrite to replace it)")
+
+
 def background_size(width: int, height: int, size: float) -> tuple[int, int]:
   """Decoding size of the video for an input panel of about size * 80 pixels (80 dpi), 2x oversampled."""
   scale = min(1.0, 2 * size * 80 / max(width, height))
@@ -290,11 +314,7 @@ def infer_video(run: eval_lib.RestoredRun, video_path: str, out_dir: str, *, key
     fps: animation frame rate (None: the video's, else 50).
   """
   info = video_io.probe(video_path)
-  if viz_format == "mp4" and not render.mp4_available():
-    print("note: no ffmpeg found (pip install imageio-ffmpeg); writing a GIF instead of an MP4",
-          file=sys.stderr)
-    viz_format = "gif"
-  paths = video_outputs(out_dir, video_path, viz_format)
+  paths = video_outputs(out_dir, video_path, animation_format(viz_format))
   if keypoints_path:
     video = video_keypoints(info, keypoints_path)
     del paths["keypoints"]
@@ -322,48 +342,60 @@ def infer_video(run: eval_lib.RestoredRun, video_path: str, out_dir: str, *, key
 
 
 def main(argv: Sequence[str], flags: Any) -> None:
-  """Entry point body; user errors print one line and exit with status 2."""
+  """Entry point; user errors print one line and exit with status 2 (posejax.cli.run_guarded)."""
   # ffmpeg and the detector are started with fork + exec at once, which JAX's warning about
   # forking a multithreaded process does not concern.
   warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
   from posejax import cli
   cli.quiet_logging()  # as quiet as train.py: no INFO lines from matplotlib's writer or orbax
-  try:
-    if len(argv) > 1:
-      raise PosejaxError(f"unexpected arguments: {' '.join(argv[1:])}")
-    if not flags.video and not flags.keypoints:
-      raise PosejaxError("pass --video VIDEO (the person is detected in it) or --keypoints data_2d_custom_NAME.npz")
-    if flags.viz_format not in ("mp4", "gif"):
-      raise PosejaxError(f"--viz_format {flags.viz_format!r}: use mp4 or gif")
-    out = flags.out or os.path.join(flags.workdir, "infer")
-    detector = None
-    if flags.video:  # bad input fails before the restore
-      info = video_io.probe(flags.video)
-      if flags.keypoints:
-        video_keypoints(info, flags.keypoints)
-      else:
-        detector = detect.detector_python(flags.detector_python)
-    else:
-      read_custom_keypoints(flags.keypoints)
-    run = eval_lib.restore_run(flags.workdir, flags.checkpoint, flags.config)
-    from posejax import classifier as classifier_lib
-    classifier = classifier_lib.restore(flags.workdir)
-    choose_routing(run.actions_of_slices, flags.action, flags.routing, classifier is not None)
-    route = dict(action=flags.action, routing=flags.routing, classifier=classifier)
-    print(f"lifting with {run.describe()} of {flags.workdir}"
-          + (" and its trajectory model(s)" if run.trajectory is not None else ""), flush=True)
-    viz = dict(fps=flags.fps, size=flags.viz_size, limit=flags.viz_limit, downsample=flags.viz_downsample)
-    if flags.video:
-      paths = list(infer_video(run, flags.video, out, keypoints_path=flags.keypoints, detector=detector,
-                               min_confidence=flags.min_confidence, viz_format=flags.viz_format,
-                               **route, **viz).values())
-    else:
-      viz["fps"] = flags.fps or DEFAULT_FPS
-      paths = infer_file(run, flags.keypoints, out, render_gif=flags.render, **route, **viz)
-  except PosejaxError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+  out, paths = cli.run_guarded(_main, argv, flags)
   print(f"wrote {len(paths)} file(s) to {out}")
+
+
+def _checked_inputs(flags: Any, out: str) -> tuple[str | None, str]:
+  """Checks the inputs and the outputs before the restore; returns (detector, animation format)."""
+  if not flags.video:
+    videos, _, _ = read_custom_keypoints(flags.keypoints)
+    check_outputs(keypoints_outputs(out, videos, flags.render), flags.overwrite)
+    return None, flags.viz_format
+  info = video_io.probe(flags.video)
+  detector = None
+  if flags.keypoints:
+    video_keypoints(info, flags.keypoints)
+  else:
+    detector = detect.detector_python(flags.detector_python)
+  viz_format = animation_format(flags.viz_format)
+  targets = video_outputs(out, flags.video, viz_format)
+  if flags.keypoints:
+    del targets["keypoints"]  # not written: the given file is the keypoints
+  check_outputs(list(targets.values()), flags.overwrite)
+  return detector, viz_format
+
+
+def _main(argv: Sequence[str], flags: Any) -> tuple[str, list[str]]:
+  if len(argv) > 1:
+    raise PosejaxError(f"unexpected arguments: {' '.join(argv[1:])}")
+  if not flags.video and not flags.keypoints:
+    raise PosejaxError("pass --video VIDEO (the person is detected in it) or --keypoints data_2d_custom_NAME.npz")
+  if flags.viz_format not in ("mp4", "gif"):
+    raise PosejaxError(f"--viz_format {flags.viz_format!r}: use mp4 or gif")
+  out = flags.out or os.path.join(flags.workdir, "infer")
+  detector, viz_format = _checked_inputs(flags, out)  # bad input fails before the restore
+  run = eval_lib.restore_run(flags.workdir, flags.checkpoint, flags.config)
+  from posejax import classifier as classifier_lib
+  classifier = classifier_lib.restore(flags.workdir)
+  choose_routing(run.actions_of_slices, flags.action, flags.routing, classifier is not None)
+  route = dict(action=flags.action, routing=flags.routing, classifier=classifier)
+  print(f"lifting with {run.describe()} of {flags.workdir}"
+        + (" and its trajectory model(s)" if run.trajectory is not None else ""), flush=True)
+  viz = dict(fps=flags.fps, size=flags.viz_size, limit=flags.viz_limit, downsample=flags.viz_downsample)
+  if flags.video:
+    paths = list(infer_video(run, flags.video, out, keypoints_path=flags.keypoints, detector=detector,
+                             min_confidence=flags.min_confidence, viz_format=viz_format, **route, **viz).values())
+  else:
+    viz["fps"] = flags.fps or DEFAULT_FPS
+    paths = infer_file(run, flags.keypoints, out, render_gif=flags.render, **route, **viz)
+  return out, paths
 
 
 def _define_flags(values: Any = None) -> Any:
@@ -379,6 +411,7 @@ def _define_flags(values: Any = None) -> Any:
   flags.DEFINE_string("keypoints", None, "data_2d_custom_NAME.npz file (with --video: its keypoints, "
                       "no detection).", **kw)
   flags.DEFINE_string("out", None, "Output folder (default: WORKDIR/infer).", **kw)
+  flags.DEFINE_bool("overwrite", False, "Replace output files that exist in --out (else refused).", **kw)
   flags.DEFINE_string("checkpoint", eval_lib.DEFAULT_CHECKPOINT,
                       "latest (the final model), a step number, or best (runs with a validation split).", **kw)
   flags.DEFINE_string("routing", None, "Action-based workdirs with an action classifier: predicted (each video "
@@ -400,5 +433,6 @@ def _define_flags(values: Any = None) -> Any:
 
 if __name__ == "__main__":
   from absl import app
+  from posejax import cli
   FLAGS = _define_flags()
-  app.run(lambda argv: main(argv, FLAGS))
+  app.run(lambda argv: main(argv, FLAGS), flags_parser=cli.absl_flags_parser)

@@ -153,3 +153,16 @@ def test_stop_request_sets_flag_and_restores_handlers():
     os.kill(os.getpid(), signal.SIGTERM)
     assert stop.requested and stop.signal == signal.SIGTERM
   assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_read_only_opening_logs_nothing_but_other_absl_warnings_pass(tmp_path, caplog):
+  from absl import logging as absl_logging
+  variables = jax.tree.map(np.asarray, _state(models=1, steps=0).variables)
+  config = ml_collections.ConfigDict({"mode": "common", "model": {"channels": 8}})
+  ck.save_imported(str(tmp_path), variables, config, ["all"], source="x")
+  with caplog.at_level("INFO"):
+    ck.manager(str(tmp_path), read_only=True).close()
+    ck.restore_for_eval(str(tmp_path), "latest")
+    absl_logging.warning("Given directory is writable=%s", "d")  # the filter drops that notice only
+  messages = [r.getMessage() for r in caplog.records]
+  assert not [m for m in messages if "read only" in m] and "Given directory is writable=d" in messages

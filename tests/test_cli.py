@@ -52,3 +52,11 @@ def test_quiet_unraisable_drops_only_closed_event_loop_noise(monkeypatch):
   cli._quiet_unraisable(noise)
   cli._quiet_unraisable(other)
   assert seen == [other]
+
+
+def test_help_flags_are_recognized_before_the_separator():
+  assert cli.help_request(["t", "--config", "c.py", "--help"]) == "short"
+  assert cli.help_request(["t", "-?"]) == cli.help_request(["t", "--helpshort"]) == "short"
+  assert cli.help_request(["t", "-helpfull"]) == "full"
+  assert cli.help_request(["t", "--", "--help"]) is None
+  assert cli.help_request(["--help", "--helpers=1", "--nohelp"]) is None  # argv[0] is the program

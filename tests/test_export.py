@@ -120,6 +120,18 @@ def test_action_based_workdir_one_file_per_action_or_one_slice(action_based, tmp
   np.testing.assert_allclose(run_onnx(one, x), jax_output(variables[1], x), atol=1e-4)
 
 
+def test_main_says_that_an_action_based_export_is_a_folder_of_models(action_based, tmp_path, capsys):
+  out = tmp_path / "ab.onnx"
+  assert export.main(["--workdir", action_based[0], "--format", "onnx", "--out", str(out)]) == 0
+  assert out.is_dir() and sorted(os.listdir(out)) == ["Eating.onnx", "Walking.onnx"]
+  assert capsys.readouterr().out == (f"wrote 2 models to {out}/ (one per action: Eating.onnx, Walking.onnx; "
+                                     "pick one with --slice ACTION)\n")
+  saved = [str(tmp_path / "sm" / "Eating"), str(tmp_path / "sm" / "Walking")]
+  assert export.written(str(tmp_path / "sm"), saved).startswith(f"wrote 2 models to {tmp_path}/sm/ "
+                                                                "(one per action: Eating/, Walking/;")
+  assert export.written("m.onnx", ["m.onnx"]) == "wrote m.onnx"
+
+
 def test_existing_outputs_are_kept_unless_overwrite(common, tmp_path, capsys):
   workdir, (variables,) = common
   out = tmp_path / "model.onnx"

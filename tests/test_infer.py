@@ -110,11 +110,37 @@ def test_main_lifts_with_the_final_model_by_default(tmp_path, capsys):
   with np.load(os.path.join(out, "clip.mp4.npz")) as f:
     np.testing.assert_allclose(f["positions_3d"], infer.lift_videos(final, videos, left, right, action="Walking")[0][0],
                                atol=1e-6)
-  values.checkpoint = "best"
+  values.checkpoint, values.overwrite = "best", True  # the same --out again
   with pytest.raises(SystemExit) as info:
     infer.main(argv, values)
   err = capsys.readouterr().err
   assert info.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1 and "held-out" in err
+
+
+def test_main_refuses_to_replace_earlier_outputs_without_overwrite(tmp_path, capsys):
+  from absl import flags
+  from test_eval_lib import stacked_variables, tiny_config, write_run
+  config = tiny_config()
+  workdir = write_run(tmp_path / "run", config, {8: stacked_variables(config, 20)}, total_steps=8)
+  path = write_custom(tmp_path / "data_2d_custom_test.npz", {"clip.mp4": keypoints(11), "b.mp4": keypoints(9)})
+  out = tmp_path / "out"
+  values = infer._define_flags(flags.FlagValues())
+  argv = values(["infer", "--workdir", workdir, "--keypoints", path, "--out", str(out), "--action", "Walking"])
+  infer.main(argv, values)
+  first = {name: (out / name).read_bytes() for name in os.listdir(out)}
+  assert sorted(first) == ["b.mp4.npz", "clip.mp4.npz"]
+  capsys.readouterr()
+  write_custom(path, {"clip.mp4": keypoints(11, seed=5), "b.mp4": keypoints(9)})  # new input, same names
+  with pytest.raises(SystemExit) as info:
+    infer.main(argv, values)
+  captured = capsys.readouterr()
+  assert info.value.code == 2 and captured.out == ""  # refused before restoring anything
+  assert captured.err == f"error: --out {out / 'clip.mp4.npz'}: already exists (pass --overwrite to replace it)\n"
+  assert {name: (out / name).read_bytes() for name in os.listdir(out)} == first
+  values.overwrite = True
+  infer.main(argv, values)
+  assert sorted(os.listdir(out)) == sorted(first)  # no temporary file left behind
+  assert (out / "clip.mp4.npz").read_bytes() != first["clip.mp4.npz"]
 
 
 def test_videos_are_routed_by_the_classifier_and_their_action_written(tmp_path, capsys):
