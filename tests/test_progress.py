@@ -5,7 +5,8 @@ import types
 import numpy as np
 import pytest
 
-from posejax import engine, progress, sharding, trainer
+from posejax import device_eval, engine, evaluation, progress, sharding, trainer
+from test_evaluation_device import init_variables, labelled_data, stack, tiny_model
 
 
 class Calls:
@@ -112,3 +113,31 @@ def test_shown_overrides_the_terminal_check():
       assert not progress.enabled()
     assert progress.enabled()
   assert not progress.enabled()  # pytest's captured stderr is no terminal
+
+
+class RecordingBar(progress.Bar):
+  made: list = []
+
+  def __init__(self, per_step, desc, **kwargs):
+    super().__init__(per_step, desc, **kwargs)
+    self.per_step, self.updates = list(per_step), []
+    RecordingBar.made.append(self)
+
+  def update(self, steps):
+    self.updates.append(steps)
+    super().update(steps)
+
+
+def test_evaluation_bar_advances_per_chunk_batch(monkeypatch):
+  monkeypatch.setattr(progress, "Bar", RecordingBar)
+  RecordingBar.made = []
+  model = tiny_model()
+  data, slices = labelled_data(), ["Eating", "Walking"]
+  resident = evaluation.resident_test_set(data, slices, model, chunk=4, batch=2)
+  variables = stack(init_variables(model, 20), init_variables(model, 21))
+  device_eval.predict(model, variables, resident, tta=False)
+  device_eval.predict_all(model, variables, resident, tta=False)
+  routed, every = RecordingBar.made
+  steps = resident.chunks.shape[0]
+  assert steps > 1 and routed.updates == [1] * steps and sum(routed.per_step) == resident.plan.total_frames
+  assert sum(every.updates) == len(every.per_step) and sum(every.per_step) == 2 * resident.plan.total_frames
