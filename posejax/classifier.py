@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from posejax import device_eval, eval_lib, optim, sampling, schedules, train_step
+from posejax import device_eval, eval_lib, optim, progress, sampling, schedules, train_step
 from posejax import slices as slices_lib
 from posejax import workdir as workdir_lib
 from posejax.data.dataset import PoseDataset
@@ -150,7 +150,7 @@ def frame_log_probs(classifier: Classifier, resident: device_eval.ResidentTestSe
   """(N, C) device log-probabilities of every flat frame of a resident set."""
   head = ActionLogProbs(classifier.model, bool(tta), tuple(resident.flip[0]), tuple(resident.flip[1]))
   stacked = jax.tree.map(lambda x: jnp.asarray(x)[None], classifier.variables)
-  return device_eval.apply_all(head, stacked, resident)[0]
+  return device_eval.apply_all(head, stacked, resident, desc="action classifier")[0]
 
 
 # --- Training ----------------------------------------------------------------------------------
@@ -203,8 +203,9 @@ def classifier_step(state: train_step.TrainState, windows: jax.Array, labels: ja
 
 
 def _steps_fn(model: ActionClassifier, optimizer, spec: sampling.WindowSpec, hp_fn: Callable) -> Callable:
-  """Jitted `(state, acc, tables, block_label, start, count, rng) -> (state, acc)`: steps
-  start..start+count-1 of the stream; acc accumulates (loss sum, correct windows)."""
+  """Jitted `(state, acc, tables, block_label, start, count, rng) -> (state, acc, start + count)`:
+  steps start..start+count-1 of the stream; acc accumulates (loss sum, correct windows); the
+  scalar (not donated) tells when the call has completed."""
   def run(state, acc, tables, block_label, start, count, rng):
     slot = jnp.zeros((1,), jnp.int32)
 
@@ -219,7 +220,8 @@ def _steps_fn(model: ActionClassifier, optimizer, spec: sampling.WindowSpec, hp_
       state, metrics = classifier_step(state, windows, labels, hp, rng, model=model, optimizer=optimizer)
       return state, acc + jnp.stack([metrics["loss"], metrics["correct"].astype(jnp.float32)])
 
-    return jax.lax.fori_loop(0, count, body, (state, acc))
+    state, acc = jax.lax.fori_loop(0, count, body, (state, acc))
+    return state, acc, start + count
 
   return jax.jit(run, donate_argnums=(0, 1))
 
@@ -256,10 +258,14 @@ def train(hp: Mapping[str, Any], data: TrainingData, *, steps_per_call: int = 16
   for epoch in range(epochs):
     end = -(-(epoch + 1) * n // batch)  # the step at which the stream has passed (epoch + 1) n examples
     steps = end - done
-    while done < end:
-      count = min(steps_per_call, end - done)
-      state, acc = compiled(state, acc, tables, block_label, np.int32(done), np.int32(count), rng)
-      done += count
+    with progress.Bar(np.full(steps, batch), f"classifier epoch {epoch + 1}") as bar:
+      completions = progress.Completions(bar.update)
+      while done < end:
+        count = min(steps_per_call, end - done)
+        state, acc, marker = compiled(state, acc, tables, block_label, np.int32(done), np.int32(count), rng)
+        done += count
+        completions.dispatched(marker, count)
+      completions.drain()
     loss, correct = (float(x) for x in np.asarray(acc))
     acc = jnp.zeros(2, jnp.float32)
     history.append({"epoch": epoch + 1, "loss": loss / max(steps, 1), "train_accuracy": correct / max(steps * batch, 1)})

@@ -5,7 +5,8 @@ sequences, concatenated along one flat frame axis, and a fixed-shape chunk plan
 (`posejax.chunk_plan`). It is built once; every pass over it reuses one compilation, and
 nothing per chunk crosses to the host.
 
-`predict` is one jitted loop (`lax.scan`) over the chunk batches through the DILATED model.
+`predict` runs the chunk batches through the DILATED model, one compiled call per batch into
+a donated output (a progress bar follows the calls as they complete).
 Each sequence is cut into chunks of `chunk` output frames; a chunk's `chunk + RF - 1` input
 frames are gathered with clipped indices, which is exactly the reference's edge padding of the
 whole sequence (`pad + shift` frames before, `pad - shift` after), so the output equals running
@@ -32,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from posejax import losses
+from posejax import losses, progress
 from posejax.errors import PosejaxError
 from posejax.chunk_plan import ChunkPlan, chunk_table, plan_chunks, plan_groups
 from posejax.model import TemporalModel, causal_shift, receptive_field
@@ -208,31 +209,48 @@ class PoseForward:
     return jax.vmap(one_slice)(variables, inputs)
 
 
-@functools.partial(jax.jit, static_argnames=("forward", "chunk", "rows"))
-def _predict(forward: Any, variables: Any, poses_2d: jax.Array, chunks: jax.Array, *, chunk: int,
-             rows: int) -> jax.Array:
-  """poses_2d: (N, K, 2), chunks: (steps, A, batch, 3) -> (rows, N, *forward.tail) outputs.
+@functools.partial(jax.jit, static_argnames=("forward", "chunk"), donate_argnames=("out",))
+def _predict(forward: Any, variables: Any, poses_2d: jax.Array, chunks: jax.Array, out: jax.Array, step: jax.Array,
+             *, chunk: int) -> tuple[jax.Array, jax.Array]:
+  """Chunk batch `step` of chunks (steps, A, batch, 3) written into out (rows, N, *forward.tail).
 
   `forward(variables, windows (A, batch, chunk + RF - 1, K, 2)) -> (A, batch, chunk, *tail)`
   runs the A stacked models; with rows == 1 every slice writes the one output (each frame is
   routed to one slice), with rows == A slice a writes row a (every slice runs every frame).
+  Returns (out, step + 1): the scalar tells when this call has completed.
   """
   model = forward.model
   rf = receptive_field(model.filter_widths)
   window = jnp.arange(chunk + rf - 1) - (rf - 1) // 2 - causal_shift(model.filter_widths, model.causal)
   n = poses_2d.shape[0]
-  row = (jnp.arange(chunks.shape[1]) if rows > 1 else jnp.zeros(chunks.shape[1], jnp.int32))[:, None, None]
+  row = (jnp.arange(chunks.shape[1]) if out.shape[0] > 1 else jnp.zeros(chunks.shape[1], jnp.int32))[:, None, None]
+  batch = jax.lax.dynamic_index_in_dim(chunks, step, keepdims=False)
+  offset, length, start = (batch[..., i, None] for i in range(3))  # (A, batch, 1) each
+  # Clipping to the sequence repeats its edge frames: the reference's edge padding.
+  inputs = poses_2d[offset + jnp.clip(start + window, 0, jnp.maximum(length, 1) - 1)]
+  local = start + jnp.arange(chunk)
+  index = jnp.where(local < length, offset + local, n)  # n is out of bounds: dropped
+  return out.at[row, index].set(forward(variables, inputs), mode="drop"), step + 1
 
-  def step(out: jax.Array, batch: jax.Array) -> tuple[jax.Array, None]:
-    offset, length, start = (batch[..., i, None] for i in range(3))  # (A, batch, 1) each
-    # Clipping to the sequence repeats its edge frames: the reference's edge padding.
-    inputs = poses_2d[offset + jnp.clip(start + window, 0, jnp.maximum(length, 1) - 1)]
-    local = start + jnp.arange(chunk)
-    index = jnp.where(local < length, offset + local, n)  # n is out of bounds: dropped
-    return out.at[row, index].set(forward(variables, inputs), mode="drop"), None
 
-  out = jnp.zeros((rows, n) + tuple(forward.tail), jnp.float32)
-  return jax.lax.scan(step, out, chunks)[0]
+def _step_frames(table: np.ndarray, chunk: int) -> np.ndarray:
+  """(steps,) output frames computed for real sequences in each chunk batch of a chunk table."""
+  length, start = table[..., 1].astype(np.int64), table[..., 2].astype(np.int64)
+  return np.where(length > 0, np.minimum(chunk, length - start), 0).sum(axis=(1, 2))
+
+
+def _run_chunks(forward: Any, variables: Any, poses_2d: jax.Array, chunks: jax.Array, table: np.ndarray, *,
+                chunk: int, rows: int, desc: str) -> jax.Array:
+  """(rows, N, *forward.tail): every chunk batch, one call each, a progress bar advancing as
+  calls complete (`table`: the host copy of `chunks`)."""
+  out = jnp.zeros((rows, poses_2d.shape[0]) + tuple(forward.tail), jnp.float32)
+  with progress.Bar(_step_frames(table, chunk), desc, unit="frames", step_unit="batch") as bar:
+    completions = progress.Completions(bar.update)
+    for step in range(chunks.shape[0]):
+      out, done = _predict(forward, variables, poses_2d, chunks, out, np.int32(step), chunk=chunk)
+      completions.dispatched(done, 1)
+    completions.drain()
+  return out
 
 
 def _dilated(model: TemporalModel) -> TemporalModel:
@@ -246,10 +264,12 @@ def predict(model: TemporalModel, variables: Any, resident: ResidentTestSet, *, 
   if resident.plan.total_frames == 0:
     return jnp.zeros((0, model.num_joints_out, 3), jnp.float32)
   forward = PoseForward(_dilated(model), bool(tta), resident.flip)
-  return _predict(forward, variables, resident.poses_2d, resident.chunks, chunk=resident.plan.chunk, rows=1)[0]
+  return _run_chunks(forward, variables, resident.poses_2d, resident.chunks, chunk_table(resident.plan),
+                     chunk=resident.plan.chunk, rows=1, desc="evaluation")[0]
 
 
-def apply_all(forward: Any, variables: Any, resident: ResidentTestSet) -> jax.Array:
+def apply_all(forward: Any, variables: Any, resident: ResidentTestSet,
+              desc: str = "every model, every frame") -> jax.Array:
   """(M, N, *forward.tail): each of the M stacked models (variables (M, ...)) on every frame.
 
   `forward` is a hashable head like `PoseForward` (`model` with filter_widths, causal,
@@ -262,8 +282,9 @@ def apply_all(forward: Any, variables: Any, resident: ResidentTestSet) -> jax.Ar
     raise PosejaxError("evaluation: no stacked model variables")
   if resident.plan.total_frames == 0:
     return jnp.zeros((models, 0) + tuple(forward.tail), jnp.float32)
-  chunks = jax.device_put(_shared_chunks(resident, models))
-  return _predict(forward, variables, resident.poses_2d, chunks, chunk=resident.plan.chunk, rows=models)
+  table = _shared_chunks(resident, models)
+  return _run_chunks(forward, variables, resident.poses_2d, jax.device_put(table), table, chunk=resident.plan.chunk,
+                     rows=models, desc=desc)
 
 
 def predict_all(model: TemporalModel, variables: Any, resident: ResidentTestSet, *, tta: bool) -> jax.Array:

@@ -25,7 +25,7 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from posejax import sampling, semi_step, sharding, slices, train_step
+from posejax import progress, sampling, semi_step, sharding, slices, train_step
 
 PyTree = Any
 INPUTS = ("device", "host")
@@ -157,39 +157,46 @@ def run_segment_device(engine: Engine, compiled, state, acc, tables, inputs: np.
                        on_chunk: Callable[[int], None] = lambda n: None):
   """Runs the schedule rows `inputs` (T, K, 3) in calls of `steps_per_call` rows.
 
+  `on_chunk(rows)` follows each call when it has completed on the device; after dispatching a
+  call the host waits for the one before, so at most two calls are in flight.
   Returns (state, acc, rows done); stops early (at a call boundary) when `should_stop()`.
   """
   c = engine.steps_per_call
   done = 0
   replicated = engine.layout.replicated
+  completions = progress.Completions(on_chunk)
   while done < len(inputs):
     count = min(c, len(inputs) - done)
     chunk = np.zeros((c,) + inputs.shape[1:], np.int32)
     chunk[:count] = inputs[done:done + count]
-    # Small host arrays: their transfer is asynchronous; the loop never reads a result here.
+    # Small host arrays: their transfer is asynchronous; the loop reads no result but a marker.
     state, acc = compiled(state, acc, tables, sharding.put_global(chunk, replicated),
                           np.int32(count), np.int32(base_step + done), rng)
     done += count
-    on_chunk(count)
+    completions.dispatched(progress.marker(acc["steps"]), count)
     if should_stop():
       break
+  completions.drain()
   return state, acc, done
 
 
 def run_segment_host(engine: Engine, compiled, state, acc, batches: Iterator[dict[str, np.ndarray]],
                      inputs: np.ndarray, base_step: int, rng, should_stop: Callable[[], bool] = lambda: False,
                      on_chunk: Callable[[int], None] = lambda n: None):
-  """Runs the rows `inputs` (T, K, 3) one step per call, windows from the host `batches`."""
+  """Runs the rows `inputs` (T, K, 3) one step per call, windows from the host `batches`;
+  `on_chunk` as in `run_segment_device`."""
   done = 0
   batch_sharding = NamedSharding(engine.layout.mesh, P("action", "data"))
+  completions = progress.Completions(on_chunk)
   while done < len(inputs):
     host = next(batches)
     batch = sharding.put_global({k: host[k] for k in ("poses_2d", "poses_3d")}, batch_sharding)
     state, acc = compiled(state, acc, batch, inputs[done], np.int32(base_step + done), rng)
     done += 1
-    on_chunk(1)
+    completions.dispatched(progress.marker(acc["steps"]), 1)
     if should_stop():
       break
+  completions.drain()
   return state, acc, done
 
 

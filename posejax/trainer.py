@@ -24,10 +24,9 @@ from typing import Any, Mapping
 
 import jax
 import numpy as np
-import tqdm
 
-from posejax import (checkpointing, engine, eval_lib, evaluation, log_point, model_spec, optim, report, resume,
-                     sampling, schedules, semi_data, semi_eval, semi_step, sharding, slices, train_step)
+from posejax import (checkpointing, engine, eval_lib, evaluation, log_point, model_spec, optim, progress, report,
+                     resume, sampling, schedules, semi_data, semi_eval, semi_step, sharding, slices, train_step)
 from posejax import trajectory as trajectory_lib
 from posejax import classifier  # the action classifier, trained after the pose models
 from posejax import workdir as workdir_lib
@@ -296,8 +295,7 @@ class _Loop:
     if self.compiled is None:
       self._compile(state, acc)
     start_time = time.perf_counter()
-    bar = tqdm.tqdm(total=len(inputs), desc=desc, unit="step", leave=False,
-                    disable=not run.config.train.get("progress", True) or jax.process_index() != 0)
+    bar = progress.Bar(_step_samples(inputs, run.layout.num_models, run.batch_size), desc)
     should_stop = lambda: stop.requested
     if run.input == "device":
       state, acc, done = engine.run_segment_device(run.engine, self.compiled, state, acc, self.tables, inputs,
@@ -314,12 +312,25 @@ class _Loop:
     return state, acc, done
 
 
+def _step_samples(inputs: np.ndarray, num_models: int, batch_size: int) -> np.ndarray:
+  """(T,) useful samples of each global step: the batches of its real slot models, counted as
+  train_summary.json counts samples."""
+  return (inputs[..., 0] < num_models).sum(-1) * batch_size
+
+
 def _positions(state, layout: sharding.Layout) -> np.ndarray:
   """(A',) each model's own step count (host)."""
   return np.asarray(sharding.fetch(state.step), np.int64).reshape(layout.padded_models)
 
 
 def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
+  """`_train_and_evaluate` with progress bars (training, evaluation, classifier) as
+  config.train.progress says."""
+  with progress.shown(bool(config.train.get("progress", True))):
+    return _train_and_evaluate(config, workdir)
+
+
+def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   """Trains (or resumes) the configured run in `workdir`; returns the train summary.
 
   Returns {'interrupted': True, 'step': s} instead when stopped by SIGTERM/SIGINT (after
