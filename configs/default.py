@@ -131,6 +131,9 @@ def get_config() -> ml_collections.ConfigDict:
   # step gathers its windows), 'host' (tf.data), or 'auto' (device when the tables fit).
   config.train.input = "auto"
   config.train.slots = 0  # models per global step (0: the most with >= 97 % useful model-steps)
+  # device memory in GiB the compiled step may use (0: what the device reports; CPUs report
+  # none); a step that does not fit runs with fewer slots
+  config.train.device_memory_gib = 0.0
   config.train.steps_per_call = 16  # global steps per compiled call on the device path
 
   config.eval = ml_collections.ConfigDict()

@@ -25,8 +25,8 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 
-from posejax import (checkpointing, engine, eval_lib, evaluation, log_point, model_spec, optim, progress, report,
-                     resume, sampling, schedules, semi_data, semi_eval, semi_step, sharding, slices, train_step)
+from posejax import (checkpointing, engine, eval_lib, evaluation, log_point, memory_plan, model_spec, optim,
+                     progress, report, resume, sampling, schedules, semi_data, semi_eval, semi_step, sharding, slices, train_step)
 from posejax import trajectory as trajectory_lib
 from posejax import classifier  # the action classifier, trained after the pose models
 from posejax import workdir as workdir_lib
@@ -55,8 +55,7 @@ def _input_mode(config, table: sampling.WindowTable) -> str:
     raise PosejaxError(f"--config.train.input: {mode!r} is not one of auto, {', '.join(engine.INPUTS)}")
   if mode != "auto":
     return mode
-  stats = jax.local_devices()[0].memory_stats() or {}
-  limit = stats.get("bytes_limit")
+  limit = memory_plan.device_limit(float(config.train.device_memory_gib), jax.local_devices()[0])
   return "host" if limit and table.nbytes() > DEVICE_TABLE_SHARE * limit else "device"
 
 
@@ -149,9 +148,23 @@ class Run:
     else:
       self.init_fn = lambda: train_step.init_stacked_state(self.train_model, self.optimizer, int(config.seed),
                                                            self.model_ids, input_shape)
-    self.engine = engine.Engine(self.train_model, self.optimizer, hp_fn, self.model_ids, self.layout,
-                                self.slot_layout, spec, self.table.examples,
-                                steps_per_call=int(t.get("steps_per_call", 16)), semi=semi)
+    self.engine_for = lambda slot_layout: engine.Engine(
+        self.train_model, self.optimizer, hp_fn, self.model_ids, self.layout, slot_layout, spec,
+        self.table.examples, steps_per_call=int(t.get("steps_per_call", 16)), semi=semi)
+    self.engine = self.engine_for(self.slot_layout)
+
+  def slot_layout_of(self, slots_per_group: int) -> tuple[slices.SlotLayout, float]:
+    """The layout with `slots_per_group` slots per action group, and its useful fraction."""
+    layout = slices.SlotLayout(self.slot_layout.groups, self.slot_layout.models_per_group, slots_per_group)
+    return layout, slices.run_length(self.targets, layout, self.layout.padded_models)[1]
+
+  def use_slots(self, slots_per_group: int) -> None:
+    """Recomputes the schedule for fewer slots (the models train the same, in more global steps)."""
+    if slots_per_group == self.slot_layout.slots_per_group:
+      return
+    self.slot_layout, self.useful = self.slot_layout_of(slots_per_group)
+    self.segment_lengths, _ = slices.run_length(self.targets, self.slot_layout, self.layout.padded_models)
+    self.engine = self.engine_for(self.slot_layout)
 
   def padded(self, per_model: np.ndarray) -> np.ndarray:
     out = np.zeros(self.layout.padded_models, np.int64)
@@ -277,14 +290,29 @@ class _Loop:
     self.tables = (engine.put_tables(run.table, run.layout, run.unlabeled_table) if run.input == "device"
                    else None)
 
-  def _compile(self, state, acc) -> None:
+  def _compile_engine(self, eng: engine.Engine, state, acc):
     run, start = self.run, time.perf_counter()
     if run.input == "device":
-      self.compiled = run.engine.compile_device(state, acc, self.tables, self.rng)
+      compiled = eng.compile_device(state, acc, self.tables, self.rng)
     else:
-      self.compiled = run.engine.compile_host(state, acc, engine.host_batch_example(run.engine, run.table),
-                                              self.rng)
+      compiled = eng.compile_host(state, acc, engine.host_batch_example(eng, run.table), self.rng)
     self.timers.compile += time.perf_counter() - start
+    return compiled
+
+  def plan(self, state, acc) -> memory_plan.Plan:
+    """Compiles the step at the schedule's slots, or at fewer when that does not fit the device's
+    memory (the run's schedule follows); raises when one slot does not fit."""
+    run = self.run
+    limit = memory_plan.device_limit(float(run.config.train.device_memory_gib), jax.local_devices()[0])
+    compile_at = lambda k: self._compile_engine(run.engine_for(run.slot_layout_of(k)[0]), state, acc)
+    plan = memory_plan.fit_slots(compile_at, run.slot_layout.slots_per_group, limit,
+                                 what=f"the training step ({run.batch_size} examples per model)")
+    run.use_slots(plan.slots)
+    self.compiled = plan.compiled
+    return plan
+
+  def _compile(self, state, acc) -> None:
+    self.compiled = self._compile_engine(self.run.engine, state, acc)
 
   def run_rows(self, state, acc, inputs: np.ndarray, step: int, stop: checkpointing.StopRequest, desc: str):
     """Runs the rows `inputs` (T, K, 3) from global step `step`; returns (state, acc, rows done).
@@ -357,20 +385,22 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     _log(f"INFO: Semi-supervision on {run.unlabeled_table.num_frames:,} frames of "
          f"{', '.join(semi_data.unlabeled_subjects(config))} (warm-up {int(config.train.get('warmup', 1))} epoch(s): "
          f"{', '.join(f'{n:,}' for n in run.warmup_steps[:layout.num_models])} step(s))")
-  _log(f"INFO: schedule: {run.slot_layout.slots} slot(s) per global step, {int(run.segment_lengths.sum()):,} global "
-       f"steps, useful fraction of model-steps {run.useful:.4f}; input on the {run.input} "
-       f"({run.table.nbytes() / 2**20:,.0f} MiB of training tables)")
   timers = log_point.Timers()
   mngr = checkpointing.manager(workdir, keep=int(config.checkpoint.keep), select_best=bool(run.heldout))
   try:
     state, acc, step = _restore_or_init(run, mngr, timers)
+    rng = jax.jit(lambda: jax.random.key(int(config.seed) + 1), out_shardings=layout.replicated)()
+    loop = _Loop(run, rng, timers)
+    plan = loop.plan(state, acc)  # before anything is written: a call that cannot fit never starts
+    _log(f"INFO: schedule: {run.slot_layout.slots} slot(s) per global step, {int(run.segment_lengths.sum()):,} global "
+         f"steps, useful fraction of model-steps {run.useful:.4f}; input on the {run.input} "
+         f"({run.table.nbytes() / 2**20:,.0f} MiB of training tables)")
+    _log(f"INFO: {plan.describe(run.slot_layout.groups)}")
     if jax.process_index() == 0:
       workdir_lib.write_config(workdir, config)
     writer = MetricsWriter(workdir, workdir_lib.read_metrics(workdir, step), enabled=jax.process_index() == 0)
     positions = _positions(state, layout)
     every = max(int(config.checkpoint.every_epochs), 1)
-    rng = jax.jit(lambda: jax.random.key(int(config.seed) + 1), out_shardings=layout.replicated)()
-    loop = _Loop(run, rng, timers)
     with checkpointing.StopRequest(busy=mngr.is_saving_in_progress) as stop:
       for index, ((epoch, _), target) in enumerate(zip(run.points, run.targets)):
         target = run.padded(target)
