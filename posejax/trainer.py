@@ -11,7 +11,7 @@ prints one line, and checkpoints every `checkpoint.every_epochs` log points. Bet
 points the host only enqueues work: losses accumulate on the device. SIGTERM/SIGINT save a
 checkpoint at the next call boundary and stop; rerunning the same command resumes and ends as
 an uninterrupted run would. After the last step: final evaluation with TTA,
-WORKDIR/eval/step_N/results.*, train_summary.json.
+WORKDIR/eval/step_N/final/results.*, train_summary.json.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from posejax import (checkpointing, engine, eval_lib, evaluation, log_point, mod
                      sampling, schedules, semi_data, semi_eval, semi_step, sharding, slices, train_step)
 from posejax import trajectory as trajectory_lib
 from posejax import classifier  # the action classifier, trained after the pose models
+from posejax import routing  # writes the evaluation folders
 from posejax import workdir as workdir_lib
 from posejax.compilation_cache import enable_compilation_cache
 from posejax.data.actions import ABBREVIATIONS
@@ -240,7 +241,7 @@ def _final_evaluation(run: Run, state, step: int, timers: log_point.Timers) -> d
       routing="none (one model)" if run.mode == "common" else "oracle (ground-truth action labels)",
       **({"trajectory": report.trajectory_section(run.semi_set_metrics(state, "valid"))} if run.semi else {}))
   if jax.process_index() == 0:
-    report.write_results(workdir_lib.eval_dir(run.workdir, step), document)
+    routing.write_evaluation(workdir_lib.eval_dir(run.workdir, step, workdir_lib.FINAL_EVAL), document)
   _log(f"Final evaluation (test-time augmentation: {tta}), mm:\n" + report.to_text(report.results_table(document))
        + report.trajectory_text(document))
   for subject, sub in document.get("by_subject", {}).items():

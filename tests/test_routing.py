@@ -243,7 +243,9 @@ def test_eval_workdir_reports_every_routing_side_by_side(routed_run, capsys):
   doc = eval_lib.evaluate_workdir(workdir, routing="soft", cross_action=True)
   out = capsys.readouterr().out
   assert "headline: soft" in out and "Cross-action" in out
-  saved = json.load(open(layout.results_path(workdir, 8)))
+  out_dir = layout.eval_dir(workdir, 8, "soft+cross_action")
+  assert f"wrote {out_dir}/results.json, results.csv, results.md, confusion.png, cross_action.png\n" in out
+  saved = json.load(open(os.path.join(out_dir, "results.json")))
   assert saved["routing_mode"] == "soft" and list(saved["routings"]) == ["oracle", "predicted", "soft"]
   assert saved["routings"]["oracle"]["needs_labels"] and not saved["routings"]["predicted"]["needs_labels"]
   assert saved["average"] == saved["routings"]["soft"]["average"] == doc["average"]
@@ -252,10 +254,10 @@ def test_eval_workdir_reports_every_routing_side_by_side(routed_run, capsys):
   expected = evaluation.evaluate_dataset(model, stack(walking, walking), data, ACTIONS, chunk=4, batch=2)
   assert saved["routings"]["predicted"]["average"]["mpjpe"] == pytest.approx(expected["average"]["mpjpe"], rel=1e-5)
   assert saved["classifier"]["confusion_sequences"] == [[0, 2], [0, 1]]
-  md = open(os.path.join(layout.eval_dir(workdir, 8), "results.md")).read()
+  md = open(os.path.join(out_dir, "results.md")).read()
   assert "| oracle (needs labels) |" in md and "| predicted |" in md and "## Cross-action matrix" in md
   for name in (routing.CONFUSION_FIGURE, routing.CROSS_ACTION_FIGURE):
-    with Image.open(os.path.join(layout.eval_dir(workdir, 8), name)) as im:
+    with Image.open(os.path.join(out_dir, name)) as im:
       assert im.size[0] > 100
   assert report.routing_results(saved, "oracle")["average"] == saved["routings"]["oracle"]["average"]
 
@@ -272,7 +274,7 @@ def test_eval_and_infer_command_lines_route(routed_run, tmp_path, capsys):
   workdir = routed_run[0]
   assert run_cli(["--workdir", workdir, "--routing=soft", "--cross_action"]) == 0
   assert "headline: soft" in capsys.readouterr().out
-  assert json.load(open(layout.results_path(workdir, 8)))["cross_action"]["models"] == list(ACTIONS)
+  assert json.load(open(layout.results_path(workdir, 8, "soft+cross_action")))["cross_action"]["models"] == list(ACTIONS)
   assert run_cli(["--workdir", workdir, "--routing=common"]) == 2
   err = capsys.readouterr().err
   assert err.startswith("error: ") and err.count("\n") == 1 and "--common DIR" in err

@@ -88,7 +88,7 @@ def test_action_based_run_writes_the_workdir(ab_workdir):
   assert records[-1]["mpjpe_valid"] != pytest.approx(np.mean(per_action), rel=1e-9)
   assert records[-1]["loss"] < records[0]["loss"]
   assert glob.glob(os.path.join(workdir, "events.out.tfevents*"))
-  with open(os.path.join(workdir, "eval", f"step_{summary['global_steps']}", "results.json")) as f:
+  with open(os.path.join(workdir, "eval", f"step_{summary['global_steps']}", "final", "results.json")) as f:
     results = json.load(f)
   assert set(results["per_action"]) == {"Eating", "Walking"} and results["tta"] is True
   assert results["checkpoint_final"] is True
