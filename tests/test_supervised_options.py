@@ -226,8 +226,8 @@ def test_resume_from_a_named_step_or_another_workdir(data_dir, tmp_path, capsys)
   jax.tree.map(np.testing.assert_array_equal, _variables(branch), want)
   assert _records(branch) == want_records[1:]
   assert f"starting from step {first} of {checkpointing.checkpoint_dir(straight)}" in capsys.readouterr().out
-  trainer.train_and_evaluate(config, branch)  # has its own checkpoints now: they win
-  assert "not used" in capsys.readouterr().out
+  trainer.train_and_evaluate(config, branch)  # has its own, finished checkpoints now: they win
+  assert f"--workdir {branch}: training finished at step {last}" in capsys.readouterr().out
 
   config.checkpoint.resume_from = "999"
   with pytest.raises(PosejaxError, match=f"no checkpoint at step 999 \\(available: {first}, {last}\\)"):
