@@ -11,8 +11,10 @@
 The default checkpoint is the latest: the final model of a finished run, as the reference
 evaluates. `best` (lowest held-out validation MPJPE) exists only for runs with a validation
 split (config.data.valid_subjects); the test set never selects a checkpoint. The evaluation of
-checkpoint step N writes WORKDIR/eval/step_N/results.{json,csv,md}; `--compare` uses each run's
-final checkpoint. `--config` is optional when the workdir holds config.json. The logic lives in
+checkpoint step N writes results.{json,csv,md} and its figures to its own folder
+WORKDIR/eval/step_N/NAME, NAME made of the options that change the results (e.g. `predicted`,
+`soft+common-common+cross_action`; the trainer's is `final`), replacing only that folder when
+run again; the last line names every file written. `--compare` uses each run's final checkpoint. `--config` is optional when the workdir holds config.json. The logic lives in
 posejax.eval_lib and posejax.compare. Every bad path or option is one line on stderr and exit
 status 2; an unreadable 'latest' checkpoint falls back to the next readable one with a warning
 (docs/reliability.md).
@@ -30,7 +32,8 @@ flags.DEFINE_string("workdir", None, "Training workdir to evaluate.")
 flags.DEFINE_string("checkpoint", None, "latest (default: the final model), a step number, or best "
                     "(runs with config.data.valid_subjects only). Not with --compare (final checkpoints).")
 flags.DEFINE_string("compare", None, "DIR_COMMON DIR_AB (or DIR_COMMON,DIR_AB): build the comparison report.")
-flags.DEFINE_string("out", None, "Output folder (default WORKDIR/eval/step_N; --compare: DIR_AB/../comparison).")
+flags.DEFINE_string("out", None, "Output folder (default WORKDIR/eval/step_N/NAME, NAME from the options; "
+                    "--compare: DIR_AB/../comparison).")
 flags.DEFINE_string("compare_action", "Eating", "Single action of Table IV / Fig. 6 ('' for none).")
 flags.DEFINE_string("routing", None, "Headline routing of an action-based run: oracle (ground-truth action "
                     "labels, the seed paper), predicted or soft (the run's action classifier; no labels), or common "

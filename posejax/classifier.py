@@ -366,7 +366,8 @@ def train_and_save(run: Any, pose_variables: Any, document: Mapping[str, Any]) -
       save(run.workdir, variables, metadata)
     classifier = Classifier(build(hp, strided=False), variables, tuple(hp["classes"]), metadata)
   return routing.finish_document(document, run.eval_model, pose_variables, run.test_set,
-                                 out_dir=workdir_lib.eval_dir(run.workdir, document["checkpoint_step"]),
+                                 out_dir=workdir_lib.eval_dir(run.workdir, document["checkpoint_step"],
+                                                              workdir_lib.FINAL_EVAL),
                                  classifier=classifier, tta=bool(run.config.eval.get("tta", True)),
                                  mode="oracle", by_subject=bool(run.config.eval.get("by_subject", False)),
                                  write=jax.process_index() == 0)

@@ -1,7 +1,8 @@
 """The seed paper's comparison of a common run against an action-based run (action_based.md 5-8).
 
 Inputs are two finished workdirs (`posejax.workdir` layout): the TTA evaluation of each run's
-FINAL checkpoint (`eval/step_N/results.json`, N = the last step of training; evaluated on demand),
+FINAL checkpoint (the trainer's `eval/step_N/final/results.json`, N = the last step of training;
+evaluated on demand when missing),
 per-epoch logs (`metrics.jsonl`) and `train_summary.json`. No checkpoint is selected on the test
 set: Tables I-II come from the final models, Tables III-IV from the per-epoch test monitoring. Output: Tables I-IV as
 Markdown in `report.md`, the figures it embeds (per-action bars as the paper's Figs. 4-5,
@@ -57,11 +58,13 @@ def tpr(eps_0: float, eps_final: float, train_time_s: float) -> float:
 
 
 def final_results(workdir: str) -> dict[str, Any]:
-  """The evaluation of the run's final checkpoint, evaluated (and written) first when missing, or
-  when the run has an action classifier whose routings the file lacks."""
+  """The trainer's evaluation of the run's final checkpoint; evaluated by eval.py's default (and
+  written to its own folder) when missing, or when the run has an action classifier whose
+  routings the file lacks."""
   step = layout.final_step(workdir)
-  if step is not None and os.path.isfile(layout.results_path(workdir, step)):
-    document = report.load_results(layout.results_path(workdir, step))
+  path = None if step is None else layout.results_path(workdir, step, layout.FINAL_EVAL)
+  if path is not None and os.path.isfile(path):
+    document = report.load_results(path)
     routed = "predicted" in document.get("routings", {}) or document.get("mode") == "common"
     if routed or not os.path.isdir(layout.classifier_dir(workdir)):
       return document

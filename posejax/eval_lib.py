@@ -5,7 +5,10 @@
 `config.json`, `checkpoints/` (stacked variables, leading action axis; metadata names the action
 of each slice, or ['all'] in common mode), `metrics.jsonl`, `train_summary.json`. The default
 checkpoint is the latest, i.e. the final model of a finished run, as the reference evaluates;
-results go to `WORKDIR/eval/step_N/results.{json,csv,md}` for checkpoint step N.
+each evaluation's results (results.{json,csv,md} and figures) go to their own folder
+`WORKDIR/eval/step_N/NAME/` for checkpoint step N, NAME derived from the options that change
+them (`evaluation_name`, e.g. `predicted`, `soft+common-RUN+cross_action`); the trainer's own
+evaluation is `final`. Writing an evaluation again replaces its folder as a whole.
 
 Config fields read: `actions`, `data.dir`, `data.keypoints`, `data.test_subjects`, and
 optionally `data.downsample` (1) and `eval.{tta (True), by_subject (False), chunk, batch}`.
@@ -177,6 +180,45 @@ def evaluate_common(common_workdir: str, dataset: PoseDataset, *, tta: bool, by_
   return {**results, "workdir": os.path.abspath(common_workdir), "checkpoint_step": run.step}
 
 
+# Data options whose value, when --config changes it, is part of the evaluation's name (label).
+EVAL_DATA_KEYS = {"data.dataset": "dataset", "data.keypoints": "keypoints", "data.test_subjects": "subjects",
+                  "data.downsample": "downsample"}
+
+
+def _data_parts(config: Any, saved: Any) -> list[str]:
+  """'LABEL-VALUE' for each EVAL_DATA_KEYS entry where `config` differs from the run's `saved` config."""
+  norm = lambda v: list(v) if isinstance(v, (list, tuple)) else v
+  parts = []
+  for key, label in EVAL_DATA_KEYS.items():
+    ours, theirs = (norm(config_value(c, key, 1 if key == "data.downsample" else None)) for c in (config, saved))
+    if ours != theirs:
+      value = "_".join(map(str, ours)) if isinstance(ours, list) else str(ours)
+      parts.append(f"{label}-{value}")
+  return parts
+
+
+def evaluation_name(run: RestoredRun, *, headline: str, common_workdir: str | None, cross_action: bool,
+                    by_subject: bool, tta: bool, which: str | int, config_given: bool) -> str:
+  """The folder name of an evaluation (`posejax.workdir.eval_name`): the headline routing ('one_model'
+  for a common run), then each option that changes the results, e.g. 'soft+common-RUN+cross_action'."""
+  common = f"common-{os.path.basename(os.path.abspath(common_workdir))}" if common_workdir else None
+  parts = [common if headline == "common" else "one_model" if headline == "none" else headline]
+  if common and headline != "common":
+    parts.append(common)
+  parts += [flag for flag, on in (("cross_action", cross_action), ("by_subject", by_subject),
+                                  ("no_tta", not tta), ("best", str(which) == "best")) if on]
+  if config_given and run.metadata.get("config"):
+    parts += _data_parts(run.config, run.metadata["config"])
+  return layout.eval_name(parts)
+
+
+def headline_mode(routing: str | None, *, action_based: bool, has_classifier: bool) -> str:
+  """The routing an evaluation reports as its headline (`routing_lib.merge`'s choice)."""
+  if not action_based:
+    return "none"
+  return routing or ("predicted" if has_classifier else "oracle")
+
+
 def evaluate_workdir(workdir: str, which: str | int = DEFAULT_CHECKPOINT,
                      config: ml_collections.ConfigDict | None = None, *, out_dir: str | None = None,
                      by_subject: bool | None = None, verbose: bool = True, routing: str | None = None,
@@ -189,7 +231,8 @@ def evaluate_workdir(workdir: str, which: str | int = DEFAULT_CHECKPOINT,
   classifier, else oracle). `cross_action` adds every model's error on every action.
 
   Writes results.{json,csv,md} (and the classifier's and cross-action figures) to `out_dir`
-  (default WORKDIR/eval/step_N) and returns the json document, which records the checkpoint's
+  (default WORKDIR/eval/step_N/NAME, `evaluation_name`), replacing what an earlier run of the
+  same evaluation wrote there, and returns the json document, which records the checkpoint's
   step and whether it is the final one.
   """
   from posejax import classifier as classifier_lib, routing as routing_lib  # late: orbax, figures
@@ -220,18 +263,27 @@ def evaluate_workdir(workdir: str, which: str | int = DEFAULT_CHECKPOINT,
       routing="oracle (ground-truth action labels)" if action_based else "none (one model)",
       workdir=os.path.abspath(workdir), checkpoint=str(which), checkpoint_final=run.final,
       checkpoint_note=run.note, **trajectory_errors(run, model, dataset, resident))
-  out = out_dir or layout.eval_dir(workdir, run.step)
+  headline = headline_mode(routing, action_based=action_based, has_classifier=classifier is not None)
+  out = out_dir or layout.eval_dir(workdir, run.step, evaluation_name(
+      run, headline=headline, common_workdir=common_workdir, cross_action=cross_action, by_subject=by_subject,
+      tta=tta, which=which, config_given=config is not None))
   document = routing_lib.finish_document(
       document, model, run.variables, resident, out_dir=out, tta=tta, classifier=classifier, mode=routing,
-      common=common, cross_action=cross_action, by_subject=by_subject,
+      common=common, cross_action=cross_action, by_subject=by_subject, write=False,
       log=(lambda text: print(text, end="", flush=True)) if verbose else (lambda text: None))
+  written = routing_lib.write_evaluation(out, document)
   if verbose:
     print(f"Headline ({document['routing']}):\n" + report.to_text(report.results_table(document))
           + report.trajectory_text(document), end="")
     for subject, sub in document.get("by_subject", {}).items():
       print(f"\nSubject {subject}\n" + report.to_text(report.results_table(sub)), end="")
-    print("wrote " + ", ".join(os.path.join(out, f"results.{ext}") for ext in ("json", "csv", "md")))
+    print(written_line(written))
   return document
+
+
+def written_line(paths: Sequence[str]) -> str:
+  """'wrote DIR/results.json, results.csv, ...': the first path in full, the others by name."""
+  return "wrote " + ", ".join([paths[0]] + [os.path.basename(p) for p in paths[1:]])
 
 
 def trajectory_errors(run: RestoredRun, model: TemporalModel, dataset: PoseDataset,

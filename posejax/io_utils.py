@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import zipfile
-from typing import Any, Callable
+from typing import Any, Callable, Collection, Sequence
 
 import numpy as np
 
@@ -78,6 +79,75 @@ def atomic_write_text(path: str, text: str) -> None:
 def atomic_write_bytes(path: str, data: bytes) -> None:
   """Writes `data` to `path` atomically (temporary file, then rename)."""
   _write_atomically(path, "wb", lambda f: f.write(data))
+
+
+def _new_folder_next_to(path: str, tag: str) -> str:
+  parent = os.path.dirname(os.path.abspath(path)) or "."
+  try:
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=parent, prefix="." + os.path.basename(os.path.abspath(path)) + ".", suffix=tag)
+  except OSError as e:
+    raise PosejaxError(f"{path}: cannot write ({e.strerror})") from None
+  umask = os.umask(0)  # mkdtemp creates 0700 folders; give it a plain makedirs()'s permissions
+  os.umask(umask)
+  os.chmod(tmp, 0o777 & ~umask)
+  return tmp
+
+
+def _swap_in(tmp: str, path: str) -> None:
+  """`tmp` becomes `path`; the previous `path` (if any) is removed once replaced."""
+  old = None
+  if os.path.exists(path):
+    old = _new_folder_next_to(path, ".old")
+    os.replace(path, os.path.join(old, "x"))
+    try:
+      os.replace(tmp, path)
+    except OSError:
+      os.replace(os.path.join(old, "x"), path)  # put the previous version back
+      raise
+  else:
+    os.replace(tmp, path)
+  if old is not None:
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _merge_in(tmp: str, path: str, owned: Collection[str]) -> None:
+  """Moves the files of `tmp` into `path` one by one and removes the `owned` names not among them."""
+  written = set(os.listdir(tmp))
+  for name in sorted(written):
+    os.replace(os.path.join(tmp, name), os.path.join(path, name))
+  for name in set(owned) - written:
+    if os.path.isfile(os.path.join(path, name)):
+      os.remove(os.path.join(path, name))
+
+
+def replace_folder(path: str, write: Callable[[str], Sequence[str]], owned: Collection[str]) -> list[str]:
+  """Writes a folder of results as a whole: `write(tmp)` fills a temporary folder next to `path`
+  and returns the paths it wrote; the folder then replaces `path`, so no file of an earlier
+  version of it remains.
+
+  A `path` holding anything but `owned` names (e.g. an --out folder the user shares with other
+  files) is not replaced: the new files are renamed into it and the `owned` files that this
+  version did not write are removed. Returns the paths written, in `write`'s order.
+
+  Raises:
+    PosejaxError: `path` is a file, or the folder cannot be written (names `path` and the
+      system's reason).
+  """
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise PosejaxError(f"{path}: not a folder")
+  tmp = _new_folder_next_to(path, ".tmp")
+  try:
+    names = [os.path.relpath(p, tmp) for p in write(tmp)]
+    if os.path.isdir(path) and not set(os.listdir(path)) <= set(owned):
+      _merge_in(tmp, path, owned)
+    else:
+      _swap_in(tmp, path)
+  except OSError as e:
+    raise PosejaxError(f"{path}: cannot write ({e.strerror or e})") from None
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
+  return [os.path.join(path, name) for name in names]
 
 
 def load_npz_dict(path: str, keys: tuple[str, ...]) -> dict[str, Any]:

@@ -31,7 +31,7 @@ from posejax import device_eval, evaluation
 from posejax import trajectory as trajectory_lib
 from posejax.data.actions import ABBREVIATIONS
 from posejax.errors import PosejaxError
-from posejax.io_utils import atomic_save_figure
+from posejax.io_utils import atomic_save_figure, replace_folder
 
 MODES = ("oracle", "predicted", "soft", "common", "none")
 NEEDS_LABELS = {"oracle": True, "predicted": False, "soft": False, "common": False, "none": False}
@@ -286,6 +286,15 @@ def cross_action_figure(path: str, cross: Mapping[str, Any]) -> None:
   atomic_save_figure(cross_action_plot(cross), path)
 
 
+def write_evaluation(out_dir: str, document: Mapping[str, Any]) -> list[str]:
+  """results.{json,csv,md} and the figures the document has data for, replacing `out_dir` as a
+  whole (`io_utils.replace_folder`); returns the paths written."""
+  from posejax import report  # report imports nothing from here
+  from posejax import workdir as workdir_lib
+  write = lambda tmp: list(report.write_results(tmp, document).values()) + write_figures(tmp, document)
+  return replace_folder(out_dir, write, owned=workdir_lib.EVAL_FILES)
+
+
 def write_figures(out_dir: str, document: Mapping[str, Any]) -> list[str]:
   """The confusion and cross-action figures the document has data for; returns their paths."""
   os.makedirs(out_dir, exist_ok=True)
@@ -305,7 +314,8 @@ def finish_document(document: Mapping[str, Any], model: Any, variables: Any, res
                     by_subject: bool = False, write: bool = True, log=print) -> dict[str, Any]:
   """Adds every routing mode (and the classifier's metrics, the cross-action matrix) to a
   results document whose own per_action/average came from the run's one routing (oracle, or
-  'none' for a common run); writes results.{json,csv,md} and the figures to `out_dir`."""
+  'none' for a common run); with `write`, replaces the folder `out_dir` with its results.{json,csv,md}
+  and figures (`write_evaluation`)."""
   from posejax import report  # report imports nothing from here
   action_based = list(resident.slices) != [evaluation.COMMON_SLICE]
   known = {"oracle" if action_based else "none": document}
@@ -313,8 +323,7 @@ def finish_document(document: Mapping[str, Any], model: Any, variables: Any, res
                               common=common, cross_action=cross_action, known=known)
   doc = merge(document, section, mode)
   if write:
-    write_figures(out_dir, doc)
-    report.write_results(out_dir, doc)
+    write_evaluation(out_dir, doc)
   log(report.routing_text(doc))
   return doc
 

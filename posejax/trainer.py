@@ -11,7 +11,9 @@ prints one line, and checkpoints every `checkpoint.every_epochs` log points. Bet
 points the host only enqueues work: losses accumulate on the device. SIGTERM/SIGINT save a
 checkpoint at the next call boundary and stop; rerunning the same command resumes and ends as
 an uninterrupted run would. After the last step: final evaluation with TTA,
-WORKDIR/eval/step_N/results.*, train_summary.json.
+WORKDIR/eval/step_N/final/results.*, train_summary.json. Rerunning a finished run (its newest
+checkpoint is the end of training, its final results and train summary written) says so and
+touches no file.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from posejax import (checkpointing, engine, eval_lib, evaluation, log_point, mem
                      progress, report, resume, sampling, schedules, semi_data, semi_eval, semi_step, sharding, slices, train_step)
 from posejax import trajectory as trajectory_lib
 from posejax import classifier  # the action classifier, trained after the pose models
+from posejax import routing  # writes the evaluation folders
 from posejax import workdir as workdir_lib
 from posejax.compilation_cache import enable_compilation_cache
 from posejax.data.actions import ABBREVIATIONS
@@ -252,12 +255,45 @@ def _final_evaluation(run: Run, state, step: int, timers: log_point.Timers) -> d
       routing="none (one model)" if run.mode == "common" else "oracle (ground-truth action labels)",
       **({"trajectory": report.trajectory_section(run.semi_set_metrics(state, "valid"))} if run.semi else {}))
   if jax.process_index() == 0:
-    report.write_results(workdir_lib.eval_dir(run.workdir, step), document)
+    routing.write_evaluation(workdir_lib.eval_dir(run.workdir, step, workdir_lib.FINAL_EVAL), document)
   _log(f"Final evaluation (test-time augmentation: {tta}), mm:\n" + report.to_text(report.results_table(document))
        + report.trajectory_text(document))
   for subject, sub in document.get("by_subject", {}).items():
     _log(f"Subject {subject}:\n" + report.to_text(report.results_table(sub)))
   return document
+
+
+def _finished(run: Run) -> dict[str, Any] | None:
+  """The train summary of a run that this workdir holds finished, None when training or its final
+  evaluation is left to do. Finished: the newest checkpoint is the end of training (of a compatible
+  run: else the error resuming gives), and the final results and train_summary.json are written.
+  Reads only: a read-only checkpoint manager, no restore of the arrays."""
+  source = resume.parse(run.config.checkpoint.get("resume_from", None), run.workdir)
+  if source is not None and source.own and source.step is not None:
+    return None  # going back to an earlier step of this workdir
+  total = int(run.segment_lengths.sum())
+  summary = workdir_lib.read_summary(run.workdir)
+  if summary.get("global_steps") != total or not os.path.isfile(
+      workdir_lib.results_path(run.workdir, total, workdir_lib.FINAL_EVAL)):
+    return None
+  mngr = checkpointing.manager(run.workdir, read_only=True)
+  try:
+    if mngr.latest_step() != total:
+      return None
+    saved = checkpointing.restore_metadata(mngr, total)
+  except Exception:  # a damaged checkpoint: resuming reports it and sets it aside
+    return None
+  finally:
+    mngr.close()
+  resume.check_compatible(resume.as_current(saved), run.metadata(log_point.Timers(), 0.0),
+                          checkpointing.checkpoint_dir(run.workdir))
+  return summary
+
+
+def _finished_line(run: Run, summary: Mapping[str, Any]) -> str:
+  step, where = summary["global_steps"], run.workdir
+  return (f"--workdir {where}: training finished at step {step} (epochs {summary.get('epochs')}); results in "
+          f"{workdir_lib.eval_dir(where, step, workdir_lib.FINAL_EVAL)} (nothing to do; eval.py re-evaluates)")
 
 
 def _summary(run: Run, timers: log_point.Timers, document: Mapping[str, Any], wall_now: float) -> dict[str, Any]:
@@ -369,6 +405,10 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   enable_compilation_cache(config.get("compilation_cache_dir", None))
   resume.parse(config.checkpoint.get("resume_from", None), workdir)  # a bad value fails before the data loads
   run = Run(config, workdir)
+  finished = _finished(run)
+  if finished is not None:
+    _log(_finished_line(run, finished))
+    return finished
   os.makedirs(workdir, exist_ok=True)
   budget, layout = run.budget, run.layout
   _log(f"INFO: Receptive field: {run.rf} frames; {count_params(jax.eval_shape(run.init_fn).params) // len(run.model_ids):,}"

@@ -5,7 +5,10 @@
     WORKDIR/train_summary.json    written once training has finished ('global_steps', timers, ...)
     WORKDIR/checkpoints/          orbax CheckpointManager directory (posejax.checkpointing)
     WORKDIR/classifier/           the action classifier's orbax checkpoint (posejax.classifier)
-    WORKDIR/eval/step_N/          results.{json,csv,md} of the evaluation of checkpoint step N
+    WORKDIR/eval/step_N/NAME/     one evaluation of checkpoint step N: results.{json,csv,md} and
+                                  its figures (confusion.png, cross_action.png); NAME says which
+                                  (`eval_name`): 'final' is the trainer's own, eval.py's are named
+                                  from their options, e.g. 'predicted', 'soft+common-RUN+cross_action'
 
 Every tool that reads or writes these goes through this module, so the layout has one home.
 Nothing here imports orbax or the models.
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from typing import Any, Mapping
 
 import ml_collections
@@ -29,6 +33,10 @@ CHECKPOINT_DIR = "checkpoints"
 CLASSIFIER_DIR = "classifier"
 EVAL_DIR = "eval"
 RESULTS_FILE = "results.json"
+FINAL_EVAL = "final"  # the trainer's evaluation of the end of training
+# The files an evaluation folder holds: what may be replaced when it is written again.
+EVAL_FILES = ("results.json", "results.csv", "results.md", "confusion.png", "cross_action.png")
+_NAME_PART_CHARS = 40
 
 
 def config_path(workdir: str) -> str:
@@ -53,13 +61,33 @@ def classifier_dir(workdir: str) -> str:
   return os.path.join(os.path.abspath(workdir), CLASSIFIER_DIR)
 
 
-def eval_dir(workdir: str, step: int) -> str:
-  """Where the evaluation of checkpoint `step` writes results.{json,csv,md}."""
+def step_dir(workdir: str, step: int) -> str:
+  """The folder of the evaluations of checkpoint `step`."""
   return os.path.join(workdir, EVAL_DIR, f"step_{int(step)}")
 
 
-def results_path(workdir: str, step: int) -> str:
-  return os.path.join(eval_dir(workdir, step), RESULTS_FILE)
+def eval_dir(workdir: str, step: int, name: str) -> str:
+  """Where the evaluation `name` (FINAL_EVAL, or an `eval_name`) of checkpoint `step` writes."""
+  return os.path.join(step_dir(workdir, step), name)
+
+
+def results_path(workdir: str, step: int, name: str) -> str:
+  return os.path.join(eval_dir(workdir, step, name), RESULTS_FILE)
+
+
+def name_part(text: str) -> str:
+  """`text` as a short file-name-safe piece: runs of other characters become '_'."""
+  safe = re.sub(r"[^A-Za-z0-9._-]+", "_", str(text)).strip("._")[:_NAME_PART_CHARS]
+  return safe or "_"
+
+
+def eval_name(parts: list[str]) -> str:
+  """The folder name of an evaluation from the parts that describe its options, e.g.
+  ['soft', 'common-runs_common', 'cross_action'] -> 'soft+common-runs_common+cross_action'."""
+  name = "+".join(name_part(p) for p in parts)
+  if name in ("", FINAL_EVAL):
+    raise PosejaxError(f"evaluation name {name!r}: empty or reserved for the trainer's final evaluation")
+  return name
 
 
 def _read_json(path: str) -> Any:

@@ -21,7 +21,7 @@ for name in ("quick_ab", "quick_common"):
         f"compile_time_s={s['compile_time_s']:.0f} samples={sum(s['samples'].values())} global_steps={s['global_steps']} "
         f"slots={s['slots']} useful_fraction={s['useful_fraction']:.3f}")
 steps = json.load(open(f"{sys.argv[1]}/quick_ab/train_summary.json"))["global_steps"]
-ab = json.load(open(f"{sys.argv[1]}/quick_ab/eval/step_{steps}/results.json"))
+ab = json.load(open(f"{sys.argv[1]}/quick_ab/eval/step_{steps}/final/results.json"))
 for mode, r in ab.get("routings", {}).items():  # the AB models routed without labels beside oracle
   print(f"figure run=quick_ab routing={mode} mpjpe_mm={r['average']['mpjpe']:.1f} mpjve_mm={r['average']['mpjve']:.2f}")
 if "classifier" in ab:

@@ -114,8 +114,8 @@ def test_train_and_save_learns_saves_reuses_and_refuses_another_config(tmp_path,
   assert out["average"] == document["average"]  # the training's headline: the seed's oracle routing
   # A perfect classifier routes as the oracle does.
   assert out["routings"]["predicted"]["average"] == pytest.approx(out["routings"]["oracle"]["average"], rel=1e-6)
-  assert os.path.isfile(os.path.join(layout.eval_dir(workdir, 3), routing.CONFUSION_FIGURE))
-  assert report.load_results(layout.results_path(workdir, 3))["routing_mode"] == "oracle"
+  assert os.path.isfile(os.path.join(layout.eval_dir(workdir, 3, layout.FINAL_EVAL), routing.CONFUSION_FIGURE))
+  assert report.load_results(layout.results_path(workdir, 3, layout.FINAL_EVAL))["routing_mode"] == "oracle"
 
   saved = classifier.restore(workdir)
   assert saved.classes == ACTIONS and saved.metadata["steps"] == -(-4 * 142 // 16)

@@ -72,11 +72,11 @@ def fake_workdir(root: str, name: str, mode: str, offset: float, time_per_epoch:
   doc = report.results_document(fake_results(offset), config={"mode": mode}, checkpoint_step=40,
                                 train_time_s=4 * time_per_epoch, checkpoint="latest", checkpoint_final=True,
                                 checkpoint_note="final: the end of training")
-  report.write_results(layout.eval_dir(workdir, 40), doc)
+  report.write_results(layout.eval_dir(workdir, 40, layout.FINAL_EVAL), doc)
   # An earlier checkpoint's evaluation, much better on the test set: never used by the comparison.
   earlier = report.results_document(fake_results(offset - 40.0), checkpoint_step=20, checkpoint="20",
                                     checkpoint_final=False)
-  report.write_results(layout.eval_dir(workdir, 20), earlier)
+  report.write_results(layout.eval_dir(workdir, 20, "oracle"), earlier)
   return workdir
 
 
@@ -107,7 +107,7 @@ def test_compare_report_has_all_tables_and_figures(tmp_path):
 
   # Table I/II cells equal results.json, rounded as printed.
   for key, label in (("common", compare.LABELS["common"]), ("ab", compare.LABELS["ab"])):
-    results = report.load_results(layout.results_path(os.path.join(str(tmp_path), key), 40))
+    results = report.load_results(layout.results_path(os.path.join(str(tmp_path), key), 40, layout.FINAL_EVAL))
     cells = table_row(md, "Table I.", label)
     assert cells == [f"{results['per_action'][a]['mpjpe']:.1f}" for a in ACTS] + [
         f"{results['average']['mpjpe']:.1f}"]
@@ -144,7 +144,7 @@ def test_compare_evaluates_the_final_checkpoint_when_its_results_are_missing(tmp
   from posejax import eval_lib
   common = fake_workdir(str(tmp_path), "common", "common", 0.0, 100.0)
   ab = fake_workdir(str(tmp_path), "ab", "action_based", 2.0, 30.0)
-  os.remove(layout.results_path(ab, 40))
+  os.remove(layout.results_path(ab, 40, layout.FINAL_EVAL))
   calls = []
 
   def evaluate(workdir, which, verbose=True):
@@ -254,7 +254,7 @@ def test_half_way_point_of_runs_shorter_than_two_epochs():
 def test_compare_adds_label_free_rows_and_says_which_rows_need_labels(tmp_path):
   common = fake_workdir(str(tmp_path), "common", "common", 0.0, 100.0)
   ab = fake_workdir(str(tmp_path), "ab", "action_based", 2.0, 30.0)
-  path = layout.results_path(ab, 40)
+  path = layout.results_path(ab, 40, layout.FINAL_EVAL)
   doc = report.load_results(path)
   # As eval.py leaves it with a classifier: headline predicted, every routing side by side.
   routings = {mode: {**fake_results(offset), "needs_labels": mode == "oracle"}
@@ -264,7 +264,7 @@ def test_compare_adds_label_free_rows_and_says_which_rows_need_labels(tmp_path):
              classifier={"classes": list(ACTS), "sequences": 4, "frames": 8, "sequence_accuracy": 0.75,
                          "frame_accuracy": 0.625, "sequence_top3": 1.0, "frame_top3": 1.0,
                          "confusion_sequences": [[2, 0], [1, 1]], "confusion_frames": [[4, 0], [3, 1]]})
-  report.write_results(layout.eval_dir(ab, 40), doc)
+  report.write_results(layout.eval_dir(ab, 40, layout.FINAL_EVAL), doc)
   os.makedirs(os.path.join(ab, "classifier"))  # has a classifier, and its routings are in the file
 
   out = compare.compare_runs(common, ab, verbose=False)

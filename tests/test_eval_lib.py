@@ -85,7 +85,7 @@ def test_final_checkpoint_is_evaluated_by_default(finished_run, capsys):
     expected = evaluation.evaluate_dataset(model, variables[step], data, list(ACTIONS), chunk=4, batch=2)
     match = saved["average"]["mpjpe"] == pytest.approx(expected["average"]["mpjpe"], rel=1e-5)
     assert match == (step == 8)
-  with open(f"{layout.eval_dir(workdir, 8)}/results.md") as f:
+  with open(f"{layout.eval_dir(workdir, 8, 'oracle')}/results.md") as f:
     assert "Checkpoint: step 8 (final: the end of training)" in f.read()
 
   earlier = eval_lib.evaluate_workdir(workdir, "4", verbose=False)
@@ -94,8 +94,8 @@ def test_final_checkpoint_is_evaluated_by_default(finished_run, capsys):
   assert report_at(workdir, 8)["average"] == saved["average"]  # each checkpoint has its own folder
 
 
-def report_at(workdir, step):
-  with open(layout.results_path(workdir, step)) as f:
+def report_at(workdir, step, name="oracle"):
+  with open(layout.results_path(workdir, step, name)) as f:
     return json.load(f)
 
 
@@ -164,7 +164,7 @@ def test_eval_cli_final_by_default_and_one_line_errors(finished_run, capsys):
   assert run_cli(["--workdir", workdir]) == 0
   out = capsys.readouterr().out
   assert "evaluating checkpoint step 8 (final: the end of training)" in out
-  assert f"{layout.eval_dir(workdir, 8)}/results.json" in out
+  assert f"wrote {layout.eval_dir(workdir, 8, 'oracle')}/results.json, results.csv, results.md\n" in out
   assert run_cli(["--workdir", workdir, "--checkpoint=best"]) == 2
   err = capsys.readouterr().err
   assert err.startswith("error: ") and err.count("\n") == 1 and "config.data.valid_subjects" in err
@@ -187,14 +187,14 @@ def test_evaluate_and_render_a_workdir(tmp_path, monkeypatch):
 
   doc = eval_lib.evaluate_workdir(str(workdir), "latest", verbose=False)
   expected = evaluation.evaluate_dataset(model, stacked, data, list(ACTIONS), by_subject=True, chunk=4, batch=2)
-  saved = report_at(str(workdir), 77)
+  saved = report_at(str(workdir), 77, "oracle+by_subject")
   for action in ACTIONS:
     for m in evaluation.METRICS:
       assert saved["per_action"][action][m] == pytest.approx(expected["per_action"][action][m])
   assert saved["checkpoint_step"] == 77 and saved["train_time_s"] == 12.5 and saved["tta"] is True
   assert saved["mode"] == "action_based" and saved["routing"].startswith("oracle")
   assert set(saved["by_subject"]) == {"S9", "S11"} and doc["frames"]["total"] == 29
-  out = workdir / "eval" / "step_77"
+  out = workdir / "eval" / "step_77" / "oracle+by_subject"
   assert (out / "results.csv").read_text().startswith("Metric,Eat,Walk,Avg")
   assert "| Protocol #1 (MPJPE) |" in (out / "results.md").read_text()
 

@@ -388,7 +388,7 @@ def test_action_based_training_run(synthetic_dir, tmp_path):
   assert summary["slices"] == ["Walking", "Jog", "Box"] and summary["unit_epochs"] == 3
   assert all(e == 3 for e in summary["own_epochs"].values())
   results = json.load(open(os.path.join(tmp_path, "run", "eval", f"step_{summary['global_steps']}",
-                                        "results.json")))
+                                        "final", "results.json")))
   assert list(results["per_action"]) == ["Walking", "Jog", "Box"]
   assert list(results["by_subject"]) == list(humaneva.TEST_SUBJECTS)
   mean = np.mean([v["mpjpe"] for v in results["per_action"].values()])

@@ -277,7 +277,9 @@ def test_eval_workdir_reports_every_routing_side_by_side(routed_run, capsys):
   doc = eval_lib.evaluate_workdir(workdir, routing="soft", cross_action=True)
   out = capsys.readouterr().out
   assert "headline: soft" in out and "Cross-action" in out
-  saved = json.load(open(layout.results_path(workdir, 8)))
+  out_dir = layout.eval_dir(workdir, 8, "soft+cross_action")
+  assert f"wrote {out_dir}/results.json, results.csv, results.md, confusion.png, cross_action.png\n" in out
+  saved = json.load(open(os.path.join(out_dir, "results.json")))
   assert saved["routing_mode"] == "soft" and list(saved["routings"]) == ["oracle", "predicted", "soft"]
   assert saved["routings"]["oracle"]["needs_labels"] and not saved["routings"]["predicted"]["needs_labels"]
   assert saved["average"] == saved["routings"]["soft"]["average"] == doc["average"]
@@ -286,10 +288,10 @@ def test_eval_workdir_reports_every_routing_side_by_side(routed_run, capsys):
   expected = evaluation.evaluate_dataset(model, stack(walking, walking), data, ACTIONS, chunk=4, batch=2)
   assert saved["routings"]["predicted"]["average"]["mpjpe"] == pytest.approx(expected["average"]["mpjpe"], rel=1e-5)
   assert saved["classifier"]["confusion_sequences"] == [[0, 2], [0, 1]]
-  md = open(os.path.join(layout.eval_dir(workdir, 8), "results.md")).read()
+  md = open(os.path.join(out_dir, "results.md")).read()
   assert "| oracle (needs labels) |" in md and "| predicted |" in md and "## Cross-action matrix" in md
   for name in (routing.CONFUSION_FIGURE, routing.CROSS_ACTION_FIGURE):
-    with Image.open(os.path.join(layout.eval_dir(workdir, 8), name)) as im:
+    with Image.open(os.path.join(out_dir, name)) as im:
       assert im.size[0] > 100
   assert report.routing_results(saved, "oracle")["average"] == saved["routings"]["oracle"]["average"]
 
@@ -306,7 +308,7 @@ def test_eval_and_infer_command_lines_route(routed_run, tmp_path, capsys):
   workdir = routed_run[0]
   assert run_cli(["--workdir", workdir, "--routing=soft", "--cross_action"]) == 0
   assert "headline: soft" in capsys.readouterr().out
-  assert json.load(open(layout.results_path(workdir, 8)))["cross_action"]["models"] == list(ACTIONS)
+  assert json.load(open(layout.results_path(workdir, 8, "soft+cross_action")))["cross_action"]["models"] == list(ACTIONS)
   assert run_cli(["--workdir", workdir, "--routing=common"]) == 2
   err = capsys.readouterr().err
   assert err.startswith("error: ") and err.count("\n") == 1 and "--common DIR" in err
@@ -353,3 +355,44 @@ def test_common_row_is_the_common_runs_model_on_the_same_test_set(routed_run, tm
   assert doc["routings"]["common"]["workdir"] == common_dir and doc["routings"]["common"]["checkpoint_step"] == 5
   with pytest.raises(PosejaxError, match="not a common run"):
     eval_lib.evaluate_workdir(workdir, common_workdir=workdir, verbose=False)
+
+
+def _files(folder):
+  """{name: bytes} of the files in `folder`."""
+  return {name: open(os.path.join(folder, name), "rb").read() for name in sorted(os.listdir(folder))}
+
+
+def test_evaluations_with_other_options_write_other_folders(routed_run):
+  workdir = routed_run[0]
+  eval_lib.evaluate_workdir(workdir, verbose=False)
+  default = layout.eval_dir(workdir, 8, "predicted")
+  before = {name: (data, os.stat(os.path.join(default, name)).st_mtime_ns) for name, data in _files(default).items()}
+  eval_lib.evaluate_workdir(workdir, routing="soft", cross_action=True, verbose=False)
+  assert sorted(os.listdir(layout.step_dir(workdir, 8))) == ["predicted", "soft+cross_action"]
+  assert {name: (data, os.stat(os.path.join(default, name)).st_mtime_ns)
+          for name, data in _files(default).items()} == before
+  assert json.loads(before["results.json"][0])["routing_mode"] == "predicted"
+  assert report.load_results(layout.results_path(workdir, 8, "soft+cross_action"))["routing_mode"] == "soft"
+
+
+def test_an_evaluation_folder_holds_exactly_its_files(routed_run, tmp_path):
+  workdir = routed_run[0]
+  eval_lib.evaluate_workdir(workdir, routing="soft", cross_action=True, verbose=False)
+  assert sorted(os.listdir(layout.eval_dir(workdir, 8, "soft+cross_action"))) == [
+      "confusion.png", "cross_action.png", "results.csv", "results.json", "results.md"]
+  soft = layout.eval_dir(workdir, 8, "soft")
+  os.makedirs(soft)
+  open(os.path.join(soft, routing.CROSS_ACTION_FIGURE), "wb").write(b"an earlier version's figure")
+  eval_lib.evaluate_workdir(workdir, routing="soft", verbose=False)  # without cross_action: its own folder
+  assert sorted(os.listdir(soft)) == ["confusion.png", "results.csv", "results.json", "results.md"]
+  assert "cross_action" not in report.load_results(os.path.join(soft, "results.json"))
+  assert not [n for n in os.listdir(layout.step_dir(workdir, 8)) if n.startswith(".")]  # no temporary folder
+
+  # --out into a folder with other files: those stay, the evaluation's own stale files go.
+  out = tmp_path / "shared"
+  out.mkdir()
+  (out / "notes.txt").write_text("mine")
+  (out / routing.CROSS_ACTION_FIGURE).write_bytes(b"stale")
+  eval_lib.evaluate_workdir(workdir, routing="soft", out_dir=str(out), verbose=False)
+  assert sorted(os.listdir(out)) == ["confusion.png", "notes.txt", "results.csv", "results.json", "results.md"]
+  assert (out / "notes.txt").read_text() == "mine"

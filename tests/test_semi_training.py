@@ -77,7 +77,7 @@ def test_common_run_writes_losses_and_the_trajectory_model(data_dir, tmp_path, c
 def _check_trajectory_results(workdir, last_record):
   """The final evaluation (live state) and eval.py (the restored checkpoint) report the
   trajectory models' test errors of the last epoch."""
-  with open(os.path.join(workdir, "eval", f"step_{last_record['step']}", "results.json")) as f:
+  with open(os.path.join(workdir, "eval", f"step_{last_record['step']}", "final", "results.json")) as f:
     final = json.load(f)["trajectory"]
   evaluated = eval_lib.evaluate_workdir(workdir, out_dir=os.path.join(workdir, "eval_again"),
                                         verbose=False)["trajectory"]

@@ -185,7 +185,7 @@ def test_three_features_per_keypoint_train_evaluate_and_downsample(data_dir, tmp
   assert meta["model"]["in_features"] == 3 and meta["model"]["num_joints_in"] == 17
   assert _variables(workdir)["params"]["expand_conv"]["kernel"].shape == (1, 3, 17 * 3, 16)
   _, test, _ = loading.load_data(_config(data_dir), ("Eating", "Walking"))
-  with open(os.path.join(workdir, "eval", f"step_{step}", "results.json")) as f:
+  with open(os.path.join(workdir, "eval", f"step_{step}", "final", "results.json")) as f:
     final = json.load(f)
   assert final["frames"]["total"] == sum(-(-r.num_frames // 2) for r in test.sequences)
   again = eval_lib.evaluate_workdir(workdir, out_dir=str(tmp_path / "again"), verbose=False)
@@ -226,8 +226,8 @@ def test_resume_from_a_named_step_or_another_workdir(data_dir, tmp_path, capsys)
   jax.tree.map(np.testing.assert_array_equal, _variables(branch), want)
   assert _records(branch) == want_records[1:]
   assert f"starting from step {first} of {checkpointing.checkpoint_dir(straight)}" in capsys.readouterr().out
-  trainer.train_and_evaluate(config, branch)  # has its own checkpoints now: they win
-  assert "not used" in capsys.readouterr().out
+  trainer.train_and_evaluate(config, branch)  # has its own, finished checkpoints now: they win
+  assert f"--workdir {branch}: training finished at step {last}" in capsys.readouterr().out
 
   config.checkpoint.resume_from = "999"
   with pytest.raises(PosejaxError, match=f"no checkpoint at step 999 \\(available: {first}, {last}\\)"):

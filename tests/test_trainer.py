@@ -2,6 +2,7 @@
 
 import functools
 import glob
+import hashlib
 import json
 import os
 import signal
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 
 from configs import default
-from posejax import checkpointing, engine, trainer
+from posejax import checkpointing, engine, eval_lib, trainer
 from posejax.data import synthetic
 from posejax.errors import PosejaxError
 
@@ -30,6 +31,14 @@ def ab_workdir(data_dir, tmp_path_factory):
   """One action-based run, shared: its files are checked, and it is the straight run to resume against."""
   workdir = str(tmp_path_factory.mktemp("ab"))
   summary = trainer.train_and_evaluate(_config(data_dir), workdir)
+  return workdir, summary
+
+
+@pytest.fixture(scope="module")
+def common_workdir(data_dir, tmp_path_factory):
+  """One common run, shared: its files are checked, and it is the --common of an AB evaluation."""
+  workdir = str(tmp_path_factory.mktemp("common"))
+  summary = trainer.train_and_evaluate(_config(data_dir, mode="common"), workdir)
   return workdir, summary
 
 
@@ -88,7 +97,7 @@ def test_action_based_run_writes_the_workdir(ab_workdir):
   assert records[-1]["mpjpe_valid"] != pytest.approx(np.mean(per_action), rel=1e-9)
   assert records[-1]["loss"] < records[0]["loss"]
   assert glob.glob(os.path.join(workdir, "events.out.tfevents*"))
-  with open(os.path.join(workdir, "eval", f"step_{summary['global_steps']}", "results.json")) as f:
+  with open(os.path.join(workdir, "eval", f"step_{summary['global_steps']}", "final", "results.json")) as f:
     results = json.load(f)
   assert set(results["per_action"]) == {"Eating", "Walking"} and results["tta"] is True
   assert results["checkpoint_final"] is True
@@ -104,9 +113,8 @@ def test_action_based_run_writes_the_workdir(ab_workdir):
   assert meta["model"]["channels"] == 16 and config.model.channels == 16
 
 
-def test_common_run(data_dir, tmp_path):
-  workdir = str(tmp_path / "common")
-  summary = trainer.train_and_evaluate(_config(data_dir, mode="common"), workdir)
+def test_common_run(common_workdir):
+  workdir, summary = common_workdir
   assert summary["slices"] == ["all"] and summary["mesh"] == [1, 1]
   record = _records(workdir)[-1]
   assert {"loss", "lr", "samples"} <= set(record["per_action"]["all"])
@@ -114,6 +122,34 @@ def test_common_run(data_dir, tmp_path):
   # Common mode: E epochs of all data, whatever unit_epochs says.
   assert summary["own_epochs"] == {"all": 2.0}
   assert not os.path.exists(os.path.join(workdir, "classifier"))  # off by default in common mode
+
+
+def _tree(root):
+  """{relative path: (sha256, mtime_ns)} of every file under `root`."""
+  files = {}
+  for folder, _, names in os.walk(root):
+    for name in names:
+      path = os.path.join(folder, name)
+      with open(path, "rb") as f:
+        files[os.path.relpath(path, root)] = (hashlib.sha256(f.read()).hexdigest(), os.stat(path).st_mtime_ns)
+  return files
+
+
+def test_rerun_of_a_finished_run_says_so_and_touches_nothing(data_dir, ab_workdir, common_workdir, capsys):
+  workdir, summary = ab_workdir
+  step = summary["global_steps"]
+  eval_lib.evaluate_workdir(workdir, routing="soft", common_workdir=common_workdir[0], cross_action=True,
+                            verbose=False)
+  name = f"soft+common-{os.path.basename(common_workdir[0])}+cross_action"
+  assert {"final", name} <= set(os.listdir(os.path.join(workdir, "eval", f"step_{step}")))
+  before = _tree(workdir)
+  capsys.readouterr()
+  again = trainer.train_and_evaluate(_config(data_dir), workdir)
+  assert _tree(workdir) == before
+  assert capsys.readouterr().out == (
+      f"--workdir {workdir}: training finished at step {step} (epochs 2); results in "
+      f"{workdir}/eval/step_{step}/final (nothing to do; eval.py re-evaluates)\n")
+  assert again == json.load(open(os.path.join(workdir, "train_summary.json")))
 
 
 @pytest.mark.parametrize("input_mode", ["device", "host"])

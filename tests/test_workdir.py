@@ -15,8 +15,12 @@ def test_paths(tmp_path, monkeypatch):
   assert layout.config_path(w) == os.path.join(w, "config.json")
   assert layout.metrics_path(w) == os.path.join(w, "metrics.jsonl")
   assert layout.summary_path(w) == os.path.join(w, "train_summary.json")
-  assert layout.eval_dir(w, 120) == os.path.join(w, "eval", "step_120")
-  assert layout.results_path(w, 7) == os.path.join(w, "eval", "step_7", "results.json")
+  assert layout.step_dir(w, 120) == os.path.join(w, "eval", "step_120")
+  assert layout.eval_dir(w, 120, "final") == os.path.join(w, "eval", "step_120", "final")
+  assert layout.results_path(w, 7, "oracle") == os.path.join(w, "eval", "step_7", "oracle", "results.json")
+  assert layout.eval_name(["soft", "common-runs/x y", "cross_action"]) == "soft+common-runs_x_y+cross_action"
+  with pytest.raises(PosejaxError, match="reserved"):
+    layout.eval_name(["final"])
   monkeypatch.chdir(tmp_path)
   assert layout.checkpoint_dir("run") == os.path.join(str(tmp_path), "run", "checkpoints")  # absolute
 
