@@ -1,0 +1,117 @@
+"""posejax.memory_plan: the compiled step's footprint against the device, fewer slots when it
+does not fit, and a run that trains the same models with them."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from posejax import memory_plan
+from posejax.data import synthetic
+from posejax.errors import PosejaxError
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  path = str(tmp_path_factory.mktemp("synthetic"))
+  synthetic.generate(path, frames=16, seed=0)
+  return path
+
+
+class FakeCompiled:
+  """A compiled call whose memory analysis reports `base + per_slot * k` temporaries."""
+
+  def __init__(self, k: int, base: int, per_slot: int):
+    self.k = k
+    self.stats = type("Stats", (), dict(argument_size_in_bytes=base, output_size_in_bytes=64, alias_size_in_bytes=64,
+                                        temp_size_in_bytes=per_slot * k, generated_code_size_in_bytes=0))()
+
+  def memory_analysis(self):
+    return self.stats
+
+
+def _fake(base=1000, per_slot=300):
+  compiled = []
+
+  def compile_at(k):
+    compiled.append(k)
+    return FakeCompiled(k, base, per_slot)
+  return compile_at, compiled
+
+
+def test_footprint_reads_xla_memory_analysis():
+  x, y = jnp.ones((64, 128)), jnp.ones((128, 32))
+  compiled = jax.jit(lambda a, b: jnp.tanh(a @ b) @ b.T).lower(x, y).compile()
+  fp = memory_plan.footprint(compiled)
+  assert fp.arguments == (64 * 128 + 128 * 32) * 4  # the two float32 operands, exactly
+  assert fp.outputs == 64 * 128 * 4
+  assert fp.total == fp.arguments + fp.outputs - fp.aliased + fp.temporaries + fp.code
+
+
+@pytest.mark.parametrize("limit, want", [(None, 14), (10**9, 14), (1000 + 300 * 14, 14), (1000 + 300 * 14 - 1, 13),
+                                         (1000 + 300 * 5 + 150, 5), (1000 + 300, 1)])
+def test_the_most_slots_that_fit(limit, want):
+  compile_at, compiled = _fake()
+  plan = memory_plan.fit_slots(compile_at, 14, limit)
+  assert plan.slots == want and plan.compiled.k == want
+  assert plan.footprint.total == 1000 + 300 * want <= (limit or np.inf)
+  assert len(compiled) <= 4  # the requested size, one slot, the interpolation (and its check)
+  if want < 14:
+    assert "14 slots do not fit, reduced to" in plan.describe(groups=1)
+
+
+def test_nothing_fits_is_one_line_with_the_figures():
+  compile_at, _ = _fake(base=2 * memory_plan.GIB)
+  with pytest.raises(PosejaxError) as error:
+    memory_plan.fit_slots(compile_at, 4, memory_plan.GIB)
+  message = str(error.value)
+  assert "\n" not in message and "2.00 GiB per device" in message and "1.00 GiB" in message
+
+
+def test_device_limit_prefers_the_stated_memory():
+  class Device:
+    def __init__(self, stats):
+      self.stats = stats
+
+    def memory_stats(self):
+      return self.stats
+  assert memory_plan.device_limit(2.5, Device({"bytes_limit": 10})) == int(2.5 * memory_plan.GIB)
+  assert memory_plan.device_limit(0.0, Device({"bytes_limit": 10})) == 10
+  assert memory_plan.device_limit(0.0, Device(None)) is None
+
+
+def test_a_run_that_does_not_fit_trains_the_same_models_with_fewer_slots(data_dir, tmp_path, monkeypatch, capsys):
+  """The straight run packs both models into one step; with a stated memory between one and two
+  slots' footprint the run takes one slot, and every log point's metrics and the final weights
+  are the same (the step compiled for another slot count may round the last float32 bits
+  differently)."""
+  from posejax import checkpointing, trainer
+  from tests.test_trainer import _config, _records, _strip_timing
+
+  seen = []
+  footprint = memory_plan.footprint
+  monkeypatch.setattr(memory_plan, "footprint", lambda c: seen.append(footprint(c)) or seen[-1])
+  with pytest.raises(PosejaxError, match="with a single slot"):  # 1 byte: records both sizes, trains nothing
+    trainer.train_and_evaluate(_config(data_dir, device_memory_gib=1 / memory_plan.GIB), str(tmp_path / "none"))
+  assert not os.path.exists(tmp_path / "none" / "metrics.jsonl")
+  two, one = seen[0].total, seen[1].total
+  assert one < two
+
+  straight = str(tmp_path / "straight")
+  trainer.train_and_evaluate(_config(data_dir), straight)
+  fitted = str(tmp_path / "fitted")
+  capsys.readouterr()
+  trainer.train_and_evaluate(_config(data_dir, device_memory_gib=(one + two) / 2 / memory_plan.GIB), fitted)
+  out = capsys.readouterr().out
+  assert "2 slots do not fit, reduced to 1" in out
+  summaries = [json.load(open(os.path.join(w, "train_summary.json"))) for w in (straight, fitted)]
+  assert [s["slots"] for s in summaries] == [2, 1]
+  close = lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+  per_model = lambda workdir: [{k: v for k, v in _strip_timing(r).items() if k != "step"} for r in _records(workdir)]
+  jax.tree.map(close, per_model(fitted), per_model(straight))  # the global step counts differ
+  a = checkpointing.restore_for_eval(straight, "latest")
+  b = checkpointing.restore_for_eval(fitted, "latest")
+  jax.tree.map(close, b[1], a[1])
