@@ -41,13 +41,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from posejax import engine, optim, sampling, schedules, sharding, slices, train_step  # noqa: E402
 from posejax.data.actions import ACTIONS  # noqa: E402
 from posejax.data.dataset import PoseDataset, SequenceRecord  # noqa: E402
+from posejax.data.h36m_frames import frames_array  # noqa: E402
 from posejax.model import TemporalModel, receptive_field  # noqa: E402
 from posejax.skeleton import H36M_SKELETON, LAYOUTS  # noqa: E402
 
 WIDTHS = {27: (3, 3, 3), 81: (3, 3, 3, 3), 243: (3, 3, 3, 3, 3)}
-# Human3.6M training frames per action (S1, S5-S8), canonical order (spec action_based.md 4).
-H36M_FRAMES = np.array([100936, 158788, 109424, 72436, 115832, 76048, 69468, 63080, 116472, 129232,
-                        133252, 115296, 79412, 132744, 87332])
+H36M_FRAMES = frames_array("train")  # Human3.6M training frames per action, canonical order
 SEED_CONFIGS = ("ab243", "ab27", "ab1")
 PRESETS = {  # batch per model by receptive field; timed calls of steps_per_call steps
     "gpu": dict(rfs=(27, 243), batch={27: 1024, 243: 1024}, dtypes=("float32", "bfloat16"), data_scale=1.0,
@@ -202,8 +201,9 @@ def run_cases(case: Case, inputs: tuple[str, ...], dataset: PoseDataset, calls: 
   return lines
 
 
-def schedule_lines() -> list[str]:
-  """Useful fraction of the seed configs' schedules on the Human3.6M frame counts."""
+def schedule_lines(frames: np.ndarray = H36M_FRAMES) -> list[str]:
+  """Useful fraction of the seed configs' schedules on training frames per action (default
+  Human3.6M's; flip augmentation doubles the examples)."""
   try:
     import importlib
     out = []
@@ -211,7 +211,7 @@ def schedule_lines() -> list[str]:
       config = importlib.import_module(f"configs.{name}").get_config()
       b = int(config.train.batch_size)
       budget = schedules.make_budget(str(config.train.budget), str(config.mode), int(config.train.epochs),
-                                     int(config.train.unit_epochs), 2 * H36M_FRAMES, b)
+                                     int(config.train.unit_epochs), 2 * np.asarray(frames), b)
       points = schedules.log_steps(budget.total_steps, budget.common_epochs, int(config.train.logs_per_epoch))
       targets = slices.log_targets(budget.steps, [s for _, s in points])
       layout, useful = slices.choose_slots(targets, 1, 15)

@@ -6,14 +6,9 @@ import numpy as np
 import pytest
 
 from posejax import schedules
+from posejax.data.h36m_frames import TEST_FRAMES, TRAIN_FRAMES as FRAMES
 from posejax.errors import PosejaxError
 
-# Training frames per action of the default Human3.6M split (action_based.md section 4).
-FRAMES = {
-    "Directions": 100936, "Discussion": 158788, "Eating": 109424, "Greeting": 72436,
-    "Phoning": 115832, "Photo": 76048, "Posing": 69468, "Purchases": 63080, "Sitting": 116472,
-    "SittingDown": 129232, "Smoking": 133252, "Waiting": 115296, "WalkDog": 79412,
-    "Walking": 132744, "WalkTogether": 87332}
 # floor(sum f / f(A)), equation (2) (action_based.md section 6).
 FRAME_MATCHED = [15, 9, 14, 21, 13, 20, 22, 24, 13, 12, 11, 13, 19, 11, 17]
 N = 2 * np.array(list(FRAMES.values()))  # flip augmentation doubles the examples
@@ -21,6 +16,7 @@ N = 2 * np.array(list(FRAMES.values()))  # flip augmentation doubles the example
 
 def test_total_frames_match_the_split():
   assert sum(FRAMES.values()) == 1559752
+  assert sum(TEST_FRAMES.values()) == 543344
 
 
 def test_fixed_budget_unit_epochs():

@@ -4,11 +4,10 @@ import numpy as np
 import pytest
 
 from posejax import schedules, slices
+from posejax.data.h36m_frames import frames_array
 from posejax.errors import PosejaxError
 
-# Human3.6M training frames per action (action_based.md 4), in canonical order.
-H36M_FRAMES = np.array([100936, 158788, 109424, 72436, 115832, 76048, 69468, 63080, 116472, 129232,
-                        133252, 115296, 79412, 132744, 87332])
+H36M_FRAMES = frames_array("train")  # Human3.6M training frames per action, canonical order
 
 
 def test_slice_names_ids_and_routing():

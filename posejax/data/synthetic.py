@@ -23,7 +23,15 @@ empty directory, or into one that holds its marker, and there replaces only the 
 marker records unchanged. The marker is written before the files (listing them, without
 digests) and again after them with their digests, so an interrupted run can be redone.
 
-Usage: `python -m posejax.data.synthetic --out DIR [--frames N] [--seed S] [--overwrite]`.
+Sequence lengths (`--proportions`, see `sequence_plan`):
+
+* 'equal' (default): every sequence about `--frames` mocap frames (+-15 %).
+* 'h36m': Human3.6M's frames per action and split (`posejax.data.h36m_frames`) times
+  `--scale`, so the action-based packing (slots, useful fraction, memory) is that of the real
+  data; `--scale 1` gives its frame counts exactly.
+
+Usage: `python -m posejax.data.synthetic --out DIR [--frames N | --proportions h36m [--scale F]]
+[--seed S] [--overwrite]`.
 """
 
 from __future__ import annotations
@@ -41,8 +49,9 @@ from scipy.signal import lfilter
 
 from posejax import camera as camera_lib
 from posejax.data import motions
-from posejax.data.actions import ACTIONS
-from posejax.data.h36m_cameras import H36M_SUBJECTS, TRAIN_SUBJECTS, CameraParams, h36m_cameras
+from posejax.data.actions import ACTIONS, action_of
+from posejax.data.h36m_cameras import H36M_SUBJECTS, TEST_SUBJECTS, TRAIN_SUBJECTS, CameraParams, h36m_cameras
+from posejax.data.h36m_frames import mocap_frames
 from posejax.errors import PosejaxError
 from posejax.io_utils import atomic_savez, atomic_write_text
 from posejax.skeleton import H36M_KEPT_JOINTS, H36M_SKELETON_32, LAYOUTS
@@ -181,10 +190,62 @@ def _subject_rng(seed: int, subject: str, *key: int) -> np.random.Generator:
   return np.random.default_rng([seed, int(subject[1:]), *key])
 
 
-def _sequence_lengths(rng: np.random.Generator, frames: int) -> tuple[int, list[int]]:
-  """Mocap length (about `frames`) and the 4 cameras' video lengths (a few frames longer)."""
-  mocap = max(16, int(round(frames * rng.uniform(0.85, 1.15))))
-  return mocap, [mocap + int(rng.integers(1, 9)) for _ in range(4)]
+PROPORTIONS = ("equal", "h36m")
+MIN_FRAMES = 16  # mocap frames of the shortest sequence
+_SPLITS = {"train": TRAIN_SUBJECTS, "test": TEST_SUBJECTS}
+
+
+def _equal_length(rng: np.random.Generator, frames: int) -> int:
+  """Mocap length of an 'equal' sequence: about `frames`, drawn first from the sequence's stream."""
+  return max(MIN_FRAMES, int(round(frames * rng.uniform(0.85, 1.15))))
+
+
+def _video_lengths(rng: np.random.Generator, mocap: int) -> list[int]:
+  """The 4 cameras' video lengths: a few frames longer than the mocap, as in the real files."""
+  return [mocap + int(rng.integers(1, 9)) for _ in range(4)]
+
+
+def split_shares(total: int, weights: np.ndarray) -> np.ndarray:
+  """`total` split in proportion to `weights` (largest remainders): integers summing to `total`."""
+  shares = total * np.asarray(weights, np.float64) / np.sum(weights)
+  counts = np.floor(shares).astype(np.int64)
+  order = np.argsort(counts - shares, kind="stable")  # largest fractional parts first
+  counts[order[:total - int(counts.sum())]] += 1
+  return counts
+
+
+def _h36m_plan(scale: float, seed: int) -> dict[str, dict[str, int]]:
+  """Each split's per-action mocap total, spread over its sequences of that action with
+  seed-drawn weights (0.85-1.15) so that lengths differ as real takes do."""
+  plan: dict[str, dict[str, int]] = {s: {} for s in H36M_SUBJECTS}
+  for split_index, (split, subjects) in enumerate(_SPLITS.items()):
+    for action_index, action in enumerate(ACTIONS):
+      names = [(s, n) for s in subjects for n in sequence_names(s) if action_of(n) == action]
+      weights = np.random.default_rng([seed, 2000, split_index, action_index]).uniform(0.85, 1.15, len(names))
+      for (subject, name), length in zip(names, split_shares(mocap_frames(split, action, scale), weights)):
+        plan[subject][name] = int(length)
+  length, subject, name = min((n, s, name) for s, seqs in plan.items() for name, n in seqs.items())
+  if length < MIN_FRAMES:
+    least = scale * MIN_FRAMES / max(length, 1)  # lengths are proportional to the scale
+    raise PosejaxError(f"--scale {scale}: too small, {subject} {name!r} would get {length} < {MIN_FRAMES} "
+                       f"mocap frames (needs about --scale {least:.2g} or more)")
+  # In sequence-name order, as the files list them.
+  return {s: {n: plan[s][n] for n in sequence_names(s)} for s in H36M_SUBJECTS}
+
+
+def sequence_plan(proportions: str = "equal", scale: float = 1.0, seed: int = 0,
+                  frames: int = 600) -> dict[str, dict[str, int]]:
+  """subject -> sequence name -> mocap frames of every subject the generator writes.
+
+  'equal': each about `frames` (+-15 %); 'h36m': per split and action, exactly Human3.6M's
+  mocap frames times `scale` (rounded; `frames` unused). Each camera's video is 1-8 frames
+  longer. Pure: no poses are made.
+  """
+  _check_args(frames, seed, H36M_SUBJECTS, proportions, scale)
+  if proportions == "h36m":
+    return _h36m_plan(float(scale), int(seed))
+  return {s: {n: _equal_length(_subject_rng(seed, s, 1, i), frames) for i, n in enumerate(sequence_names(s))}
+          for s in H36M_SUBJECTS}
 
 
 def film(motion: motions.Motion, offsets: np.ndarray, centre: np.ndarray, cams: Sequence[CameraParams],
@@ -210,8 +271,11 @@ def _kept_joints(world: np.ndarray, rotations: np.ndarray) -> np.ndarray:
   return world[:, list(H36M_KEPT_JOINTS)]
 
 
-def _subject_sequences(seed: int, subject: str, frames: int):
-  """Yields (name, world (T_video, 32, 3) float32, 4 x pixels (T_video, 17, 2), mocap length, video lengths)."""
+def _subject_sequences(seed: int, subject: str, frames: int, lengths: dict[str, int] | None = None):
+  """Yields (name, world (T_video, 32, 3) float32, 4 x pixels (T_video, 17, 2), mocap length, video lengths).
+
+  lengths: mocap frames per sequence name (`sequence_plan`); None: 'equal' lengths of `frames`.
+  """
   body_rng = _subject_rng(seed, subject, 0)
   offsets = make_body(body_rng)
   style = motions.make_style(body_rng, leg_length=float(np.linalg.norm(offsets[2]) + np.linalg.norm(offsets[3])))
@@ -219,23 +283,36 @@ def _subject_sequences(seed: int, subject: str, frames: int):
   centre = capture_centre(cams)
   for index, name in enumerate(sequence_names(subject)):
     rng = _subject_rng(seed, subject, 1, index)
-    mocap, video = _sequence_lengths(rng, frames)
+    mocap = _equal_length(rng, frames) if lengths is None else lengths[name]
+    video = _video_lengths(rng, mocap)
     motion = motions.action_motion(name.split(" ")[0], rng, max(video), style)
     world, pixels = film(motion, offsets, centre, cams, _kept_joints)
     yield name, world, [p[:length] for p, length in zip(pixels, video)], mocap, video
 
 
-def generate_positions_3d(frames: int = 600, seed: int = 0,
-                          subjects: Sequence[str] = H36M_SUBJECTS) -> dict[str, dict[str, np.ndarray]]:
+def _lengths(proportions: str, scale: float, seed: int) -> dict[str, dict[str, int]] | None:
+  """Per-subject mocap lengths for `_subject_sequences` (None: drawn there, 'equal')."""
+  return sequence_plan(proportions, scale, seed) if proportions != "equal" else None
+
+
+def generate_positions_3d(frames: int = 600, seed: int = 0, subjects: Sequence[str] = H36M_SUBJECTS, *,
+                          proportions: str = "equal", scale: float = 1.0) -> dict[str, dict[str, np.ndarray]]:
   """subject -> sequence name -> (T, 32, 3) float32 world metres (the 3D file's content)."""
-  subjects = _check_args(frames, seed, subjects)
-  return {s: {name: world[:mocap] for name, world, _, mocap, _ in _subject_sequences(seed, s, frames)}
+  subjects = _check_args(frames, seed, subjects, proportions, scale)
+  plan = _lengths(proportions, scale, seed)
+  return {s: {name: world[:mocap] for name, world, _, mocap, _ in
+              _subject_sequences(seed, s, frames, None if plan is None else plan[s])}
           for s in subjects}
 
 
-def _check_args(frames: int, seed: int, subjects: Sequence[str]) -> tuple[str, ...]:
-  if int(frames) < 16:
-    raise PosejaxError(f"--frames: need at least 16 frames per sequence, got {frames}")
+def _check_args(frames: int, seed: int, subjects: Sequence[str], proportions: str = "equal",
+                scale: float = 1.0) -> tuple[str, ...]:
+  if proportions not in PROPORTIONS:
+    raise PosejaxError(f"--proportions: {proportions!r} is not one of {', '.join(PROPORTIONS)}")
+  if not 0 < float(scale) < float("inf"):
+    raise PosejaxError(f"--scale: must be a positive fraction of Human3.6M's size, got {scale}")
+  if int(frames) < MIN_FRAMES:
+    raise PosejaxError(f"--frames: need at least {MIN_FRAMES} frames per sequence, got {frames}")
   if int(seed) < 0:
     raise PosejaxError(f"--seed: must be a non-negative integer, got {seed}")
   unknown = [s for s in subjects if s not in H36M_SUBJECTS]
@@ -326,12 +403,13 @@ def _custom_videos(seed: int, frames: int) -> dict[str, np.ndarray]:
   return videos
 
 
-def _build(frames: int, seed: int, subjects: tuple[str, ...]):
+def _build(frames: int, seed: int, subjects: tuple[str, ...], plan: dict[str, dict[str, int]] | None = None):
   """(positions_3d, gt 2D, detector 2D) dicts in the published nesting."""
   positions_3d, gt, detected = {}, {}, {}
   for subject in subjects:
     positions_3d[subject], gt[subject], detected[subject] = {}, {}, {}
-    for index, (name, world, pixels, mocap, _) in enumerate(_subject_sequences(seed, subject, frames)):
+    lengths = None if plan is None else plan[subject]
+    for index, (name, world, pixels, mocap, _) in enumerate(_subject_sequences(seed, subject, frames, lengths)):
       positions_3d[subject][name] = world[:mocap]
       gt[subject][name] = [p[:mocap] for p in pixels]
       detected[subject][name] = [
@@ -340,7 +418,8 @@ def _build(frames: int, seed: int, subjects: tuple[str, ...]):
   return positions_3d, gt, detected
 
 
-def _summary(positions_3d: dict, paths: dict[str, str], seed: int) -> str:
+def _summary(positions_3d: dict, paths: dict[str, str], seed: int, proportions: str = "equal",
+             scale: float = 1.0) -> str:
   splits = {"training": [s for s in positions_3d if s in TRAIN_SUBJECTS],
             "test": [s for s in positions_3d if s not in TRAIN_SUBJECTS]}
   parts = []
@@ -350,7 +429,9 @@ def _summary(positions_3d: dict, paths: dict[str, str], seed: int) -> str:
       frames = sum(len(v) for v in seqs)
       parts.append(f"{split} {'+'.join(subjects)}: {len(seqs)} sequences, {frames:,} mocap frames "
                    f"({4 * frames:,} camera frames, {frames / motions.FPS / 60:.1f} min)")
-  return (f"Synthetic Human3.6M-like data (seed {seed}): {len(positions_3d)} subjects, 15 actions, 4 cameras; "
+  sizes = f", Human3.6M's proportions at scale {scale:g}" if proportions == "h36m" else ""
+  return (f"Synthetic Human3.6M-like data (seed {seed}{sizes}): {len(positions_3d)} subjects, 15 actions, "
+          "4 cameras; "
           + "; ".join(parts) + ". Wrote " + ", ".join(paths.values()) + ".")
 
 
@@ -363,7 +444,8 @@ def file_sha256(path: str) -> str:
 
 
 def read_marker(out_dir: str, generator: str = _GENERATOR) -> dict | None:
-  """The marker of `out_dir` ({'frames', 'seed', 'subjects', 'complete', 'files'}), or None.
+  """The marker of `out_dir` ({'frames', 'seed', 'subjects', 'complete', 'files'}, and for this
+  module 'proportions' and 'scale'), or None.
 
   Raises:
     PosejaxError: a marker of another generator (`generator` names the expected one).
@@ -416,26 +498,33 @@ def unwritable_reason(out_dir: str, file_names: Sequence[str] | None = None,
 
 
 def write_marker(out_dir: str, frames: int, seed: int, subjects: tuple[str, ...],
-                 digests: dict[str, str | None], generator: str = _GENERATOR) -> None:
-  """Records the generation in `out_dir`; complete when every file has its digest."""
-  marker = {"generator": generator, "frames": frames, "seed": seed, "subjects": list(subjects),
+                 digests: dict[str, str | None], generator: str = _GENERATOR,
+                 params: dict[str, object] | None = None) -> None:
+  """Records the generation in `out_dir` (`params`: further generator parameters); complete
+  when every file has its digest."""
+  marker = {"generator": generator, "frames": frames, "seed": seed, **(params or {}), "subjects": list(subjects),
             "complete": all(d is not None for d in digests.values()), "files": digests}
   atomic_write_text(os.path.join(out_dir, MARKER), json.dumps(marker, indent=1) + "\n")
 
 
 def generate(out_dir: str, *, frames: int = 600, seed: int = 0, subjects: Sequence[str] = H36M_SUBJECTS,
-             overwrite: bool = False, log: Callable[[str], None] | None = None) -> dict[str, str]:
+             proportions: str = "equal", scale: float = 1.0, overwrite: bool = False,
+             log: Callable[[str], None] | None = None) -> dict[str, str]:
   """Writes the four synthetic files and the marker into `out_dir`; returns kind -> path.
 
   Kinds: 'positions_3d', 'gt', 'synthetic', 'custom' (file names in `FILE_NAMES`). `overwrite`
   replaces files of an earlier generation (see `unwritable_reason`), never other files.
+  Sequence lengths follow `sequence_plan(proportions, scale, seed, frames)`; `frames` also sets
+  the custom videos' length.
 
   Raises:
     PosejaxError: bad arguments, a directory it may not write into, or a file of an earlier
       generation exists and `overwrite` is False.
   """
-  subjects = _check_args(frames, seed, subjects)
+  subjects = _check_args(frames, seed, subjects, proportions, scale)
   frames, seed = int(frames), int(seed)
+  plan = _lengths(proportions, float(scale), seed)  # before writing: a too small scale is an error
+  params = {"proportions": proportions, "scale": float(scale) if proportions == "h36m" else None}
   reason = unwritable_reason(out_dir)
   if reason is not None:
     raise PosejaxError(f"--out {out_dir}: not writing synthetic data: {reason}")
@@ -443,36 +532,58 @@ def generate(out_dir: str, *, frames: int = 600, seed: int = 0, subjects: Sequen
   existing = [p for p in paths.values() if os.path.exists(p)]
   if existing and not overwrite:
     raise PosejaxError(f"{existing[0]}: already exists (pass --overwrite to replace the synthetic files)")
-  positions_3d, gt, detected = _build(frames, seed, subjects)
+  positions_3d, gt, detected = _build(frames, seed, subjects, plan)
   h36m_meta = {"num_joints": 17, "keypoints_symmetry": _symmetry(_H36M_LAYOUT)}
   videos = _custom_videos(seed, frames)
   custom_meta = {"layout_name": "coco", "num_joints": 17, "keypoints_symmetry": _symmetry(_COCO_LAYOUT),
                  "video_metadata": {v: {"w": 1000, "h": 1002} for v in videos}}
   os.makedirs(out_dir, exist_ok=True)
-  write_marker(out_dir, frames, seed, subjects, {name: None for name in FILE_NAMES.values()})
+  write_marker(out_dir, frames, seed, subjects, {name: None for name in FILE_NAMES.values()}, params=params)
   atomic_savez(paths["positions_3d"], positions_3d=positions_3d)
   atomic_savez(paths["gt"], positions_2d=gt, metadata=h36m_meta)
   atomic_savez(paths["synthetic"], positions_2d=detected, metadata={"layout_name": "h36m", **h36m_meta})
   atomic_savez(paths["custom"], positions_2d={v: {"custom": [k]} for v, k in videos.items()}, metadata=custom_meta)
-  write_marker(out_dir, frames, seed, subjects, {os.path.basename(p): file_sha256(p) for p in paths.values()})
+  write_marker(out_dir, frames, seed, subjects, {os.path.basename(p): file_sha256(p) for p in paths.values()},
+               params=params)
   if log is not None:
-    log(_summary(positions_3d, paths, seed))
+    log(_summary(positions_3d, paths, seed, proportions, float(scale)))
   return paths
 
 
+def _size_args(args: argparse.Namespace, default_frames: int) -> dict[str, object]:
+  """generate()'s length keywords from --frames / --proportions / --scale, each option only
+  where it applies."""
+  proportions = getattr(args, "proportions", "equal")
+  if proportions == "equal" and getattr(args, "scale", None) is not None:
+    raise PosejaxError("--scale: applies to --proportions h36m only (use --frames for equal lengths)")
+  if proportions != "equal" and args.frames is not None:
+    raise PosejaxError(f"--frames: applies to --proportions equal only (use --scale with {proportions})")
+  size = {"frames": default_frames if args.frames is None else args.frames}
+  if proportions != "equal":
+    size |= {"proportions": proportions, "scale": 1.0 if args.scale is None else args.scale}
+  return size
+
+
 def run_cli(argv: Sequence[str] | None, *, prog: str, description: str, default_frames: int,
-            generate_fn: Callable[..., dict[str, str]]) -> int:
-  """The command line of a synthetic generator: --out, --frames, --seed, --overwrite."""
+            generate_fn: Callable[..., dict[str, str]], proportions: Sequence[str] = ()) -> int:
+  """The command line of a synthetic generator: --out, --frames, --seed, --overwrite, and
+  --proportions / --scale when `proportions` names the generator's choices."""
   parser = argparse.ArgumentParser(prog=prog, description=description)
   parser.add_argument("--out", required=True, help="output directory")
-  parser.add_argument("--frames", type=int, default=default_frames, help="mocap frames per sequence (varies +-15%%)")
+  parser.add_argument("--frames", type=int, default=None,
+                      help=f"mocap frames per sequence (varies +-15%%; default {default_frames})")
+  if proportions:
+    parser.add_argument("--proportions", choices=proportions, default=proportions[0],
+                        help="sequence lengths: about --frames each (equal) or Human3.6M's per action and split")
+    parser.add_argument("--scale", type=float, default=None,
+                        help="with --proportions h36m: fraction of Human3.6M's frames (default 1: exactly its counts)")
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--overwrite", action="store_true",
                       help="replace the files of an earlier generation in --out (never other files)")
   args = parser.parse_args(argv)
   start = time.perf_counter()
   try:
-    generate_fn(args.out, frames=args.frames, seed=args.seed, overwrite=args.overwrite, log=print)
+    generate_fn(args.out, **_size_args(args, default_frames), seed=args.seed, overwrite=args.overwrite, log=print)
   except PosejaxError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
@@ -482,6 +593,7 @@ def run_cli(argv: Sequence[str] | None, *, prog: str, description: str, default_
 
 def main(argv: Sequence[str] | None = None) -> int:
   return run_cli(argv, prog="python -m posejax.data.synthetic", default_frames=600, generate_fn=generate,
+                 proportions=PROPORTIONS,
                  description="Writes synthetic Human3.6M-like data in the VideoPose3D file formats.")
 
 
