@@ -74,7 +74,13 @@ def data_dir(tmp_path_factory):
   return path
 
 
-def test_a_short_bf16_run_ends_within_two_percent_of_float32(data_dir, tmp_path):
+def test_a_short_bf16_run_ends_within_the_seed_spread_of_float32(data_dir, tmp_path):
+  """A short run is chaotic: its final MPJPE moves with the seed by more than with the dtype.
+
+  Measured on this config (seeds 1234, 1, 2): float32 129.6, 134.5, 125.3 mm (±3.6 %), bfloat16
+  132.9, 132.9, 130.5 mm. The step itself is checked to bf16 precision above; here the bf16 run
+  must land within about three times float32's seed-to-seed spread (10 %).
+  """
   results = {}
   for dtype in ("float32", "bfloat16"):
     config = default.get_config()
@@ -93,4 +99,4 @@ def test_a_short_bf16_run_ends_within_two_percent_of_float32(data_dir, tmp_path)
     summary = trainer.train_and_evaluate(config, str(tmp_path / dtype))
     results[dtype] = summary["final"]["average"]["mpjpe"]
     assert summary["compute_dtype"] == dtype
-  assert results["bfloat16"] == pytest.approx(results["float32"], rel=0.02)
+  assert results["bfloat16"] == pytest.approx(results["float32"], rel=0.10)
