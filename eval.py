@@ -43,6 +43,8 @@ flags.DEFINE_string("common", None, "Workdir of a common run: its final model is
                     "models (the 'common' routing row).")
 flags.DEFINE_bool("cross_action", False, "Also evaluate every action model on every action's test data (the "
                   "cross-action matrix: table in results.md, cross_action.png).")
+flags.DEFINE_bool("include_behind", False, "A checkpoint saved between log points: keep the models short of "
+                  "their log point in the averages (they are always named and marked).")
 flags.DEFINE_bool("by_subject", None, "Per-subject tables too (default: config.eval.by_subject).")
 flags.DEFINE_bool("render", False, "Render one sequence instead of evaluating.")
 flags.DEFINE_string("viz_subject", None, "Subject to render, e.g. S11.")
@@ -102,7 +104,7 @@ def main(argv):
   else:
     eval_lib.evaluate_workdir(FLAGS.workdir, which, FLAGS.config, out_dir=FLAGS.out,
                               by_subject=FLAGS.by_subject, routing=FLAGS.routing, common_workdir=FLAGS.common,
-                              cross_action=FLAGS.cross_action)
+                              cross_action=FLAGS.cross_action, include_behind=FLAGS.include_behind)
 
 
 def run(argv):

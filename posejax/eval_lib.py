@@ -26,6 +26,7 @@ from typing import Any, Mapping, Sequence
 
 import ml_collections
 
+from posejax import behind as behind_lib
 from posejax import evaluation, model_spec, report
 from posejax import trajectory as trajectory_lib
 from posejax import workdir as layout
@@ -198,7 +199,8 @@ def _data_parts(config: Any, saved: Any) -> list[str]:
 
 
 def evaluation_name(run: RestoredRun, *, headline: str, common_workdir: str | None, cross_action: bool,
-                    by_subject: bool, tta: bool, which: str | int, config_given: bool) -> str:
+                    by_subject: bool, tta: bool, which: str | int, config_given: bool,
+                    include_behind: bool = False) -> str:
   """The folder name of an evaluation (`posejax.workdir.eval_name`): the headline routing ('one_model'
   for a common run), then each option that changes the results, e.g. 'soft+common-RUN+cross_action'."""
   common = f"common-{os.path.basename(os.path.abspath(common_workdir))}" if common_workdir else None
@@ -206,7 +208,8 @@ def evaluation_name(run: RestoredRun, *, headline: str, common_workdir: str | No
   if common and headline != "common":
     parts.append(common)
   parts += [flag for flag, on in (("cross_action", cross_action), ("by_subject", by_subject),
-                                  ("no_tta", not tta), ("best", str(which) == "best")) if on]
+                                  ("no_tta", not tta), ("best", str(which) == "best"),
+                                  ("include_behind", include_behind)) if on]
   if config_given and run.metadata.get("config"):
     parts += _data_parts(run.config, run.metadata["config"])
   return layout.eval_name(parts)
@@ -222,7 +225,8 @@ def headline_mode(routing: str | None, *, action_based: bool, has_classifier: bo
 def evaluate_workdir(workdir: str, which: str | int = DEFAULT_CHECKPOINT,
                      config: ml_collections.ConfigDict | None = None, *, out_dir: str | None = None,
                      by_subject: bool | None = None, verbose: bool = True, routing: str | None = None,
-                     common_workdir: str | None = None, cross_action: bool = False) -> dict[str, Any]:
+                     common_workdir: str | None = None, cross_action: bool = False,
+                     include_behind: bool = False) -> dict[str, Any]:
   """Evaluates a checkpoint (default: the final model) with the reference's protocol.
 
   An action-based run is evaluated with every routing mode it supports, side by side
@@ -233,7 +237,9 @@ def evaluate_workdir(workdir: str, which: str | int = DEFAULT_CHECKPOINT,
   Writes results.{json,csv,md} (and the classifier's and cross-action figures) to `out_dir`
   (default WORKDIR/eval/step_N/NAME, `evaluation_name`), replacing what an earlier run of the
   same evaluation wrote there, and returns the json document, which records the checkpoint's
-  step and whether it is the final one.
+  step and whether it is the final one. Models behind their log point (a checkpoint saved between
+  log points, `posejax.behind`) are named, marked and left out of the averages unless
+  `include_behind`.
   """
   from posejax import classifier as classifier_lib, routing as routing_lib  # late: orbax, figures
   run = restore_run(workdir, which, config)
@@ -243,6 +249,7 @@ def evaluate_workdir(workdir: str, which: str | int = DEFAULT_CHECKPOINT,
                          has_common=bool(common_workdir))
   if common_workdir and not action_based:
     raise PosejaxError(f"--common {common_workdir}: applies to action-based runs; {workdir} is a common run")
+  behind = behind_lib.models_behind(run.metadata, run.actions_of_slices)
   if verbose:
     print(f"evaluating {run.describe()} of {workdir}", flush=True)
   cfg = run.config
@@ -266,15 +273,16 @@ def evaluate_workdir(workdir: str, which: str | int = DEFAULT_CHECKPOINT,
   headline = headline_mode(routing, action_based=action_based, has_classifier=classifier is not None)
   out = out_dir or layout.eval_dir(workdir, run.step, evaluation_name(
       run, headline=headline, common_workdir=common_workdir, cross_action=cross_action, by_subject=by_subject,
-      tta=tta, which=which, config_given=config is not None))
+      tta=tta, which=which, config_given=config is not None, include_behind=include_behind and bool(behind)))
   document = routing_lib.finish_document(
       document, model, run.variables, resident, out_dir=out, tta=tta, classifier=classifier, mode=routing,
       common=common, cross_action=cross_action, by_subject=by_subject, write=False,
       log=(lambda text: print(text, end="", flush=True)) if verbose else (lambda text: None))
+  document = behind_lib.apply(document, behind, include=include_behind)
   written = routing_lib.write_evaluation(out, document)
   if verbose:
     print(f"Headline ({document['routing']}):\n" + report.to_text(report.results_table(document))
-          + report.trajectory_text(document), end="")
+          + behind_lib.note(document) + report.trajectory_text(document), end="")
     for subject, sub in document.get("by_subject", {}).items():
       print(f"\nSubject {subject}\n" + report.to_text(report.results_table(sub)), end="")
     print(written_line(written))

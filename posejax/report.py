@@ -14,6 +14,7 @@ import json
 import os
 from typing import Any, Mapping, Sequence
 
+from posejax import behind as behind_lib
 from posejax.data.actions import ABBREVIATIONS
 from posejax.errors import PosejaxError
 from posejax.io_utils import atomic_write_text
@@ -62,7 +63,17 @@ def results_table(results: Mapping[str, Any], metrics: Sequence[str] | None = No
   metrics = metrics or [m for m in METRIC_LABELS if m in results["average"]]
   series = [(METRIC_LABELS[m], {a: v[m] for a, v in per_action.items()}, results["average"][m],
              METRIC_DECIMALS[m]) for m in metrics]
-  return per_action_table(series, list(per_action))
+  table = per_action_table(series, list(per_action))
+  behind = results.get("behind") or {}
+  if not behind:
+    return table
+  # Models short of their log point (a checkpoint between log points): marked, and so is an
+  # average that still holds them.
+  marks = [ABBREVIATIONS.get(a, a) for a in behind]
+  header = tuple(h + behind_lib.MARK if h in marks else h for h in table.header)
+  if results.get("behind_in_average"):
+    header = header[:-1] + (header[-1] + behind_lib.MARK,)
+  return dataclasses.replace(table, header=header)
 
 
 def to_text(table: Table) -> str:
@@ -151,6 +162,8 @@ def write_results(out_dir: str, document: Mapping[str, Any]) -> dict[str, str]:
   if document.get("routing"):
     markdown += [f"Routing: {document['routing']}", ""]
   markdown.append(to_markdown(table))
+  if document.get("behind"):
+    markdown.append(behind_lib.note(document))
   for subject, sub in document.get("by_subject", {}).items():
     markdown += [f"## Subject {subject}", "", to_markdown(results_table(sub))]
   markdown += _routing_markdown(document)

@@ -182,8 +182,10 @@ def check_mode(mode: str | None, *, action_based: bool, has_classifier: bool, ha
   if not action_based and mode != "oracle":
     raise PosejaxError(f"--routing={mode}: a common run has one model; routing applies to action-based runs")
   if mode in ("predicted", "soft") and not has_classifier:
-    raise PosejaxError(f"--routing={mode}: this workdir has no action classifier (WORKDIR/classifier); train "
-                       "with --config.classifier.enabled=True")
+    raise PosejaxError(f"--routing={mode}: this workdir has no action classifier (WORKDIR/classifier): it trains "
+                       "after the pose models finish their budgets, so a finished run with "
+                       "config.classifier.enabled (on by default in action-based mode) has one; rerun the training "
+                       "command to finish an interrupted run")
   if mode == "common" and not has_common:
     raise PosejaxError("--routing=common needs --common DIR, the workdir of a common run")
 

@@ -27,8 +27,9 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 
-from posejax import (checkpointing, engine, eval_lib, evaluation, log_point, memory_plan, model_spec, optim,
-                     progress, report, resume, sampling, schedules, semi_data, semi_eval, semi_step, sharding, slices, train_step)
+from posejax import (behind, checkpointing, engine, eval_lib, evaluation, log_point, memory_plan, model_spec, optim,
+                     progress, report, resume, sampling, schedules, semi_data, semi_eval, semi_step, sharding, slices,
+                     train_step)
 from posejax import trajectory as trajectory_lib
 from posejax import classifier  # the action classifier, trained after the pose models
 from posejax import routing  # writes the evaluation folders
@@ -174,8 +175,14 @@ class Run:
     out[:len(per_model)] = per_model
     return out
 
-  def metadata(self, timers: log_point.Timers, wall_now: float) -> dict[str, Any]:
-    return {"config": json.loads(self.config.to_json()), "actions": self.slices, "model": self.hparams,
+  def metadata(self, timers: log_point.Timers, wall_now: float, positions: np.ndarray | None = None,
+               target: np.ndarray | None = None, epoch: float = 0.0) -> dict[str, Any]:
+    """A checkpoint's record; with `positions` and the log point's `target`, the models' own steps
+    (an evaluation between log points names the models behind)."""
+    progress_fields = ({} if positions is None else
+                       behind.checkpoint_fields(positions, target, epoch, self.layout.num_models))
+    return {**progress_fields, "config": json.loads(self.config.to_json()), "actions": self.slices,
+            "model": self.hparams,
             "dataset_fingerprint": self.fingerprint, "mode": self.mode, "compute_dtype": self.dtype,
             "slots": dataclasses.asdict(self.slot_layout), "total_steps": int(self.segment_lengths.sum()),
             **({"trajectory_model": self.traj_hparams} if self.semi else {}), **timers.as_dict(wall_now)}
@@ -455,7 +462,7 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
         if done < len(rows):  # stopped by a signal
           with stop.saving():
             checkpointing.save(mngr, step, state, acc, layout.num_models,
-                               run.metadata(timers, time.perf_counter() - wall_start))
+                               run.metadata(timers, time.perf_counter() - wall_start, positions, target, epoch))
             checkpointing.finish_saves(mngr)
           _log(f"stopped by signal {stop.signal} at global step {step}; checkpoint saved in "
                f"{checkpointing.checkpoint_dir(workdir)} (rerun the same command to resume)")
@@ -482,7 +489,7 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
         if (index + 1) % every == 0 or index + 1 == len(run.points):
           with stop.saving():
             checkpointing.save(mngr, step, state, acc, layout.num_models,
-                               run.metadata(timers, time.perf_counter() - wall_start),
+                               run.metadata(timers, time.perf_counter() - wall_start, positions, target, epoch),
                                metrics=None if heldout is None else {checkpointing.BEST_METRIC: heldout})
     checkpointing.finish_saves(mngr)
     if np.any(positions[:layout.num_models] < budget.steps):

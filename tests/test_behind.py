@@ -1,0 +1,114 @@
+"""Checkpoints between log points: the models behind are named, marked and kept out of averages."""
+
+import json
+import os
+import signal
+
+import numpy as np
+import pytest
+
+from posejax import behind, compare, engine, eval_lib, report, routing, trainer
+from posejax.data import synthetic
+from posejax.errors import PosejaxError
+from tests.test_trainer import _config, _records
+
+
+def _document(per_action, routings=True):
+  doc = {"per_action": per_action, "average": {"mpjpe": float(np.mean([v["mpjpe"] for v in per_action.values()]))}}
+  if routings:
+    doc["routings"] = {"oracle": {"per_action": per_action, "average": dict(doc["average"])}}
+  return doc
+
+
+def test_averages_leave_out_the_models_behind():
+  per_action = {"Eating": {"mpjpe": 50.0}, "Smoking": {"mpjpe": 442.6}, "Walking": {"mpjpe": 40.0}}
+  lag = {"Smoking": {"own_steps": 0, "target_steps": 624, "epoch": 0.125}}
+  doc = behind.apply(_document(per_action), lag, include=False)
+  assert doc["average"]["mpjpe"] == pytest.approx(45.0)  # (50 + 40) / 2, by hand
+  assert doc["routings"]["oracle"]["average"]["mpjpe"] == pytest.approx(45.0)
+  assert doc["behind"] == lag and doc["behind_in_average"] is False
+  text = report.to_text(report.results_table(doc))
+  assert "Smoke*" in text and "Eat*" not in text and "Avg*" not in text
+  line = behind.note(doc)
+  assert "Smoking 0 of 624" in line and "left out of Avg (--include_behind keeps them)" in line
+
+  kept = behind.apply(_document(per_action), lag, include=True)
+  assert kept["average"]["mpjpe"] == pytest.approx((50 + 442.6 + 40) / 3)
+  assert "Avg*" in report.to_text(report.results_table(kept)) and "kept in Avg" in behind.note(kept)
+
+  everyone = {a: {"own_steps": 1, "target_steps": 2, "epoch": 1.0} for a in per_action}
+  alone = behind.apply(_document(per_action), everyone, include=False)
+  assert alone["average"] == _document(per_action)["average"] and alone["behind_in_average"] is True
+  assert "no model is at the log point" in behind.note(alone)
+  assert behind.apply(_document(per_action), {}, include=False) == _document(per_action)
+
+
+def test_models_behind_from_the_checkpoint_record():
+  fields = behind.checkpoint_fields(np.array([624, 0, 624, 7]), np.array([624, 624, 624, 9]), 0.125, num_models=3)
+  assert behind.models_behind(fields, ("Eating", "Smoking", "Walking")) == {
+      "Smoking": {"own_steps": 0, "target_steps": 624, "epoch": 0.125}}
+  assert behind.models_behind(fields, ("all",)) == {}  # one common model: nothing to compare
+  assert behind.models_behind({}, ("Eating", "Smoking")) == {}  # checkpoints without the record
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  path = str(tmp_path_factory.mktemp("synthetic"))
+  synthetic.generate(path, frames=16, seed=0)
+  return path
+
+
+def test_eval_of_a_checkpoint_saved_mid_segment(data_dir, tmp_path, monkeypatch, capsys):
+  """SIGTERM a few calls into the first log segment; eval.py's document names exactly the models
+  short of the first log point's own steps (which the finished run logs), compare refuses it,
+  and --routing=predicted says that the classifier comes at the end of training."""
+  config = _config(data_dir, slots=1)  # one model per global step: the models' step counts differ
+  straight = str(tmp_path / "straight")
+  trainer.train_and_evaluate(config, straight)
+  first = _records(straight)[0]["per_action"]
+  targets = {a: int(v["steps"]) for a, v in first.items()}
+
+  run_device = engine.run_segment_device
+
+  sent = []
+
+  def interrupted(*args, **kwargs):
+    def on_chunk(n, inner=kwargs["on_chunk"]):
+      if not sent:  # once: a second signal would end the process
+        sent.append(n)
+        os.kill(os.getpid(), signal.SIGTERM)
+      inner(n)
+    kwargs["on_chunk"] = on_chunk
+    return run_device(*args, **kwargs)
+
+  workdir = str(tmp_path / "stopped")
+  monkeypatch.setattr(engine, "run_segment_device", interrupted)
+  assert trainer.train_and_evaluate(config, workdir)["interrupted"]
+  monkeypatch.setattr(engine, "run_segment_device", run_device)
+
+  capsys.readouterr()
+  document = eval_lib.evaluate_workdir(workdir, "latest")
+  out = capsys.readouterr().out
+  run = eval_lib.restore_run(workdir, "latest")
+  own = dict(zip(run.actions_of_slices, run.metadata["model_steps"]))
+  assert sum(own.values()) == document["checkpoint_step"]  # one slot: one model-step per global step
+  want = {a: (own[a], targets[a]) for a in targets if own[a] < targets[a]}
+  assert want, "the SIGTERM came after the log point"
+  assert {a: (v["own_steps"], v["target_steps"]) for a, v in document["behind"].items()} == want
+  assert "behind: this checkpoint lies between log points" in out
+  for action in want:
+    assert f"{action} {own[action]:,} of {targets[action]:,}" in out
+  per_action = document["per_action"]
+  ahead = [a for a in per_action if a not in want]
+  expected = np.mean([per_action[a]["mpjpe"] for a in (ahead or per_action)])
+  assert document["average"]["mpjpe"] == pytest.approx(expected, rel=1e-12)
+  with open(os.path.join(eval_lib.layout.eval_dir(workdir, document["checkpoint_step"], "oracle"),
+                         "results.md")) as f:
+    assert "behind" in f.read()
+
+  with pytest.raises(PosejaxError, match="saved between log points"):
+    compare.final_results(workdir)
+  with pytest.raises(PosejaxError, match="trains after the pose models finish"):
+    routing.check_mode("predicted", action_based=True, has_classifier=False, has_common=False)
+  with open(os.path.join(straight, "train_summary.json")) as f:
+    assert json.load(f)["slots"] == 1
