@@ -160,6 +160,9 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.checkpoint = ml_collections.ConfigDict()
   config.checkpoint.every_epochs = 10  # checkpoint every N log points (and at the end, on SIGTERM)
+  # also checkpoint every N minutes of training, between log points (0: off); for runs whose
+  # log points are hours apart on preemptible machines
+  config.checkpoint.every_minutes = 0.0
   config.checkpoint.keep = 3  # newest checkpoints kept (plus the best with a validation split)
   # --resume: a step of this workdir or a checkpoint path to start from (None: the newest here).
   config.checkpoint.resume_from = ml_collections.config_dict.placeholder(str)

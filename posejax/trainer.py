@@ -22,7 +22,7 @@ import dataclasses
 import json
 import os
 import time
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import jax
 import numpy as np
@@ -357,17 +357,19 @@ class _Loop:
   def _compile(self, state, acc) -> None:
     self.compiled = self._compile_engine(self.run.engine, state, acc)
 
-  def run_rows(self, state, acc, inputs: np.ndarray, step: int, stop: checkpointing.StopRequest, desc: str):
+  def run_rows(self, state, acc, inputs: np.ndarray, step: int, stop: checkpointing.StopRequest, desc: str,
+               checkpoint_due: Callable[[], bool] = lambda: False):
     """Runs the rows `inputs` (T, K, 3) from global step `step`; returns (state, acc, rows done).
 
-    Adds the time to `timers.train`, except the one-off compilation (`timers.compile`).
+    Stops early, at a call boundary, on a signal or when `checkpoint_due()`. Adds the time to
+    `timers.train`, except the one-off compilation (`timers.compile`).
     """
     run = self.run
     if self.compiled is None:
       self._compile(state, acc)
     start_time = time.perf_counter()
     bar = progress.Bar(_step_samples(inputs, run.layout.num_models, run.batch_size), desc)
-    should_stop = lambda: stop.requested
+    should_stop = lambda: stop.requested or checkpoint_due()
     if run.input == "device":
       state, acc, done = engine.run_segment_device(run.engine, self.compiled, state, acc, self.tables, inputs,
                                                    step, self.rng, should_stop=should_stop, on_chunk=bar.update)
@@ -381,6 +383,20 @@ class _Loop:
     bar.close()
     self.timers.train += time.perf_counter() - start_time
     return state, acc, done
+
+
+class CheckpointTimer:
+  """`due()` once `minutes` have passed since the last checkpoint (never when minutes <= 0)."""
+
+  def __init__(self, minutes: float, clock: Callable[[], float] = time.monotonic):
+    self.minutes, self._clock = minutes, clock
+    self.reset()
+
+  def reset(self) -> None:
+    self._last = self._clock()
+
+  def due(self) -> bool:
+    return self.minutes > 0 and self._clock() - self._last >= 60.0 * self.minutes
 
 
 def _step_samples(inputs: np.ndarray, num_models: int, batch_size: int) -> np.ndarray:
@@ -448,6 +464,7 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     writer = MetricsWriter(workdir, workdir_lib.read_metrics(workdir, step), enabled=jax.process_index() == 0)
     positions = _positions(state, layout)
     every = max(int(config.checkpoint.every_epochs), 1)
+    timer = CheckpointTimer(float(config.checkpoint.every_minutes))
     with checkpointing.StopRequest(busy=mngr.is_saving_in_progress) as stop:
       for index, ((epoch, _), target) in enumerate(zip(run.points, run.targets)):
         target = run.padded(target)
@@ -456,17 +473,25 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
         seg_wall = time.perf_counter()
         rows = slices.segment_rows(positions, target, run.slot_layout)
         inputs = run.engine.schedule_inputs(rows, positions)
-        state, acc, done = loop.run_rows(state, acc, inputs, step, stop, f"epoch {epoch}")
-        step += done
-        positions = positions + np.bincount(rows[:done].ravel(), minlength=layout.padded_models + 1)[:-1]
-        if done < len(rows):  # stopped by a signal
+        done = 0
+        while done < len(rows):
+          # Runs to the end of the segment, or until a signal or the checkpoint timer stops it.
+          state, acc, ran = loop.run_rows(state, acc, inputs[done:], step, stop, f"epoch {epoch}", timer.due)
+          step += ran
+          positions = positions + np.bincount(rows[done:done + ran].ravel(), minlength=layout.padded_models + 1)[:-1]
+          done += ran
+          if done == len(rows) and not stop.requested:
+            break
           with stop.saving():
             checkpointing.save(mngr, step, state, acc, layout.num_models,
                                run.metadata(timers, time.perf_counter() - wall_start, positions, target, epoch))
             checkpointing.finish_saves(mngr)
-          _log(f"stopped by signal {stop.signal} at global step {step}; checkpoint saved in "
-               f"{checkpointing.checkpoint_dir(workdir)} (rerun the same command to resume)")
-          return {"interrupted": True, "step": step}
+          timer.reset()
+          if stop.requested:
+            _log(f"stopped by signal {stop.signal} at global step {step}; checkpoint saved in "
+                 f"{checkpointing.checkpoint_dir(workdir)} (rerun the same command to resume)")
+            return {"interrupted": True, "step": step}
+          _log(f"INFO: checkpoint at global step {step} (every {timer.minutes:g} min; between log points)")
         acc_host = sharding.fetch(acc)
         _check_finite(run, acc_host, mngr)
         valid, heldout = None, None
@@ -491,6 +516,7 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
             checkpointing.save(mngr, step, state, acc, layout.num_models,
                                run.metadata(timers, time.perf_counter() - wall_start, positions, target, epoch),
                                metrics=None if heldout is None else {checkpointing.BEST_METRIC: heldout})
+          timer.reset()
     checkpointing.finish_saves(mngr)
     if np.any(positions[:layout.num_models] < budget.steps):
       raise PosejaxError(f"training stopped at global step {step} before every model finished its budget")

@@ -250,3 +250,40 @@ def test_a_non_finite_loss_stops_the_run_without_saving(data_dir, tmp_path):
                                          r"'(Eating|Walking)'; stopped without saving \(no checkpoint"):
     trainer.train_and_evaluate(config, workdir)
   assert checkpointing.manager(workdir, read_only=True).all_steps() == []
+
+
+def test_checkpoints_every_minutes_between_log_points(data_dir, ab_workdir, tmp_path, capsys):
+  """A timer that is always due saves after every compiled call, between log points; the run
+  still ends as the straight run, and a checkpoint between log points records the models' own
+  steps short of the log point's target."""
+  config = _config(data_dir)
+  config.checkpoint.every_minutes = 1e-9
+  config.checkpoint.keep = 100
+  workdir = str(tmp_path / "timed")
+  capsys.readouterr()
+  trainer.train_and_evaluate(config, workdir)
+  out = capsys.readouterr().out
+  assert out.count("INFO: checkpoint at global step") >= 2
+  assert [_strip_timing(r) for r in _records(workdir)] == [_strip_timing(r) for r in _records(ab_workdir[0])]
+  a = checkpointing.restore_for_eval(ab_workdir[0], "latest")
+  b = checkpointing.restore_for_eval(workdir, "latest")
+  jax.tree.map(np.testing.assert_array_equal, b[1], a[1])
+  timed_steps = sorted(int(os.path.basename(p)) for p in glob.glob(os.path.join(workdir, "checkpoints", "[0-9]*")))
+  straight_steps = sorted(int(os.path.basename(p)) for p in glob.glob(os.path.join(ab_workdir[0], "checkpoints",
+                                                                                 "[0-9]*")))
+  between = sorted(set(timed_steps) - set(straight_steps))
+  assert between, "no checkpoint between log points"
+  metadata = checkpointing.restore_for_eval(workdir, between[0])[4]
+  assert any(own < target for own, target in zip(metadata["model_steps"], metadata["log_point"]["target_steps"]))
+
+
+def test_checkpoint_timer():
+  now = [0.0]
+  timer = trainer.CheckpointTimer(2.0, clock=lambda: now[0])
+  now[0] = 119.0
+  assert not timer.due()
+  now[0] = 120.0
+  assert timer.due()
+  timer.reset()
+  assert not timer.due()
+  assert not trainer.CheckpointTimer(0.0, clock=lambda: now[0]).due()
