@@ -1,12 +1,13 @@
-"""Models behind their log point in a checkpoint saved between log points.
+"""Models behind the others in a checkpoint saved between log points.
 
-Within a log segment the compacted schedule runs the models with the most steps left first, so
-a checkpoint saved mid-segment (SIGTERM, `checkpoint.every_minutes`) holds models at very
-different fractions of their budgets: some at the segment's target, others still at the
-previous log point. Their errors are not comparable, and an average over them mixes models of
-different training lengths. The checkpoint records each model's own step count and the
-segment's target; an evaluation names the models short of it, marks them in its tables and
-leaves them out of every average unless asked to keep them.
+At a log point every model is at the same fraction of its budget. Within a log segment the
+compacted schedule runs the models with the most steps left first, so a checkpoint saved
+mid-segment (SIGTERM, `checkpoint.every_minutes`) holds models at very different fractions:
+some well into the segment, others not started. Their errors are not comparable, and an
+average over them mixes models of different training lengths. The checkpoint records each
+model's own step count and the log point's target; an evaluation names the models with under
+half the training of the most advanced one, marks them in its tables and leaves them out of
+every average unless asked to keep them.
 """
 
 from __future__ import annotations
@@ -16,6 +17,10 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 MARK = "*"
+# A model is behind when its share of the log point's target is below this fraction of the
+# leading model's: the packing runs the models with the most steps left first, so mid-segment
+# some have not started while others are well into it.
+BEHIND_SHARE = 0.5
 
 
 def checkpoint_fields(positions: np.ndarray, target: np.ndarray, epoch: float, num_models: int) -> dict[str, Any]:
@@ -25,13 +30,26 @@ def checkpoint_fields(positions: np.ndarray, target: np.ndarray, epoch: float, n
 
 
 def models_behind(metadata: Mapping[str, Any], actions_of_slices: Sequence[str]) -> dict[str, dict[str, Any]]:
-  """{action: {'own_steps', 'target_steps', 'epoch'}} of the models short of their log point's
-  target ({} at a log point, for common runs' single model, and for checkpoints without the record)."""
+  """{action: {'own_steps', 'target_steps', 'epoch', 'leader_share'}} of the models that had less
+  than half the training of the most advanced one: under BEHIND_SHARE of its share of the log
+  point's target ({} at a log point, where every model has the same share, for a common run's
+  single model, and for checkpoints without the record)."""
   steps, point = metadata.get("model_steps"), metadata.get("log_point")
   if not steps or not point or len(actions_of_slices) < 2:
     return {}
-  return {action: {"own_steps": int(own), "target_steps": int(target), "epoch": float(point["epoch"])}
-          for action, own, target in zip(actions_of_slices, steps, point["target_steps"]) if own < target}
+  targets = np.asarray(point["target_steps"], np.float64)
+  shares = np.asarray(steps, np.float64) / np.maximum(targets, 1.0)
+  leader = float(shares.max())
+  return {action: {"own_steps": int(own), "target_steps": int(target), "epoch": float(point["epoch"]),
+                   "leader_share": leader}
+          for action, own, target, share in zip(actions_of_slices, steps, point["target_steps"], shares)
+          if share < BEHIND_SHARE * leader}
+
+
+def between_log_points(metadata: Mapping[str, Any]) -> bool:
+  """Whether a checkpoint was saved between log points (False when it does not record it)."""
+  steps, point = metadata.get("model_steps"), metadata.get("log_point")
+  return bool(steps and point and list(steps) != list(point["target_steps"]))
 
 
 def _mean_over(per_action: Mapping[str, Mapping[str, float]], keep: Sequence[str]) -> dict[str, float]:
@@ -56,9 +74,6 @@ def apply(document: Mapping[str, Any], behind: Mapping[str, Any], include: bool)
   doc["behind_in_average"] = bool(include)
   if include:
     return doc
-  if all(a in behind for a in doc["per_action"]):
-    doc["behind_in_average"] = True  # nothing else to average: say so rather than print no Avg
-    return doc
   _exclude(doc, behind)
   doc["routings"] = {m: dict(r) for m, r in doc.get("routings", {}).items()}
   for section in doc["routings"].values():
@@ -80,12 +95,10 @@ def note(document: Mapping[str, Any]) -> str:
     return ""
   epoch = next(iter(behind.values()))["epoch"]
   names = ", ".join(f"{a} {v['own_steps']:,} of {v['target_steps']:,}" for a, v in behind.items())
-  if not document.get("behind_in_average"):
-    where = "left out of Avg (--include_behind keeps them)"
-  elif all(a in behind for a in document.get("per_action", behind)):
-    where = "kept in Avg, as no model is at the log point (an earlier checkpoint, at a log point, has none behind)"
-  else:
-    where = "kept in Avg (--include_behind)"
+  where = ("kept in Avg (--include_behind)" if document.get("behind_in_average")
+           else "left out of Avg (--include_behind keeps them)")
 
-  return (f"{MARK} behind: this checkpoint lies between log points; {len(behind)} model(s) short of their "
-          f"own steps at the log point of epoch {epoch:g}: {names}; {where}\n")
+  leader = next(iter(behind.values())).get("leader_share", 1.0)
+  return (f"{MARK} behind: this checkpoint lies between log points; {len(behind)} model(s) with under half the "
+          f"training of the most advanced ({100 * leader:.1f} % of its steps to the log point of epoch {epoch:g}), "
+          f"own steps of the log point's: {names}; {where}\n")

@@ -71,12 +71,12 @@ def final_results(workdir: str) -> dict[str, Any]:
   from posejax import eval_lib  # late: restoring pulls in orbax and the data loaders
   # A summary without 'global_steps' (older runs) leaves 'latest', which ends a finished run.
   document = eval_lib.evaluate_workdir(workdir, "latest" if step is None else step, verbose=False)
-  if document.get("behind"):
-    behind = ", ".join(f"{a} {v['own_steps']:,}/{v['target_steps']:,}" for a, v in document["behind"].items())
+  if document.get("between_log_points"):
+    behind = ", ".join(f"{a} {v['own_steps']:,}/{v['target_steps']:,}" for a, v in document.get("behind", {}).items())
     raise PosejaxError(
         f"--compare {workdir}: its latest checkpoint (step {document['checkpoint_step']}) was saved between log "
-        f"points, with models short of their own steps at the log point ({behind}); the tables compare trained "
-        "models, so rerun its training command to finish the run")
+        "points, its models at different fractions of their budgets" + (f" (behind: {behind})" if behind else "")
+        + "; the tables compare finished runs, so rerun its training command to finish it")
   return document
 
 

@@ -279,6 +279,7 @@ def evaluate_workdir(workdir: str, which: str | int = DEFAULT_CHECKPOINT,
       common=common, cross_action=cross_action, by_subject=by_subject, write=False,
       log=(lambda text: print(text, end="", flush=True)) if verbose else (lambda text: None))
   document = behind_lib.apply(document, behind, include=include_behind)
+  document["between_log_points"] = behind_lib.between_log_points(run.metadata)
   written = routing_lib.write_evaluation(out, document)
   if verbose:
     print(f"Headline ({document['routing']}):\n" + report.to_text(report.results_table(document))
