@@ -101,4 +101,4 @@ def note(document: Mapping[str, Any]) -> str:
   leader = next(iter(behind.values())).get("leader_share", 1.0)
   return (f"{MARK} behind: this checkpoint lies between log points; {len(behind)} model(s) with under half the "
           f"training of the most advanced ({100 * leader:.1f} % of its steps to the log point of epoch {epoch:g}), "
-          f"own steps of the log point's: {names}; {where}\n")
+          f"own steps out of the log point's target: {names}; {where}\n")
