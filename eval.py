@@ -43,8 +43,8 @@ flags.DEFINE_string("common", None, "Workdir of a common run: its final model is
                     "models (the 'common' routing row).")
 flags.DEFINE_bool("cross_action", False, "Also evaluate every action model on every action's test data (the "
                   "cross-action matrix: table in results.md, cross_action.png).")
-flags.DEFINE_bool("include_behind", False, "A checkpoint saved between log points: keep the models short of "
-                  "their log point in the averages (they are always named and marked).")
+flags.DEFINE_bool("include_behind", False, "A checkpoint saved between log points: keep the models behind (under "
+                  "half the training of the most advanced one) in the averages; they are always named and marked.")
 flags.DEFINE_bool("by_subject", None, "Per-subject tables too (default: config.eval.by_subject).")
 flags.DEFINE_bool("render", False, "Render one sequence instead of evaluating.")
 flags.DEFINE_string("viz_subject", None, "Subject to render, e.g. S11.")
