@@ -480,7 +480,7 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
           step += ran
           positions = positions + np.bincount(rows[done:done + ran].ravel(), minlength=layout.padded_models + 1)[:-1]
           done += ran
-          if done == len(rows) and not stop.requested:
+          if done == len(rows):  # a signal in the segment's last call stops after its log point
             break
           with stop.saving():
             checkpointing.save(mngr, step, state, acc, layout.num_models,
