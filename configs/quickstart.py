@@ -10,19 +10,18 @@ each, budget "fixed"); common mode trains one model for 1 epoch on the same data
 fewer samples in all). The data are 128 frames per sequence (76,904 training frames).
 
 Measured on a shared 2-core CPU with `bash scripts/quickstart_figures.sh` (which regenerates
-these figures): action-based 23 s of training on a quiet machine, 71 s under other load (14 of
-the 15 models per global step, 645 global steps, 99.9 % of computed model-steps useful),
-Protocol #1 average 119.8 mm, MPJVE 4.58 mm; common 2-4 s of training, 77.4 mm, 4.77 mm.
-With this little data and compute the per-action models overfit their own action (as the
-seed's F=27, UE=15 row also shows, AB is worse there); this run checks the whole pipeline,
-it is not a benchmark.
+these figures): action-based 36 s of training, 74 s in all (14 of the 15 models per global step,
+645 global steps, 99.9 % of computed model-steps useful), Protocol #1 average 119.7 mm, MPJVE
+4.58 mm; common 2.6 s of training, 77.9 mm, 4.76 mm. With this little data and compute the
+per-action models overfit their own action (as the seed's F=27, UE=15 row also shows, AB is
+worse there); this run checks the whole pipeline, it is not a benchmark.
 
-The AB run also trains the action classifier (5 epochs over all actions, 64 channels; 10 s on
+The AB run also trains the action classifier (5 epochs over all actions, 64 channels; 11 s on
 the same CPU) that routes test sequences without labels. Measured with `python eval.py --workdir
-/tmp/qs_ab --routing=soft --common /tmp/qs_common --cross_action`: classifier accuracy 77.5% per
-sequence (top-3 93.2%), 65.3% per frame (top-3 87.6%); Protocol #1 averages AB oracle 119.8 mm
-(needs labels), predicted 119.1 mm, soft 115.9 mm, common model 77.4 mm; the best per-action
-routing of the cross-action matrix 110.7 mm.
+/tmp/qs_ab --routing=soft --common /tmp/qs_common --cross_action`: classifier accuracy 78.0% per
+sequence (top-3 94.5%), 66.0% per frame (top-3 86.5%); Protocol #1 averages AB oracle 119.7 mm
+(needs labels), predicted 117.2 mm, soft 115.2 mm, common model 77.9 mm; the best per-action
+routing of the cross-action matrix 111.3 mm.
 """
 
 from configs import default
