@@ -278,10 +278,10 @@ def _finished(run: Run) -> dict[str, Any] | None:
   source = resume.parse(run.config.checkpoint.get("resume_from", None), run.workdir)
   if source is not None and source.own and source.step is not None:
     return None  # going back to an earlier step of this workdir
-  total = int(run.segment_lengths.sum())
+  # The end of training as that run planned it (its slots may have been fitted to the device).
   summary = workdir_lib.read_summary(run.workdir)
-  if summary.get("global_steps") != total or not os.path.isfile(
-      workdir_lib.results_path(run.workdir, total, workdir_lib.FINAL_EVAL)):
+  total = summary.get("global_steps")
+  if total is None or not os.path.isfile(workdir_lib.results_path(run.workdir, total, workdir_lib.FINAL_EVAL)):
     return None
   mngr = checkpointing.manager(run.workdir, read_only=True)
   try:
@@ -292,6 +292,7 @@ def _finished(run: Run) -> dict[str, Any] | None:
     return None
   finally:
     mngr.close()
+  # A compatible run has this config's budget (its keys are compared), so it is finished too.
   resume.check_compatible(resume.as_current(saved), run.metadata(log_point.Timers(), 0.0),
                           checkpointing.checkpoint_dir(run.workdir))
   return summary

@@ -115,3 +115,7 @@ def test_a_run_that_does_not_fit_trains_the_same_models_with_fewer_slots(data_di
   a = checkpointing.restore_for_eval(straight, "latest")
   b = checkpointing.restore_for_eval(fitted, "latest")
   jax.tree.map(close, b[1], a[1])
+  # Rerun: finished at the end of the fitted schedule (the unfitted one would end sooner).
+  capsys.readouterr()
+  trainer.train_and_evaluate(_config(data_dir, device_memory_gib=(one + two) / 2 / memory_plan.GIB), fitted)
+  assert f"training finished at step {summaries[1]['global_steps']}" in capsys.readouterr().out

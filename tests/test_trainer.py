@@ -287,3 +287,14 @@ def test_checkpoint_timer():
   timer.reset()
   assert not timer.due()
   assert not trainer.CheckpointTimer(0.0, clock=lambda: now[0]).due()
+
+
+def test_a_finished_run_with_a_longer_budget_is_not_finished(data_dir, ab_workdir, tmp_path, capsys):
+  """More epochs on a finished workdir are never 'finished': the resume check names them."""
+  import shutil
+  workdir = str(tmp_path / "longer")
+  shutil.copytree(ab_workdir[0], workdir)
+  capsys.readouterr()
+  with pytest.raises(PosejaxError, match="train.epochs=2 \\(config: 3\\)"):
+    trainer.train_and_evaluate(_config(data_dir, epochs=3), workdir)
+  assert "training finished at step" not in capsys.readouterr().out
