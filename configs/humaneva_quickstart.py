@@ -10,12 +10,12 @@ COCO-layout detector-like 2D ('synthetic', like the published detectron_pt_coco)
 reference's -a Walk,Jog,Box prefix filter. Action-based mode trains the 3 models at once,
 3 AB epochs each per common epoch (train.unit_epochs = 3); common mode one model.
 
-Measured from a fresh clone on a shared 2-core CPU (7,989 training frames, 7,971 test frames;
+Measured on a shared 2-core CPU (7,989 training frames, 7,971 test frames;
 27 frames, 128 channels, batch 128, 60 epochs, lr decay 0.97; compilation takes 8-15 s more
-without JAX's compilation cache): action-based 147 s of training (2 min 56 s wall, data
-generation included), Protocol #1 average 40.4 mm (Walk 33.8, Jog 37.6, Box 49.6), P-MPJPE
-28.1 mm, MPJVE 5.88 mm; common 43 s of training (1 min 1 s wall), 38.8 mm (34.8, 37.2, 44.3),
-P-MPJPE 29.3 mm, MPJVE 6.34 mm. Per-subject tables follow (eval.by_subject, as the reference's
+without JAX's compilation cache): action-based 98 s of training (2 min 5 s wall),
+Protocol #1 average 40.3 mm (Walk 33.8, Jog 37.6, Box 49.4), P-MPJPE 28.0 mm, MPJVE 5.88 mm;
+common 33 s of training (43 s wall), 39.0 mm (35.3, 37.7, 44.2), P-MPJPE 29.7 mm, MPJVE
+6.38 mm. Per-subject tables follow (eval.by_subject, as the reference's
 --by-subject). Synthetic data: it checks the whole pipeline, it is not a benchmark.
 """
 

@@ -10,11 +10,11 @@ use): 30 % of S1 labeled, S5-S8 unlabeled (2D and cameras), S9 and S11 for testi
 (in action-based mode each model's first 1/10 of its budget).
 
 Measured on a shared 2-core CPU (Protocol #1 average with TTA; training time):
-  common:        semi-supervised 85.1 mm (6 s), without the unlabeled subjects 92.4 mm (2 s);
-  action-based:  semi-supervised 140.1 mm (48 s), without 149.4 mm (23 s).
+  common:        semi-supervised 85.1 mm (6.5 s), without the unlabeled subjects 91.4 mm (2.0 s);
+  action-based:  semi-supervised 139.9 mm (94 s), without 149.5 mm (28 s).
 With this little labeled data per action the per-action models stay far behind the common
 one, as in configs/quickstart.py. The final evaluation and eval.py add the trajectory models'
-root error: 505 mm (common) and 511 mm (action-based) on this short schedule, where the
+root error: 555 mm (common) and 509 mm (action-based) on this short schedule, where the
 BatchNorm running statistics lag the weights (README, semi-supervised training).
 """
 
