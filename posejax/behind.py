@@ -70,21 +70,20 @@ def apply(document: Mapping[str, Any], behind: Mapping[str, Any], include: bool)
   doc = dict(document)
   if not behind:
     return doc
-  doc["behind"] = {a: dict(v) for a, v in behind.items()}
-  doc["behind_in_average"] = bool(include)
+  marks = {"behind": {a: dict(v) for a, v in behind.items()}, "behind_in_average": bool(include)}
+  doc.update(marks)
+  for key in ("routings", "by_subject"):
+    if key in doc:
+      doc[key] = {name: dict(section) for name, section in doc[key].items()}
+  if "by_subject" in doc:  # per-subject tables are printed: they carry the marks too
+    for section in doc["by_subject"].values():
+      section.update(marks)
   if include:
     return doc
   _exclude(doc, behind)
-  doc["routings"] = {m: dict(r) for m, r in doc.get("routings", {}).items()}
-  for section in doc["routings"].values():
-    _exclude(section, behind)
-  doc["by_subject"] = {s: dict(r) for s, r in doc.get("by_subject", {}).items()}
-  for section in doc["by_subject"].values():
-    _exclude(section, behind)
-  if not doc["by_subject"]:
-    del doc["by_subject"]
-  if not doc["routings"]:
-    del doc["routings"]
+  for key in ("routings", "by_subject"):
+    for section in doc.get(key, {}).values():
+      _exclude(section, behind)
   return doc
 
 

@@ -32,6 +32,11 @@ def test_averages_leave_out_the_models_behind():
   line = behind.note(doc)
   assert "Smoking 0 of 624" in line and "left out of Avg (--include_behind keeps them)" in line
 
+  with_subjects = dict(_document(per_action), by_subject={"S9": _document(per_action, routings=False)})
+  subject = behind.apply(with_subjects, lag, include=False)["by_subject"]["S9"]
+  assert subject["average"]["mpjpe"] == pytest.approx(45.0) and "Smoke*" in report.to_text(report.results_table(subject))
+  assert with_subjects["by_subject"]["S9"]["average"]["mpjpe"] == pytest.approx((50 + 442.6 + 40) / 3)  # not mutated
+
   kept = behind.apply(_document(per_action), lag, include=True)
   assert kept["average"]["mpjpe"] == pytest.approx((50 + 442.6 + 40) / 3)
   assert "Avg*" in report.to_text(report.results_table(kept)) and "kept in Avg" in behind.note(kept)
