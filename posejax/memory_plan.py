@@ -60,6 +60,13 @@ def device_limit(stated_gib: float, device: Any) -> int | None:
   return int(limit) if limit else None
 
 
+def bytes_in_use(device: Any) -> int:
+  """Bytes the device holds now (0 where it does not say): the run's state and tables, and
+  buffers the call does not take, such as the resident test set."""
+  stats = device.memory_stats() or {}
+  return int(stats.get("bytes_in_use", 0) or 0)
+
+
 @dataclasses.dataclass(frozen=True)
 class Plan:
   """The slots per action group chosen, the compiled call at that size, and its footprint."""
@@ -68,6 +75,7 @@ class Plan:
   footprint: Footprint | None
   limit: int | None
   requested: int  # slots per group the schedule asked for
+  others: int = 0  # bytes held on the device beside the call's arguments (the resident test set)
 
   def describe(self, groups: int) -> str:
     """One line: the planned bytes against the limit, and what was reduced."""
@@ -75,6 +83,8 @@ class Plan:
       return "memory: no analysis on this backend (not planned)"
     limit = "no stated limit" if self.limit is None else f"limit {self.limit / GIB:,.2f} GiB"
     line = f"memory: planned {self.footprint.describe()}, {limit}"
+    if self.others:
+      line += f" less {self.others / GIB:,.2f} GiB of other buffers on the device"
     if self.slots < self.requested:
       line += (f"; {self.requested * groups} slots do not fit, reduced to {self.slots * groups} "
                "(same models, more global steps)")
@@ -82,9 +92,11 @@ class Plan:
 
 
 def fit_slots(compile_at: Callable[[int], Any], requested: int, limit: int | None,
-              what: str = "the training step") -> Plan:
+              what: str = "the training step", in_use: int = 0) -> Plan:
   """The most slots per group, at most `requested`, whose compiled call fits `limit` bytes.
 
+  `in_use`: bytes the device holds already (its `bytes_in_use`), the call's arguments among
+  them; the rest stays beside the call and is subtracted from `limit`.
   `compile_at(k)` compiles the call with k slots per group (without changing the caller's run).
   Temporaries grow about linearly with k, so after the requested size and one slot the size is
   interpolated, then checked (and lowered one at a time while it does not fit): a handful of
@@ -100,19 +112,24 @@ def fit_slots(compile_at: Callable[[int], Any], requested: int, limit: int | Non
     return sizes[k]
 
   first = measure(requested)
-  if first is None or limit is None or first.total <= limit:
+  if first is None or limit is None:
     return Plan(requested, compiled[requested], first, limit, requested)
+  others = max(0, int(in_use) - first.arguments)
+  room = limit - others
+  if first.total <= room:
+    return Plan(requested, compiled[requested], first, limit, requested, others)
   one = measure(1)
-  if one.total > limit:
+  if one.total > room:
+    beside = f" beside {others / GIB:,.2f} GiB of other buffers" if others else ""
     raise PosejaxError(
-        f"memory: {what} needs {one.describe()} with a single slot, more than the device's "
+        f"memory: {what} needs {one.describe()} with a single slot{beside}, more than the device's "
         f"{limit / GIB:,.2f} GiB (config.train.device_memory_gib or what the device reports); "
         "lower config.train.batch_size or model.channels, or use --config.model.compute_dtype=bfloat16")
   if requested > 1:
     per_slot = (first.total - one.total) / (requested - 1)
-    k = max(1, min(requested - 1, 1 + int((limit - one.total) // max(per_slot, 1.0))))
+    k = max(1, min(requested - 1, 1 + int((room - one.total) // max(per_slot, 1.0))))
   else:
     k = 1
-  while k > 1 and measure(k).total > limit:
+  while k > 1 and measure(k).total > room:
     k -= 1
-  return Plan(k, compiled[k], measure(k), limit, requested)
+  return Plan(k, compiled[k], measure(k), limit, requested, others)

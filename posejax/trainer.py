@@ -347,10 +347,12 @@ class _Loop:
     """Compiles the step at the schedule's slots, or at fewer when that does not fit the device's
     memory (the run's schedule follows); raises when one slot does not fit."""
     run = self.run
-    limit = memory_plan.device_limit(float(run.config.train.device_memory_gib), jax.local_devices()[0])
+    device = jax.local_devices()[0]
+    limit = memory_plan.device_limit(float(run.config.train.device_memory_gib), device)
     compile_at = lambda k: self._compile_engine(run.engine_for(run.slot_layout_of(k)[0]), state, acc)
     plan = memory_plan.fit_slots(compile_at, run.slot_layout.slots_per_group, limit,
-                                 what=f"the training step ({run.batch_size} examples per model)")
+                                 what=f"the training step ({run.batch_size} examples per model)",
+                                 in_use=memory_plan.bytes_in_use(device))
     run.use_slots(plan.slots)
     self.compiled = plan.compiled
     return plan

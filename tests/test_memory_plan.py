@@ -63,6 +63,15 @@ def test_the_most_slots_that_fit(limit, want):
     assert "14 slots do not fit, reduced to" in plan.describe(groups=1)
 
 
+def test_other_buffers_on_the_device_leave_less_room():
+  """The device holds the call's arguments (1000 bytes) and 1200 more (a resident test set)."""
+  compile_at, _ = _fake()
+  plan = memory_plan.fit_slots(compile_at, 14, 1000 + 300 * 14, in_use=1000 + 1200)
+  assert plan.others == 1200 and plan.slots == 10  # 1000 + 300 k <= 5200 - 1200
+  assert "less 0.00 GiB of other buffers" in plan.describe(groups=1)
+  assert memory_plan.fit_slots(compile_at, 14, 1000 + 300 * 14, in_use=500).slots == 14  # arguments not all there
+
+
 def test_nothing_fits_is_one_line_with_the_figures():
   compile_at, _ = _fake(base=2 * memory_plan.GIB)
   with pytest.raises(PosejaxError) as error:
@@ -81,6 +90,7 @@ def test_device_limit_prefers_the_stated_memory():
   assert memory_plan.device_limit(2.5, Device({"bytes_limit": 10})) == int(2.5 * memory_plan.GIB)
   assert memory_plan.device_limit(0.0, Device({"bytes_limit": 10})) == 10
   assert memory_plan.device_limit(0.0, Device(None)) is None
+  assert memory_plan.bytes_in_use(Device({"bytes_in_use": 7})) == 7 and memory_plan.bytes_in_use(Device(None)) == 0
 
 
 def test_a_run_that_does_not_fit_trains_the_same_models_with_fewer_slots(data_dir, tmp_path, monkeypatch, capsys):
