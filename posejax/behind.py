@@ -87,13 +87,18 @@ def apply(document: Mapping[str, Any], behind: Mapping[str, Any], include: bool)
   return doc
 
 
+def describe_models(behind: Mapping[str, Mapping[str, Any]]) -> str:
+  """'Greeting 0 of 8,488, Photo 0 of 8,911': own steps out of the log point's target."""
+  return ", ".join(f"{a} {v['own_steps']:,} of {v['target_steps']:,}" for a, v in behind.items())
+
+
 def note(document: Mapping[str, Any]) -> str:
   """One line naming the models behind and how far, and what the averages hold ('' when none)."""
   behind = document.get("behind")
   if not behind:
     return ""
   epoch = next(iter(behind.values()))["epoch"]
-  names = ", ".join(f"{a} {v['own_steps']:,} of {v['target_steps']:,}" for a, v in behind.items())
+  names = describe_models(behind)
   where = ("kept in Avg (--include_behind)" if document.get("behind_in_average")
            else "left out of Avg (--include_behind keeps them)")
 

@@ -28,6 +28,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from posejax import behind as behind_lib  # noqa: E402
 from posejax import report  # noqa: E402
 from posejax import workdir as layout  # noqa: E402
 from posejax.data.actions import ABBREVIATIONS  # noqa: E402
@@ -72,7 +73,7 @@ def final_results(workdir: str) -> dict[str, Any]:
   # A summary without 'global_steps' (older runs) leaves 'latest', which ends a finished run.
   document = eval_lib.evaluate_workdir(workdir, "latest" if step is None else step, verbose=False)
   if document.get("between_log_points"):
-    behind = ", ".join(f"{a} {v['own_steps']:,}/{v['target_steps']:,}" for a, v in document.get("behind", {}).items())
+    behind = behind_lib.describe_models(document.get("behind", {}))
     raise PosejaxError(
         f"--compare {workdir}: its latest checkpoint (step {document['checkpoint_step']}) was saved between log "
         "points, its models at different fractions of their budgets" + (f" (behind: {behind})" if behind else "")

@@ -157,17 +157,16 @@ class Run:
         self.table.examples, steps_per_call=int(t.get("steps_per_call", 16)), semi=semi)
     self.engine = self.engine_for(self.slot_layout)
 
-  def slot_layout_of(self, slots_per_group: int) -> tuple[slices.SlotLayout, float]:
-    """The layout with `slots_per_group` slots per action group, and its useful fraction."""
-    layout = slices.SlotLayout(self.slot_layout.groups, self.slot_layout.models_per_group, slots_per_group)
-    return layout, slices.run_length(self.targets, layout, self.layout.padded_models)[1]
+  def slot_layout_of(self, slots_per_group: int) -> slices.SlotLayout:
+    """The layout with `slots_per_group` slots per action group."""
+    return slices.SlotLayout(self.slot_layout.groups, self.slot_layout.models_per_group, slots_per_group)
 
   def use_slots(self, slots_per_group: int) -> None:
     """Recomputes the schedule for fewer slots (the models train the same, in more global steps)."""
     if slots_per_group == self.slot_layout.slots_per_group:
       return
-    self.slot_layout, self.useful = self.slot_layout_of(slots_per_group)
-    self.segment_lengths, _ = slices.run_length(self.targets, self.slot_layout, self.layout.padded_models)
+    self.slot_layout = self.slot_layout_of(slots_per_group)
+    self.segment_lengths, self.useful = slices.run_length(self.targets, self.slot_layout, self.layout.padded_models)
     self.engine = self.engine_for(self.slot_layout)
 
   def padded(self, per_model: np.ndarray) -> np.ndarray:
@@ -349,7 +348,7 @@ class _Loop:
     run = self.run
     device = jax.local_devices()[0]
     limit = memory_plan.device_limit(float(run.config.train.device_memory_gib), device)
-    compile_at = lambda k: self._compile_engine(run.engine_for(run.slot_layout_of(k)[0]), state, acc)
+    compile_at = lambda k: self._compile_engine(run.engine_for(run.slot_layout_of(k)), state, acc)
     plan = memory_plan.fit_slots(compile_at, run.slot_layout.slots_per_group, limit,
                                  what=f"the training step ({run.batch_size} examples per model)",
                                  in_use=memory_plan.bytes_in_use(device))
