@@ -15,7 +15,7 @@ checkpoint step N writes results.{json,csv,md} and its figures to its own folder
 WORKDIR/eval/step_N/NAME, NAME made of the options that change the results (e.g. `predicted`,
 `soft+common-common+cross_action`; the trainer's is `final`), replacing only that folder when
 run again; the last line names every file written. `--compare` uses each run's final checkpoint. `--config` is optional when the workdir holds config.json. The logic lives in
-posejax.eval_lib and posejax.compare. Every bad path or option is one line on stderr and exit
+posejax.evaluation.runs and posejax.evaluation.compare. Every bad path or option is one line on stderr and exit
 status 2; an unreadable 'latest' checkpoint falls back to the next readable one with a warning
 (docs/reliability.md).
 """
@@ -23,7 +23,8 @@ status 2; an unreadable 'latest' checkpoint falls back to the next readable one 
 from absl import app, flags
 from ml_collections import config_flags
 
-from posejax import cli
+from posejax.common import cli
+from posejax.config import flags as config_flags_parser
 
 cli.quiet_environment()  # before anything imports TensorFlow
 
@@ -69,8 +70,10 @@ FLAGS = flags.FLAGS
 def main(argv):
   cli.quiet_logging()
   # Imported here so that --help and flag errors do not wait for JAX.
-  from posejax import compare, config_validation, eval_lib, render_export
-  from posejax.errors import PosejaxError
+  from posejax.evaluation import compare, runs as eval_lib
+  from posejax.config import validation as config_validation
+  from posejax.tools import render_export
+  from posejax.common.errors import PosejaxError
 
   extra = argv[1:]
   if FLAGS.config is not None:
@@ -112,4 +115,4 @@ def run(argv):
 
 
 if __name__ == "__main__":
-  app.run(run, flags_parser=cli.absl_flags_parser)
+  app.run(run, flags_parser=config_flags_parser.absl_flags_parser)

@@ -19,7 +19,8 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from posejax import cli, config_fields
+from posejax.common import cli
+from posejax.config import fields as config_fields, flags as config_flags_parser
 
 cli.quiet_environment()  # before anything imports TensorFlow
 
@@ -36,8 +37,9 @@ def main(argv):
   # than raising KeyboardInterrupt wherever it lands (checkpoints are written atomically).
   signal.signal(signal.SIGINT, signal.SIG_DFL)
   # Imported here so that --help and flag errors do not wait for JAX and TensorFlow.
-  from posejax import config_validation, workdir_lock
-  from posejax.errors import PosejaxError
+  from posejax.config import validation as config_validation
+  from posejax.common import workdir_lock
+  from posejax.common.errors import PosejaxError
 
   if len(argv) > 1:
     raise PosejaxError(f"unexpected arguments: {' '.join(argv[1:])} (options are --flag=value)")
@@ -68,4 +70,4 @@ def guarded_main(argv):
 
 if __name__ == "__main__":
   # --help also lists every config field (configs/default.py) with its default and meaning.
-  app.run(guarded_main, flags_parser=functools.partial(cli.absl_flags_parser, help_epilog=config_fields.listing))
+  app.run(guarded_main, flags_parser=functools.partial(config_flags_parser.absl_flags_parser, help_epilog=config_fields.listing))

@@ -38,12 +38,13 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from posejax import engine, optim, sampling, schedules, sharding, slices, train_step  # noqa: E402
-from posejax.data.actions import ACTIONS  # noqa: E402
+from posejax.common import sharding  # noqa: E402
 from posejax.data.dataset import PoseDataset, SequenceRecord  # noqa: E402
 from posejax.data.h36m_frames import frames_array  # noqa: E402
-from posejax.model import TemporalModel, receptive_field  # noqa: E402
-from posejax.skeleton import H36M_SKELETON, LAYOUTS  # noqa: E402
+from posejax.models.tcn import TemporalModel, receptive_field  # noqa: E402
+from posejax.pose.actions import ACTIONS  # noqa: E402
+from posejax.pose.skeleton import H36M_SKELETON, LAYOUTS  # noqa: E402
+from posejax.training import engine, optim, sampling, schedules, slices, step as train_step
 
 WIDTHS = {27: (3, 3, 3), 81: (3, 3, 3, 3), 243: (3, 3, 3, 3, 3)}
 H36M_FRAMES = frames_array("train")  # Human3.6M training frames per action, canonical order
@@ -174,7 +175,7 @@ def run_cases(case: Case, inputs: tuple[str, ...], dataset: PoseDataset, calls: 
       h2d = eng.slots.slots * 3 * 4 + 8 // steps_per_call  # schedule rows, plus two scalars per call
     else:
       try:
-        from posejax import input_pipeline  # TensorFlow
+        from posejax.training import input_pipeline  # TensorFlow
       except ImportError as e:
         lines.append(f"receptive_field={case.rf} mode={case.mode} dtype={case.dtype} input=host skipped ({e})")
         continue

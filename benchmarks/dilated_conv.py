@@ -41,9 +41,12 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import accelerator  # noqa: E402  (benchmarks/accelerator.py: the engine's build and the synthetic dataset)
-from posejax import device_eval, engine, losses, model as model_lib  # noqa: E402
-from posejax.model import TemporalModel, dilations, receptive_field  # noqa: E402
-from posejax.skeleton import LAYOUTS  # noqa: E402
+from posejax.evaluation import resident as device_eval
+from posejax.models import tcn as model_lib  # noqa: E402
+from posejax.models.tcn import TemporalModel, dilations, receptive_field  # noqa: E402
+from posejax.pose import losses
+from posejax.pose.skeleton import LAYOUTS  # noqa: E402
+from posejax.training import engine
 
 WIDTHS = accelerator.WIDTHS
 

@@ -20,10 +20,10 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from posejax import input_pipeline  # noqa: E402
-from posejax.data.actions import ACTIONS  # noqa: E402
 from posejax.data.dataset import PoseDataset, SequenceRecord  # noqa: E402
-from posejax.skeleton import H36M_SKELETON, LAYOUTS  # noqa: E402
+from posejax.pose.actions import ACTIONS  # noqa: E402
+from posejax.pose.skeleton import H36M_SKELETON, LAYOUTS  # noqa: E402
+from posejax.training import input_pipeline  # noqa: E402
 
 
 def synthetic_dataset(sequences_per_action: int, cameras: int, frames: int, seed: int = 0) -> PoseDataset:

@@ -25,8 +25,9 @@ sys.path.insert(0, ROOT)
 
 import jax  # noqa: E402
 
-from posejax import log_point, memory_plan, trainer  # noqa: E402
+from posejax import trainer  # noqa: E402
 from posejax.data import synthetic  # noqa: E402
+from posejax.training import log_point, memory_plan
 
 
 def _value(text: str):

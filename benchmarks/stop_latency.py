@@ -65,7 +65,7 @@ def main() -> None:
     sys.exit("train.py did not stop on SIGTERM:\n" + rest[-2000:])
   step = int(stopped.group(1))
 
-  from posejax import checkpointing  # noqa: E402  (after the run: this process stays light)
+  from posejax.workdir import checkpoints as checkpointing  # noqa: E402  (after the run: this process stays light)
   config, _, _, _, metadata = checkpointing.restore_for_eval(workdir, step)
   per_call = int(config.train.steps_per_call)
   calls = -(-step // per_call)

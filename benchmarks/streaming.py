@@ -1,4 +1,4 @@
-"""Per-frame latency of causal streaming (`posejax.streaming.PoseStream.push`).
+"""Per-frame latency of causal streaming (`posejax.tools.streaming.PoseStream.push`).
 
 Cases: causal models of receptive field 27 and 243, 1024 channels, 17 keypoints, random
 weights and random 2D frames. Each case is compiled and warmed up, then `--frames` frames are
@@ -22,8 +22,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from posejax.model import TemporalModel  # noqa: E402
-from posejax.streaming import PoseStream  # noqa: E402
+from posejax.models.tcn import TemporalModel  # noqa: E402
+from posejax.tools.streaming import PoseStream  # noqa: E402
 
 WIDTHS = {27: (3, 3, 3), 81: (3, 3, 3, 3), 243: (3, 3, 3, 3, 3)}
 KEYPOINTS = 17

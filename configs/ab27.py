@@ -3,7 +3,7 @@
   python train.py --config configs/ab27.py --workdir runs/ab27
 
 Reference: `python run.py -e 15 -k cpn_ft_h36m_dbb -arc 3,3,3 -cho $ACTION` per action. Paper (Table
-I/II, Ours): 67.1 mm MPJPE (69.9 mm with the logged WalkDog value, action_based.md 9.2),
+I/II, Ours): 67.1 mm MPJPE (69.9 mm with the logged WalkDog value, reference A9.2),
 3.63 mm MPJVE. Schedule: 4,652 global steps of 10 slots x 1024 samples (98.2 % of computed model-steps
 useful; `python benchmarks/accelerator.py` prints the schedule lines).
 """

@@ -3,7 +3,7 @@
   python train.py --config configs/ab81.py --workdir runs/ab81
 
 Counterpart of configs/common81.py with the seed method; no published result. The lr
-(0.95 per AB epoch) is below 1e-6 after about 150 AB epochs (action_based.md 9.3); try
+(0.95 per AB epoch) is below 1e-6 after about 150 AB epochs (reference A9.3); try
 --config.train.budget=equal_samples for schedules that advance per unit of data.
 """
 

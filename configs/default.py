@@ -2,7 +2,7 @@
 
   python train.py --config configs/default.py --workdir runs/default
 
-Defaults of the reference `run.py` (videopose3d.md 15): `-k cpn_ft_h36m_dbb -arc 3,3,3`
+Defaults of the reference `run.py` (reference V15): `-k cpn_ft_h36m_dbb -arc 3,3,3`
 (receptive field 27), 1024 channels, batch 1024, 60 epochs, Adam/AMSGrad lr 1e-3 decaying
 0.95 per epoch, BN momentum 0.1 -> 0.001, dropout 0.25, flip augmentation, TTA at test time.
 Needs data/data_3d_h36m.npz and data/data_2d_h36m_cpn_ft_h36m_dbb.npz (see README).
@@ -37,7 +37,7 @@ Every other config imports this one and changes what differs. Keys:
   data.shuffle_seed: seed of the training data order only (None: config.seed). `seed` sets the
     initial weights (and dropout); with shuffle_seed fixed, changing `seed` keeps the order.
 
-Options of the reference's run.py (videopose3d.md 15), by its flag:
+Options of the reference's run.py (reference V15), by its flag:
   --subset F               data.subset: fraction of the training data; each sequence keeps one
                            contiguous run of frames chosen by a hash of its length (the
                            reference's deterministic_random), the same on every run.
@@ -148,7 +148,7 @@ def get_config() -> ml_collections.ConfigDict:
   # Chunks per slice and evaluation step; None: about chunk_plan.frames_per_step() output frames.
   config.eval.batch = ml_collections.config_dict.placeholder(int)
 
-  # The action classifier (posejax.classifier): a temporal network over 2D keypoint windows that
+  # The action classifier (posejax.evaluation.classifier): a temporal network over 2D keypoint windows that
   # routes test sequences to the per-action models without labels; trained after them, in the
   # same run, into WORKDIR/classifier. Batch size, lr, schedules, dropout: those of the run.
   config.classifier = ml_collections.ConfigDict()

@@ -2,7 +2,7 @@
 
   python train.py --config configs/humaneva15.py --workdir runs/humaneva15
 
-Reference (videopose3d.md 16): `python run.py -d humaneva15 -k detectron_pt_coco -str
+Reference (V16): `python run.py -d humaneva15 -k detectron_pt_coco -str
 Train/S1,Train/S2,Train/S3 -ste Validate/S1,Validate/S2,Validate/S3 -b 128 -e 1000 -lrd 0.996
 -a Walk,Jog,Box --by-subject`, about 50 minutes on the reference's GPU; its released model of
 these settings (pretrained_humaneva15_detectron.bin) gives 33.0 mm. Defaults otherwise: 3,3,3

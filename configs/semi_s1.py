@@ -11,7 +11,7 @@ with the input 2D keypoints, and a bone-length term ties the unlabeled poses' bo
 the labeled ones'. The reference reports about 65.2 mm Protocol #1, and about 80.7 mm for the
 same run without the unlabeled subjects (`--config.data.unlabeled_subjects=`).
 Needs data/data_3d_h36m.npz and data/data_2d_h36m_gt.npz (see README). The checkpoints hold
-the trajectory model too; eval.py, --render, --export and posejax.infer use it.
+the trajectory model too; eval.py, --render, --export and posejax.tools.infer use it.
 """
 
 from configs import default

@@ -27,19 +27,23 @@ from typing import Any, Callable, Mapping
 import jax
 import numpy as np
 
-from posejax import (behind, checkpointing, engine, eval_lib, evaluation, log_point, memory_plan, model_spec, optim,
-                     progress, report, resume, sampling, schedules, semi_data, semi_eval, semi_step, sharding, slices,
-                     train_step)
-from posejax import trajectory as trajectory_lib
-from posejax import classifier  # the action classifier, trained after the pose models
-from posejax import routing  # writes the evaluation folders
-from posejax import workdir as workdir_lib
-from posejax.compilation_cache import enable_compilation_cache
-from posejax.data.actions import ABBREVIATIONS
+from posejax.common import progress, sharding
+from posejax.common.compilation_cache import enable_compilation_cache
+from posejax.common.errors import PosejaxError
 from posejax.data.loading import load_data, load_validation, selected_actions
-from posejax.errors import PosejaxError
-from posejax.metrics_writer import MetricsWriter
-from posejax.model import causal_shift, count_params, receptive_field
+from posejax.evaluation import (
+    protocols as evaluation, report, runs as eval_lib, semi as semi_eval,
+    trajectory as trajectory_lib)
+from posejax.evaluation import classifier  # the action classifier, trained after the pose models
+from posejax.evaluation import routing  # writes the evaluation folders
+from posejax.models import spec as model_spec
+from posejax.models.tcn import causal_shift, count_params, receptive_field
+from posejax.pose.actions import ABBREVIATIONS
+from posejax.training import (
+    engine, log_point, memory_plan, optim, sampling, schedules, slices, step as train_step)
+from posejax.training.semi import data as semi_data, step as semi_step
+from posejax.workdir import behind, checkpoints as checkpointing, layout as workdir_lib, resume
+from posejax.workdir.metrics import MetricsWriter
 
 SUMMARY_FILE = workdir_lib.SUMMARY_FILE
 # The device path keeps the training tables resident when they take at most this share of a
@@ -69,7 +73,7 @@ class Run:
   def __init__(self, config, workdir: str):
     self.config, self.workdir = config, workdir
     self.mode = slices.check_mode(str(config.mode))
-    self.semi = semi_data.enabled(config)  # spec 11: unlabeled subjects, trajectory models
+    self.semi = semi_data.enabled(config)  # reference V11: unlabeled subjects, trajectory models
     if self.semi:
       semi_data.check(config)
     self.actions = selected_actions(config)  # of config.data.dataset, by config.action_match
@@ -77,7 +81,7 @@ class Run:
     self.dtype = model_spec.compute_dtype(config)
     self.heldout = eval_lib.heldout_subjects(config)
     # The reference's --stride: examples are chunks of `stride` output frames, batch_size // stride
-    # of them per batch (spec 7.1, 7.4), trained with the dilated model (spec 8.6).
+    # of them per batch (reference V7.1, V7.4), trained with the dilated model (reference V8.6).
     self.stride, self.dilated = model_spec.training_form(config)
     self.train_ds, self.test_ds, self.fingerprint = load_data(config, self.actions)
     self.valid_ds = load_validation(config, self.actions)
@@ -105,7 +109,7 @@ class Run:
     resident = lambda ds: evaluation.resident_test_set(ds, self.slices, self.eval_model, **eval_chunks)
     self.test_set = resident(self.test_ds)
     self.valid_set = None if self.valid_ds is None else resident(self.valid_ds)
-    # The reference's 3d_eval (spec 10.3): the labeled training sequences the run trains on
+    # The reference's 3d_eval (reference V10.3): the labeled training sequences the run trains on
     # (after subset/downsample), each routed to its own model.
     self.train_set = resident(self.train_ds) if bool(config.eval.get("train_metrics", False)) else None
     self.rf = receptive_field(self.hparams["filter_widths"])
@@ -141,7 +145,7 @@ class Run:
                          semi_data.step_options(config, self.train_ds.skeleton.parents, self.rf))
       self.traj_eval_model = model_spec.build(self.traj_hparams)
       on_device = lambda ds: semi_eval.resident_set(ds, self.slices, self.eval_model, **eval_chunks)
-      # Spec 11.4's sets: test (traj_valid, 2d_valid; the resident test set), labeled (traj_eval,
+      # Reference V11.4's sets: test (traj_valid, 2d_valid; the resident test set), labeled (traj_eval,
       # 2d_train_sup), unlabeled (2d_train_unsup).
       self.semi_sets = {"valid": semi_eval.build(self.test_ds, self.test_set),
                         "train_sup": (on_device(self.train_ds) if self.train_set is None
@@ -191,14 +195,14 @@ class Run:
     return sharding.unpad_models(state.variables, self.layout.num_models)
 
   def semi_set_metrics(self, state, name: str) -> dict[str, float | None]:
-    """semi_eval.metrics of the model pairs on one of spec 11.4's sets ('valid', 'train_sup', 'train_unsup')."""
+    """semi_eval.metrics of the model pairs on one of reference V11.4's sets ('valid', 'train_sup', 'train_unsup')."""
     traj = sharding.unpad_models({"params": state.traj_params, "batch_stats": state.traj_batch_stats},
                                  self.layout.num_models)
     return semi_eval.metrics(self.eval_model, self.traj_eval_model, self.variables(state), traj,
                              self.semi_sets[name])
 
   def semi_metrics(self, state) -> dict[str, float]:
-    """Spec 11.4: traj_valid, 2d_valid, traj_eval, 2d_train_sup, 2d_train_unsup (eval mode)."""
+    """Reference V11.4: traj_valid, 2d_valid, traj_eval, 2d_train_sup, 2d_train_unsup (eval mode)."""
     valid, sup, unsup = (self.semi_set_metrics(state, name) for name in ("valid", "train_sup", "train_unsup"))
     return {"traj_valid": valid["traj"], "2d_valid": valid["2d"], "traj_eval": sup["traj"],
             "2d_train_sup": sup["2d"], "2d_train_unsup": unsup["2d"]}
@@ -213,7 +217,7 @@ class Run:
 
 def _restore_or_init(run: Run, mngr, timers: log_point.Timers):
   """(state, accumulator, global step) from the newest readable checkpoint (or the one
-  config.checkpoint.resume_from names, `posejax.resume`), or fresh.
+  config.checkpoint.resume_from names, `posejax.workdir.resume`), or fresh.
 
   A damaged newest checkpoint (a crash or a full disk) is set aside with a message and the
   previous one is used; a checkpoint of an incompatible run is an error.
@@ -376,7 +380,7 @@ class _Loop:
       state, acc, done = engine.run_segment_device(run.engine, self.compiled, state, acc, self.tables, inputs,
                                                    step, self.rng, should_stop=should_stop, on_chunk=bar.update)
     else:
-      from posejax import input_pipeline  # tf.data only on this path
+      from posejax.training import input_pipeline  # tf.data only on this path
       slice_index = np.minimum(inputs[..., 0], run.layout.num_models - 1)
       batches = input_pipeline.host_batches(run.table, run.engine.spec, slice_index, inputs[..., 1])
       state, acc, done = engine.run_segment_host(run.engine, self.compiled, state, acc, batches, inputs, step,
@@ -410,6 +414,43 @@ def _step_samples(inputs: np.ndarray, num_models: int, batch_size: int) -> np.nd
 def _positions(state, layout: sharding.Layout) -> np.ndarray:
   """(A',) each model's own step count (host)."""
   return np.asarray(sharding.fetch(state.step), np.int64).reshape(layout.padded_models)
+
+
+def train_classifier(run: Any, pose_variables: Any, document: Mapping[str, Any]) -> dict[str, Any]:
+  """The trainer's hook after the pose models' final evaluation.
+
+  When config.classifier is enabled: trains the classifier (or reuses the one a previous
+  session of the run saved in WORKDIR/classifier), evaluates every routing mode beside the
+  final evaluation `document` and rewrites its results files. The headline stays the seed's
+  oracle routing (train_summary.json and the paper comparison quote it); `eval.py` makes
+  predicted routing the headline. Returns the (updated) document. `run` is the trainer's Run
+  (config, mode, workdir, actions, train_ds, test_set, eval_model).
+  """
+  if not classifier.enabled(run.config, run.mode):
+    return dict(document)
+  hp = classifier.hparams(run.config, run.actions, run.train_ds.num_keypoints)
+  where = workdir_lib.classifier_dir(run.workdir)
+  found = classifier.restore(run.workdir)
+  if found is not None:
+    classifier.check_same(found.metadata, hp, run.fingerprint, where)
+    print(f"classifier: reusing {where}", flush=True)
+  else:
+    data = classifier.training_data(run.train_ds, run.actions, bool(hp["augment"]))
+    print(f"classifier: {len(hp['classes'])} actions, receptive field {classifier.receptive_field(hp['filter_widths'])} "
+          f"frames, {hp['channels']} channels, {hp['epochs']} epoch(s) of {int(data.table.examples[0]):,} windows",
+          flush=True)
+    variables, summary = classifier.train(hp, data, steps_per_call=int(run.config.train.get("steps_per_call", 16)),
+                                          log=lambda line: print(line, flush=True))
+    metadata = {"hparams": hp, "dataset_fingerprint": run.fingerprint, **summary}
+    if jax.process_index() == 0:
+      classifier.save(run.workdir, variables, metadata)
+    found = classifier.Classifier(classifier.build(hp, strided=False), variables, tuple(hp["classes"]), metadata)
+  return routing.finish_document(document, run.eval_model, pose_variables, run.test_set,
+                                 out_dir=workdir_lib.eval_dir(run.workdir, document["checkpoint_step"],
+                                                              workdir_lib.FINAL_EVAL),
+                                 classifier=found, tta=bool(run.config.eval.get("tta", True)),
+                                 mode="oracle", by_subject=bool(run.config.eval.get("by_subject", False)),
+                                 write=jax.process_index() == 0)
 
 
 def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
@@ -523,7 +564,7 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     if np.any(positions[:layout.num_models] < budget.steps):
       raise PosejaxError(f"training stopped at global step {step} before every model finished its budget")
     document = _final_evaluation(run, state, step, timers)
-    document = classifier.train_and_save(run, run.variables(state), document)  # when config.classifier is on
+    document = train_classifier(run, run.variables(state), document)  # when config.classifier is on
   finally:
     checkpointing.close(mngr)
   summary = _summary(run, timers, document, time.perf_counter() - wall_start)

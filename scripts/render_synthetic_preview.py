@@ -21,11 +21,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from posejax.common.errors import PosejaxError  # noqa: E402
+from posejax.common.io_utils import atomic_write_bytes  # noqa: E402
 from posejax.data import synthetic  # noqa: E402
-from posejax.data.actions import ACTIONS as ACTION_NAMES  # noqa: E402
-from posejax.errors import PosejaxError  # noqa: E402
-from posejax.io_utils import atomic_write_bytes  # noqa: E402
-from posejax.skeleton import H36M_KEPT_JOINTS, H36M_SKELETON  # noqa: E402
+from posejax.pose.actions import ACTIONS as ACTION_NAMES  # noqa: E402
+from posejax.pose.skeleton import H36M_KEPT_JOINTS, H36M_SKELETON  # noqa: E402
 
 ACTIONS = ("Walking", "SittingDown", "Sitting", "Eating", "Phoning", "Photo", "Greeting", "Purchases")
 COLUMNS = 5

@@ -32,7 +32,9 @@ def main() -> None:
     jax.distributed.initialize(f"localhost:{args.port}", args.processes, args.process_id)
 
   from configs import default
-  from posejax import log_point, sharding, slices, trainer
+  from posejax.training import log_point, slices
+  from posejax.common import sharding
+  from posejax import trainer
 
   config = default.get_config()
   config.mode = "action_based"

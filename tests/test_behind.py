@@ -7,9 +7,12 @@ import signal
 import numpy as np
 import pytest
 
-from posejax import behind, compare, engine, eval_lib, report, routing, trainer
+from posejax import trainer
+from posejax.common.errors import PosejaxError
 from posejax.data import synthetic
-from posejax.errors import PosejaxError
+from posejax.evaluation import compare, report, routing, runs as eval_lib
+from posejax.training import engine
+from posejax.workdir import behind
 from tests.test_trainer import _config, _records
 
 

@@ -1,4 +1,4 @@
-"""Tests for posejax.checkpointing: round trips, retention, compatibility, eval restore, signals."""
+"""Tests for posejax.workdir.checkpoints: round trips, retention, compatibility, eval restore, signals."""
 
 import os
 import signal
@@ -9,9 +9,11 @@ import ml_collections
 import numpy as np
 import pytest
 
-from posejax import checkpointing as ck, optim, resume, sharding, train_step as ts
-from posejax.errors import PosejaxError
-from posejax.model import TemporalModel
+from posejax.common import sharding
+from posejax.common.errors import PosejaxError
+from posejax.models.tcn import TemporalModel
+from posejax.training import optim, step as ts
+from posejax.workdir import checkpoints as ck, resume
 
 K, J = 4, 3
 MODEL = TemporalModel(num_joints_in=K, num_joints_out=J, filter_widths=(3,), channels=8, strided=True)

@@ -1,4 +1,4 @@
-"""Tests for posejax.classifier: window labels from the table, training, the per-frame head, the
+"""Tests for posejax.evaluation.classifier: window labels from the table, training, the per-frame head, the
 trainer's hook (train once, reuse, refuse another config)."""
 
 import os
@@ -10,10 +10,12 @@ import numpy as np
 import pytest
 
 from configs import default
-from posejax import classifier, evaluation, report, routing, sampling
-from posejax import workdir as layout
+from posejax import trainer
+from posejax.common.errors import PosejaxError
 from posejax.data.dataset import SequenceRecord
-from posejax.errors import PosejaxError
+from posejax.evaluation import classifier, protocols as evaluation, report, routing
+from posejax.training import sampling
+from posejax.workdir import layout
 from test_evaluation import K, dataset, init_variables, random_poses, sequences, tiny_model
 from test_evaluation_device import stack
 from test_routing import make_classifier, reference_log_probs
@@ -106,7 +108,7 @@ def _run(config, workdir, pose_variables=None):
 def test_train_and_save_learns_saves_reuses_and_refuses_another_config(tmp_path, capsys):
   config, workdir = small_config(), str(tmp_path / "run")
   run, variables, document = _run(config, workdir)
-  out = classifier.train_and_save(run, variables, document)
+  out = trainer.train_classifier(run, variables, document)
   printed = capsys.readouterr().out
   assert "classifier [4/4]" in printed and "Routing (Protocol #1 MPJPE" in printed
   assert out["classifier"]["sequence_accuracy"] == 1.0 and out["classifier"]["frame_accuracy"] == 1.0
@@ -120,15 +122,15 @@ def test_train_and_save_learns_saves_reuses_and_refuses_another_config(tmp_path,
   saved = classifier.restore(workdir)
   assert saved.classes == ACTIONS and saved.metadata["steps"] == -(-4 * 142 // 16)
   assert saved.metadata["history"][-1]["train_accuracy"] > 0.9
-  again = classifier.train_and_save(run, variables, document)  # a rerun of the finished run: no retraining
+  again = trainer.train_classifier(run, variables, document)  # a rerun of the finished run: no retraining
   assert "reusing" in capsys.readouterr().out and again["classifier"] == out["classifier"]
 
   config.classifier.channels = 16
   with pytest.raises(PosejaxError, match="channels=8 \\(config: 16\\)"):
-    classifier.train_and_save(run, variables, document)
+    trainer.train_classifier(run, variables, document)
   config.classifier.channels = 8
   config.classifier.enabled = False
-  assert classifier.train_and_save(run, variables, document) == document
+  assert trainer.train_classifier(run, variables, document) == document
 
 
 def test_enabled_by_default_only_in_action_based_mode():

@@ -1,4 +1,4 @@
-"""Tests for posejax.cli: override parsing, one-line failures and their exit statuses."""
+"""Tests for posejax.common.cli: override parsing, one-line failures and their exit statuses."""
 
 import errno
 import sys
@@ -6,17 +6,17 @@ import types
 
 import pytest
 
-from posejax import cli
-from posejax.errors import PosejaxError
+from posejax.common import cli
+from posejax.common.errors import PosejaxError
 
 
 def test_config_overrides_and_flag_values_are_read_from_argv():
   argv = ["train.py", "--config", "c.py", "--config.train.epochs=3", "--noconfig.train.augment",
           "-config.model.channels", "8", "--workdir=w", "--", "--config.ignored=1"]
   assert cli.config_overrides(argv) == ["train.epochs", "train.augment", "model.channels"]
-  assert cli._flag_value(argv, "config") == "c.py" and cli._flag_value(argv, "workdir") == "w"
-  assert cli._flag_value(["x", "--config=a.py:arg"], "config") == "a.py:arg"
-  assert cli._flag_value(["x"], "config") is None
+  assert cli.flag_value(argv, "config") == "c.py" and cli.flag_value(argv, "workdir") == "w"
+  assert cli.flag_value(["x", "--config=a.py:arg"], "config") == "a.py:arg"
+  assert cli.flag_value(["x"], "config") is None
 
 
 @pytest.mark.parametrize("error,code,line", [

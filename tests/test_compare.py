@@ -1,4 +1,4 @@
-"""Tests for posejax.compare and posejax.report: the paper's TPR values, the comparison report."""
+"""Tests for posejax.evaluation.compare and posejax.evaluation.report: the paper's TPR values, the comparison report."""
 
 import json
 import os
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from posejax import compare, report
-from posejax import workdir as layout
-from posejax.errors import PosejaxError
+from posejax.common.errors import PosejaxError
+from posejax.evaluation import compare, report
+from posejax.workdir import layout
 
 # Table III of the paper (F=243, UE=1200): 40 E and 80 E errors (mm) and TC (80 E) seconds.
 PAPER = {
@@ -31,7 +31,7 @@ def test_tpr_reproduces_the_papers_four_values():
   assert float(f"{rates['mpjpe']['ab']:.3g}") == pytest.approx(17.4e-5)
   assert float(f"{rates['mpjve']['common']:.3g}") == pytest.approx(5.19e-6)
   assert float(f"{rates['mpjve']['ab']:.3g}") == pytest.approx(5.76e-6)
-  # Unrounded eps_0 = 60.456 gives 6.91e-5 for the first value (action_based.md section 8).
+  # Unrounded eps_0 = 60.456 gives 6.91e-5 for the first value (reference A8).
   exact = compare.tpr_table(PAPER["common"], PAPER["ab"], k=1.2, eps0_digits=None)
   assert exact["mpjpe"]["eps0"] == pytest.approx(60.456)
   assert float(f"{exact['mpjpe']['common']:.3g}") == pytest.approx(6.91e-5)
@@ -141,7 +141,7 @@ def test_compare_report_has_all_tables_and_figures(tmp_path):
 
 
 def test_compare_evaluates_the_final_checkpoint_when_its_results_are_missing(tmp_path, monkeypatch):
-  from posejax import eval_lib
+  from posejax.evaluation import runs as eval_lib
   common = fake_workdir(str(tmp_path), "common", "common", 0.0, 100.0)
   ab = fake_workdir(str(tmp_path), "ab", "action_based", 2.0, 30.0)
   os.remove(layout.results_path(ab, 40, layout.FINAL_EVAL))

@@ -1,4 +1,4 @@
-"""Tests for posejax.config_fields and the help of the command-line tools."""
+"""Tests for posejax.config.fields and the help of the command-line tools."""
 
 import os
 import subprocess
@@ -8,7 +8,7 @@ import textwrap
 import pytest
 
 from configs import default
-from posejax import config_fields
+from posejax.config import fields as config_fields
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -1,4 +1,4 @@
-"""Tests for posejax.config_validation: every class of bad value, misspelled overrides, config files."""
+"""Tests for posejax.config.validation: every class of bad value, misspelled overrides, config files."""
 
 import glob
 import os
@@ -7,8 +7,8 @@ import ml_collections
 import pytest
 
 from configs import default
-from posejax import config_validation as cv
-from posejax.errors import PosejaxError
+from posejax.common.errors import PosejaxError
+from posejax.config import validation as cv
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -1,4 +1,4 @@
-"""Tests for posejax.detect: landmark mapping, gap filling, the custom file, and BlazePose on a real photograph.
+"""Tests for posejax.tools.detect: landmark mapping, gap filling, the custom file, and BlazePose on a real photograph.
 
 The detection tests need the detector environment (`bash scripts/setup_detector.sh`); they
 are skipped without it, except under CI (CI=true), where .ci/run creates it and a missing
@@ -12,11 +12,11 @@ import time
 import numpy as np
 import pytest
 
-from posejax import detect, infer
-from posejax import video as video_io
+from posejax.common import video as video_io
+from posejax.common.errors import PosejaxError
 from posejax.data import demo_video
-from posejax.errors import PosejaxError
-from posejax.skeleton import LAYOUTS, flip_permutation
+from posejax.pose.skeleton import LAYOUTS, flip_permutation
+from posejax.tools import detect, infer
 
 COCO, H36M = LAYOUTS["coco"], LAYOUTS["h36m"]
 BLAZEPOSE_NAMES = (

@@ -1,4 +1,4 @@
-"""Tests for posejax.eval_lib and eval.py: the final model by default, results per checkpoint."""
+"""Tests for posejax.evaluation.runs and eval.py: the final model by default, results per checkpoint."""
 
 import importlib
 import json
@@ -11,9 +11,12 @@ import pytest
 from absl import flags
 from PIL import Image
 
-from posejax import checkpointing, eval_lib, evaluation, model_spec, optim, render_export, train_step
-from posejax import workdir as layout
-from posejax.errors import PosejaxError
+from posejax.common.errors import PosejaxError
+from posejax.evaluation import protocols as evaluation, runs as eval_lib
+from posejax.models import spec as model_spec
+from posejax.tools import render_export
+from posejax.training import optim, step as train_step
+from posejax.workdir import checkpoints as checkpointing, layout
 from test_evaluation import FLIP, K, dataset, init_variables, random_poses, record
 
 ACTIONS = ("Eating", "Walking")

@@ -1,15 +1,15 @@
-"""Tests for posejax.evaluation: chunked == whole sequence, TTA, per-action routing, averaging."""
+"""Tests for posejax.evaluation.protocols: chunked == whole sequence, TTA, per-action routing, averaging."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from posejax import evaluation
+from posejax.common.errors import PosejaxError
 from posejax.data.dataset import PoseDataset, SequenceRecord
-from posejax.errors import PosejaxError
-from posejax.model import TemporalModel
-from posejax.skeleton import H36M_SKELETON, LAYOUTS
+from posejax.evaluation import protocols as evaluation
+from posejax.models.tcn import TemporalModel
+from posejax.pose.skeleton import H36M_SKELETON, LAYOUTS
 
 K = J = 17
 KPS_L, KPS_R = LAYOUTS["h36m"].left, LAYOUTS["h36m"].right

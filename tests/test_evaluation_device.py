@@ -1,4 +1,4 @@
-"""Tests for posejax.device_eval: the resident test set, on-device prediction and metrics.
+"""Tests for posejax.evaluation.resident: the resident test set, on-device prediction and metrics.
 
 References are float64 NumPy: the dilated network run over each whole edge-padded sequence,
 and the metrics computed frame by frame.
@@ -11,9 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from posejax import chunk_plan, device_eval, evaluation
-from posejax.errors import PosejaxError
-from posejax.skeleton import H36M_SKELETON
+from posejax.common.errors import PosejaxError
+from posejax.evaluation import chunk_plan, protocols as evaluation, resident as device_eval
+from posejax.pose.skeleton import H36M_SKELETON
 from test_evaluation import (FLIP, KPS_L, KPS_R, dataset, init_variables, random_poses, record, sequences,
                              tiny_model)
 

@@ -1,4 +1,4 @@
-"""Tests for posejax.export: ONNX and SavedModel exports of a workdir equal the JAX model."""
+"""Tests for posejax.tools.export: ONNX and SavedModel exports of a workdir equal the JAX model."""
 
 import json
 import os
@@ -10,9 +10,10 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from posejax import checkpointing, export
-from posejax.errors import PosejaxError
-from posejax.model import TemporalModel
+from posejax.common.errors import PosejaxError
+from posejax.models.tcn import TemporalModel
+from posejax.tools import export
+from posejax.workdir import checkpoints as checkpointing
 from test_evaluation import K, init_variables
 
 WIDTHS, CHANNELS, RF = (3, 3), 16, 9
@@ -81,7 +82,7 @@ def test_onnx_with_a_dynamic_time_axis_equals_the_model(common, tmp_path):
 
 
 def test_saved_model_with_a_dynamic_time_axis_equals_the_model(common, tmp_path):
-  from posejax.tf_compat import tf
+  from posejax.common.tf_compat import tf
   workdir, (variables,) = common
   out = str(tmp_path / "saved")
   export.export_workdir(workdir, "tf_saved_model", out, which="3")

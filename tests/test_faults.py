@@ -17,9 +17,10 @@ import numpy as np
 import pytest
 from orbax.checkpoint._src.handlers import json_checkpoint_handler
 
-from posejax import checkpointing as ck, optim, train_step as ts
-from posejax.errors import PosejaxError
-from posejax.model import TemporalModel
+from posejax.common.errors import PosejaxError
+from posejax.models.tcn import TemporalModel
+from posejax.training import optim, step as ts
+from posejax.workdir import checkpoints as ck
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL = TemporalModel(num_joints_in=4, num_joints_out=3, filter_widths=(3,), channels=8, strided=True)
@@ -127,7 +128,8 @@ import sys, time
 from orbax.checkpoint._src.handlers import json_checkpoint_handler as jh
 sys.path.insert(0, {tests!r})
 from test_faults import META, _state
-from posejax import checkpointing as ck, train_step as ts
+from posejax.training import step as ts
+from posejax.workdir import checkpoints as ck
 mngr = ck.manager(sys.argv[1])
 ck.save(mngr, 10, _state(10), ts.init_accumulator(2), 2, META)
 ck.finish_saves(mngr)
@@ -233,7 +235,7 @@ def test_repeated_signals_during_a_save_are_deferred():
 
 STOPPED_RUN = """
 import time
-from posejax.stop_request import StopRequest
+from posejax.common.stop_request import StopRequest
 with StopRequest() as stop:
   print("ready", flush=True)
   while not stop.requested:
@@ -277,7 +279,7 @@ def test_two_sigterms_during_an_asynchronous_save_leave_it_complete(tmp_path, mo
 
 
 # Command-line tools given bad input: (command, expected exit status, text the one line must contain).
-HOLDER = ("import sys; from posejax.workdir_lock import WorkdirLock\n"
+HOLDER = ("import sys; from posejax.common.workdir_lock import WorkdirLock\n"
           "with WorkdirLock(sys.argv[1]):\n  print('locked', flush=True)\n  sys.stdin.read()\n")
 
 
@@ -288,7 +290,7 @@ def _cli_cases(tmp_path, locked):
   bad_bin.write_text("not a checkpoint")
   train = [sys.executable, "train.py", "--config", cfg]
   ev = [sys.executable, "eval.py"]
-  interop = [sys.executable, "-m", "posejax.interop"]
+  interop = [sys.executable, "-m", "posejax.tools.interop"]
   prepare = [sys.executable, "-m", "posejax.data.prepare_h36m"]
   w = str(tmp_path / "w")
   return [

@@ -5,12 +5,12 @@ import os
 import numpy as np
 import pytest
 
-from posejax import camera
+from posejax.common.errors import PosejaxError
 from posejax.data import h36m
-from posejax.data.actions import canonical_sequence_name
 from posejax.data.h36m_cameras import h36m_cameras
-from posejax.errors import PosejaxError
-from posejax.skeleton import H36M_KEPT_JOINTS, H36M_SKELETON
+from posejax.pose import camera
+from posejax.pose.actions import canonical_sequence_name
+from posejax.pose.skeleton import H36M_KEPT_JOINTS, H36M_SKELETON
 
 # Raw spellings on purpose ('TakingPhoto 1', 'WalkingDog'): the loader canonicalises them.
 SEQUENCES = {

@@ -9,13 +9,15 @@ import pytest
 from scipy.io import savemat
 
 from configs import humaneva15, humaneva_quickstart
-from posejax import slices, trainer
-from posejax.data import actions, humaneva, loading, prepare_humaneva, synthetic, synthetic_humaneva
-from posejax.errors import PosejaxError
-from posejax.io_utils import atomic_savez, load_npz_dict
-from posejax.skeleton import HUMANEVA15_SKELETON
+from posejax import trainer
+from posejax.common.errors import PosejaxError
+from posejax.common.io_utils import atomic_savez, load_npz_dict
+from posejax.data import humaneva, loading, prepare_humaneva, synthetic, synthetic_humaneva
+from posejax.pose import actions
+from posejax.pose.skeleton import HUMANEVA15_SKELETON
+from posejax.training import slices
 
-# Extrinsics of videopose3d.md 3.3, written out independently of the package's table.
+# Extrinsics of reference V3.3, written out independently of the package's table.
 S1_CAMERAS = (((0.424207, -0.4983646, -0.5802981, 0.4847012), (4062.227, 663.2477, 1528.397)),
               ((0.6503354, -0.7481602, -0.0919284, 0.0941766), (844.8131, -3805.2092, 1504.9929)),
               ((0.0664734, -0.0690535, 0.7416416, -0.6639132), (-797.67377, 3916.3174, 1433.6602)))

@@ -1,4 +1,4 @@
-"""Tests for posejax.infer: the custom 2D format in, finite 3D poses and a GIF out."""
+"""Tests for posejax.tools.infer: the custom 2D format in, finite 3D poses and a GIF out."""
 
 import os
 
@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from posejax import eval_lib, infer, model_spec
-from posejax.errors import PosejaxError
-from posejax.skeleton import LAYOUTS
+from posejax.common.errors import PosejaxError
+from posejax.evaluation import runs as eval_lib
+from posejax.models import spec as model_spec
+from posejax.pose.skeleton import LAYOUTS
+from posejax.tools import infer
 from test_evaluation import init_variables
 
 COCO = LAYOUTS["coco"]

@@ -1,4 +1,4 @@
-"""Tests for the host tf.data windows (posejax.input_pipeline) against NumPy references written here.
+"""Tests for the host tf.data windows (posejax.training.input_pipeline) against NumPy references written here.
 
 Every frame carries a recognisable code = 1000 * record_id + t: 2D keypoint k of frame t is
 (code, k), 3D joint j is (code, j, 0.5). The 3D target's joint 3 (in no flip list) therefore
@@ -10,11 +10,10 @@ import itertools
 import numpy as np
 import pytest
 
-from posejax import input_pipeline as ip
-from posejax import sampling, slices
+from posejax.common.errors import PosejaxError
 from posejax.data.dataset import PoseDataset, SequenceRecord
-from posejax.errors import PosejaxError
-from posejax.skeleton import Skeleton
+from posejax.pose.skeleton import Skeleton
+from posejax.training import input_pipeline as ip, sampling, slices
 
 K, J = 5, 4
 KPS_LEFT, KPS_RIGHT = (1, 2), (3, 4)
@@ -59,7 +58,7 @@ def reference_flip(x, left, right):
 
 
 def reference_window(rid, f, flip, rf, shift):
-  """videopose3d.md 7.1: copy the in-range frames, replicate edges to length RF."""
+  """reference V7.1: copy the in-range frames, replicate edges to length RF."""
   poses, pad = RECORDS[rid].poses_2d, rf // 2
   s, e = f - pad - shift, f + pad - shift + 1
   lo, hi = max(s, 0), min(e, len(poses))
@@ -145,7 +144,7 @@ def test_each_slice_is_a_fresh_permutation_of_its_action_every_epoch(augment):
 
 def test_order_is_the_contract_index_shuffle_per_seed_action_epoch():
   """Example q of slice a is index_shuffle(q % n_a, seed=(seed, a, q // n_a)) (DESIGN.md)."""
-  from posejax.tf_compat import tf
+  from posejax.common.tf_compat import tf
   out = batches(6, batch_size=4, seed=11)
   q = np.arange(24, dtype=np.int64)
   for a, action in enumerate(ACTIONS):

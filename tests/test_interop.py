@@ -1,4 +1,4 @@
-"""Tests for posejax.interop: VideoPose3D PyTorch checkpoints evaluate identically in JAX."""
+"""Tests for posejax.tools.interop: VideoPose3D PyTorch checkpoints evaluate identically in JAX."""
 
 import sys
 
@@ -6,9 +6,9 @@ import jax
 import numpy as np
 import pytest
 
-from posejax import interop
-from posejax.errors import PosejaxError
-from posejax.model import TemporalModel, receptive_field
+from posejax.common.errors import PosejaxError
+from posejax.models.tcn import TemporalModel, receptive_field
+from posejax.tools import interop
 
 torch = pytest.importorskip("torch")
 nn = torch.nn
@@ -17,7 +17,7 @@ K, C = 4, 16
 
 
 class TorchTemporalModel(nn.Module):
-  """VideoPose3D's TemporalModel (strided=False) and TemporalModelOptimized1f (strided=True), spec 8.3-8.5."""
+  """VideoPose3D's TemporalModel (strided=False) and TemporalModelOptimized1f (strided=True), reference V8.3-8.5."""
 
   def __init__(self, num_joints_in, in_features, num_joints_out, filter_widths, causal=False, dropout=0.25,
                channels=1024, dense=False, strided=False):
@@ -186,8 +186,8 @@ def test_main_reports_the_import(tmp_path, capsys):
 
 def test_workdir_checkpoint_restores_the_reference_outputs(tmp_path, capsys):
   """`--workdir` writes a checkpoint whose restored model gives the torch model's outputs."""
-  from posejax import checkpointing
-  from posejax.model import TemporalModel
+  from posejax.workdir import checkpoints as checkpointing
+  from posejax.models.tcn import TemporalModel
   torch_model = _torch_model((3, 3)).eval()
   path = _save(tmp_path / "epoch_3.bin", torch_model)
   workdir = tmp_path / "imported"
@@ -208,7 +208,7 @@ def test_workdir_checkpoint_restores_the_reference_outputs(tmp_path, capsys):
 
 def test_workdir_keeps_the_trajectory_model(tmp_path, capsys):
   """A semi-supervised .bin imported with `--workdir`: its trajectory model is the checkpoint's."""
-  from posejax import eval_lib
+  from posejax.evaluation import runs as eval_lib
   pos, traj = _torch_model((3, 3)).eval(), _torch_model((3, 3), joints_out=1, seed=1).eval()
   workdir = tmp_path / "imported"
   assert interop.main(["--from-videopose3d", _save(tmp_path / "semi.bin", pos, traj), "--workdir", str(workdir),

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from configs import quickstart
-from posejax import input_pipeline
+from posejax.common.errors import PosejaxError
 from posejax.data import loading, synthetic
-from posejax.errors import PosejaxError
+from posejax.training import input_pipeline
 
 ACTIONS = ("Eating", "Sitting", "Walking")
 

@@ -1,15 +1,15 @@
-"""Tests for posejax.losses against float64 NumPy references written from the spec."""
+"""Tests for posejax.pose.losses against float64 NumPy references written from the spec."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from posejax import losses
+from posejax.pose import losses
 
 
 def _np_p_mpjpe_per_frame(predicted: np.ndarray, target: np.ndarray) -> np.ndarray:
-  """Spec 9.3 step by step, float64, (N, J, 3) -> (N,)."""
+  """Reference V9.3 step by step, float64, (N, J, 3) -> (N,)."""
   mu_x = target.mean(axis=1, keepdims=True)
   mu_y = predicted.mean(axis=1, keepdims=True)
   x0, y0 = target - mu_x, predicted - mu_y

@@ -1,4 +1,4 @@
-"""posejax.memory_plan: the compiled step's footprint against the device, fewer slots when it
+"""posejax.training.memory_plan: the compiled step's footprint against the device, fewer slots when it
 does not fit, and a run that trains the same models with them."""
 
 import json
@@ -9,9 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from posejax import memory_plan
+from posejax.common.errors import PosejaxError
 from posejax.data import synthetic
-from posejax.errors import PosejaxError
+from posejax.training import memory_plan
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +98,8 @@ def test_a_run_that_does_not_fit_trains_the_same_models_with_fewer_slots(data_di
   slots' footprint the run takes one slot, and every log point's metrics and the final weights
   are the same (the step compiled for another slot count may round the last float32 bits
   differently)."""
-  from posejax import checkpointing, trainer
+  from posejax.workdir import checkpoints as checkpointing
+  from posejax import trainer
   from tests.test_trainer import _config, _records, _strip_timing
 
   seen = []

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from configs import default
-from posejax import optim, train_step as ts, trainer
+from posejax import trainer
 from posejax.data import synthetic
-from posejax.model import TemporalModel, hash_dropout, receptive_field
+from posejax.models.tcn import TemporalModel, hash_dropout, receptive_field
+from posejax.training import optim, step as ts
 
 K, J, C, B = 5, 4, 32, 16
 WIDTHS = (3, 3)

@@ -1,12 +1,12 @@
-"""Tests for posejax.model: strided == dilated, parameter counts, BatchNorm, dropout, vmap."""
+"""Tests for posejax.models.tcn: strided == dilated, parameter counts, BatchNorm, dropout, vmap."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from posejax import model as model_lib
-from posejax.model import TemporalModel, TorchBatchNorm, causal_shift, count_params, receptive_field
+from posejax.models import tcn as model_lib
+from posejax.models.tcn import TemporalModel, TorchBatchNorm, causal_shift, count_params, receptive_field
 
 K, C = 5, 16
 
@@ -160,7 +160,7 @@ def test_batchnorm_matches_numpy_float64():
 
 @pytest.mark.parametrize("strided", [False, True])
 def test_expand_bn_running_stats_in_model(strided):
-  """Running stats of expand_bn follow the positions each form evaluates (spec 8.5)."""
+  """Running stats of expand_bn follow the positions each form evaluates (reference V8.5)."""
   widths = (3, 3)
   m = TemporalModel(num_joints_in=K, filter_widths=widths, channels=C, dropout=0.0, strided=strided)
   variables = _random_variables(m, 9)

@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from posejax import model as model_lib
-from posejax.model import TemporalModel, receptive_field
+from posejax.models import tcn as model_lib
+from posejax.models.tcn import TemporalModel, receptive_field
 
 K, J = 5, 4
 # (width, dilation, C_in, C_out, output frames)

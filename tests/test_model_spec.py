@@ -1,4 +1,4 @@
-"""Tests for posejax.model_spec: one spec for training, evaluation, inference, import and export."""
+"""Tests for posejax.models.spec: one spec for training, evaluation, inference, import and export."""
 
 import dataclasses
 
@@ -7,8 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from posejax import eval_lib, evaluation, export, infer, model_spec
-from posejax.errors import PosejaxError
+from posejax.common.errors import PosejaxError
+from posejax.evaluation import protocols as evaluation, runs as eval_lib
+from posejax.models import spec as model_spec
+from posejax.tools import export, infer
 from test_eval_lib import ACTIONS, sample_data, tiny_config
 from test_evaluation import K
 

@@ -1,11 +1,11 @@
-"""Tests for posejax.optim: Adam/AMSGrad against a float64 NumPy transcription of PyTorch."""
+"""Tests for posejax.training.optim: Adam/AMSGrad against a float64 NumPy transcription of PyTorch."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from posejax import optim
+from posejax.training import optim
 
 
 def _torch_amsgrad_reference(params, grads_seq, lrs, b1=0.9, b2=0.999, eps=1e-8):

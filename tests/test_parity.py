@@ -1,14 +1,14 @@
-"""Parity of posejax's training step with the reference's PyTorch training (videopose3d.md 8.5, 10).
+"""Parity of posejax's training step with the reference's PyTorch training (reference V8.5, V10).
 
 The reference side is written out here: `TemporalModelOptimized1f` (the strided training model,
-spec 8.5, state-dict names of 8.8) and run.py's supervised loop (10.1-10.6): float32 batches,
+reference V8.5, state-dict names of V8.8) and run.py's supervised loop (reference V10.1-10.6): float32 batches,
 target joint 0 zeroed, loss = MPJPE, `Adam(amsgrad=True)`, lr multiplied by `lr_decay` after
 every epoch, BN momentum `0.1 * exp(-epoch / E * ln(0.1 / 0.001))` set after every epoch,
 reshuffled batches from one `RandomState(1234)` with a short last batch. Dropout is 0 on both
 sides (the only random part of a step).
 
 posejax runs `train_step.train_step` with `optim.adam_amsgrad` from the same initial weights
-(imported with `posejax.interop`) on the same batches. Teacher-forced: before every step
+(imported with `posejax.tools.interop`) on the same batches. Teacher-forced: before every step
 posejax takes the reference's parameters, BN statistics and Adam moments, so each step is
 compared from identical states and float32 rounding cannot build up into chaos; then a short
 free run of both.
@@ -25,8 +25,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from posejax import interop, optim, schedules, train_step
-from posejax.model import TemporalModel, receptive_field
+from posejax.models.tcn import TemporalModel, receptive_field
+from posejax.tools import interop
+from posejax.training import optim, schedules, step as train_step
 
 torch = pytest.importorskip("torch")
 nn = torch.nn
@@ -48,7 +49,7 @@ def one_torch_thread():
 
 
 class TemporalModelOptimized1f(nn.Module):
-  """The reference's strided training model (non-causal), spec 8.5; names as its state dict."""
+  """The reference's strided training model (non-causal), reference V8.5; names as its state dict."""
 
   def __init__(self, num_joints_in: int, num_joints_out: int, filter_widths, channels: int, dropout: float):
     super().__init__()
@@ -163,7 +164,7 @@ def set_moments(opt_state, moments: dict[str, Any]):
 
 
 def batches(epoch_rng: np.random.RandomState, data) -> list[tuple[np.ndarray, np.ndarray]]:
-  """One epoch of the ChunkedGenerator (spec 7.1): one permutation, batches in order, short last."""
+  """One epoch of the ChunkedGenerator (reference V7.1): one permutation, batches in order, short last."""
   order = epoch_rng.permutation(EXAMPLES)
   return [(data[0][order[i:i + BATCH]], data[1][order[i:i + BATCH]]) for i in range(0, EXAMPLES, BATCH)]
 
@@ -185,7 +186,7 @@ def _schedule() -> dict[str, np.ndarray]:
 
 
 def posejax_hparams(epoch: int) -> dict[str, np.ndarray]:
-  """The trainer's lr and BN momentum of epoch `epoch` (0-based), from posejax.schedules."""
+  """The trainer's lr and BN momentum of epoch `epoch` (0-based), from posejax.training.schedules."""
   return {k: v[epoch] for k, v in _schedule().items()}
 
 

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 from cdflib.cdfwrite import CDF
 
-from posejax import camera
+from posejax.common.errors import PosejaxError
+from posejax.common.io_utils import load_npz_dict
 from posejax.data import prepare_h36m
 from posejax.data.h36m import load_h36m
 from posejax.data.h36m_cameras import h36m_cameras
-from posejax.errors import PosejaxError
-from posejax.io_utils import load_npz_dict
-from posejax.skeleton import H36M_KEPT_JOINTS
+from posejax.pose import camera
+from posejax.pose.skeleton import H36M_KEPT_JOINTS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RAW_FILES = {"S1": ("Walking", "TakingPhoto 1", "WalkingDog"),

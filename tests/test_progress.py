@@ -5,7 +5,10 @@ import types
 import numpy as np
 import pytest
 
-from posejax import device_eval, engine, evaluation, progress, sharding, trainer
+from posejax import trainer
+from posejax.common import progress, sharding
+from posejax.evaluation import protocols as evaluation, resident as device_eval
+from posejax.training import engine
 from test_evaluation_device import init_variables, labelled_data, stack, tiny_model
 
 

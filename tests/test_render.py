@@ -1,15 +1,16 @@
-"""Tests for posejax.render and the render/export helpers of posejax.render_export."""
+"""Tests for posejax.tools.render and the render/export helpers of posejax.tools.render_export."""
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from posejax import eval_lib, render, render_export
-from posejax.camera import camera_to_world
+from posejax.common.errors import PosejaxError
 from posejax.data.dataset import PoseDataset, SequenceRecord
 from posejax.data.h36m_cameras import h36m_cameras
-from posejax.errors import PosejaxError
-from posejax.skeleton import H36M_SKELETON, LAYOUTS
+from posejax.evaluation import runs as eval_lib
+from posejax.pose.camera import camera_to_world
+from posejax.pose.skeleton import H36M_SKELETON, LAYOUTS
+from posejax.tools import render, render_export
 
 
 def poses(frames: int, seed: int = 0) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Tests for posejax.routing: routing by a classifier, the soft mixture, confusion counts, the
+"""Tests for posejax.evaluation.routing: routing by a classifier, the soft mixture, confusion counts, the
 cross-action matrix, and their place in eval.py's results."""
 
 import json
@@ -10,12 +10,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from posejax import classifier as classifier_lib
-from posejax import device_eval, eval_lib, evaluation, model_spec, report, routing, trajectory
-from posejax import workdir as layout
-from posejax.errors import PosejaxError
+from posejax.common.errors import PosejaxError
+from posejax.evaluation import (
+    classifier as classifier_lib, protocols as evaluation, report, resident as device_eval,
+    routing, runs as eval_lib, trajectory)
+from posejax.models import spec as model_spec
+from posejax.workdir import layout
 from test_evaluation import FLIP, K, KPS_L, KPS_R, dataset, init_variables, random_poses, record, sequences, tiny_model
-from posejax.model import TemporalModel
+from posejax.models.tcn import TemporalModel
 from test_evaluation_device import np_flip, np_network, np_predict, stack
 
 ACTIONS = ("Eating", "Walking")
@@ -302,7 +304,7 @@ def test_eval_workdir_reports_every_routing_side_by_side(routed_run, capsys):
 
 def test_eval_and_infer_command_lines_route(routed_run, tmp_path, capsys):
   from absl import flags
-  from posejax import infer
+  from posejax.tools import infer
   from test_eval_lib import run_cli
   from test_infer import keypoints, write_custom
   workdir = routed_run[0]

@@ -1,4 +1,4 @@
-"""Tests for posejax.safe_npz: dataset files load as before, pickles that run code are refused."""
+"""Tests for posejax.common.safe_npz: dataset files load as before, pickles that run code are refused."""
 
 import io
 import os
@@ -9,10 +9,11 @@ import zipfile
 import numpy as np
 import pytest
 
-from posejax import infer, safe_npz
+from posejax.common import safe_npz
+from posejax.common.errors import PosejaxError
+from posejax.common.io_utils import load_npz_dict
 from posejax.data import h36m, prepare_humaneva, synthetic
-from posejax.errors import PosejaxError
-from posejax.io_utils import load_npz_dict
+from posejax.tools import infer
 
 RNG = np.random.default_rng(0)
 H36M_META = {"layout_name": "h36m", "num_joints": 17,

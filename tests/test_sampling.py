@@ -1,4 +1,4 @@
-"""Tests for posejax.sampling: TF's index shuffle in jax.numpy, and device windows that are
+"""Tests for posejax.training.sampling: TF's index shuffle in jax.numpy, and device windows that are
 bit-identical to the host tf.data windows and to NumPy slicing, for any schedule rows."""
 
 import dataclasses
@@ -7,9 +7,9 @@ import jax
 import numpy as np
 import pytest
 
-from posejax import input_pipeline, sampling, slices
-from posejax.errors import PosejaxError
-from posejax.tf_compat import tf
+from posejax.common.errors import PosejaxError
+from posejax.common.tf_compat import tf
+from posejax.training import input_pipeline, sampling, slices
 
 # The input-pipeline tests' coded dataset and its NumPy references.
 from test_input_pipeline import ACTIONS, DATASET, J, K, decode, reference_target, reference_window  # noqa: I001
@@ -127,7 +127,7 @@ def with_confidence(dataset):
 
 
 def reference_pairs(dataset, actions, chunk, augment):
-  """videopose3d.md 7.1: (record, start, end, flip) in the generator's order over a slice's records."""
+  """reference V7.1: (record, start, end, flip) in the generator's order over a slice's records."""
   pairs = []
   for rid, r in enumerate(dataset.sequences):
     if r.action not in actions:

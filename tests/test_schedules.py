@@ -1,15 +1,15 @@
-"""Tests for posejax.schedules: budget rules, lock-step positions, lr and BN momentum."""
+"""Tests for posejax.training.schedules: budget rules, lock-step positions, lr and BN momentum."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from posejax import schedules
+from posejax.common.errors import PosejaxError
 from posejax.data.h36m_frames import TEST_FRAMES, TRAIN_FRAMES as FRAMES
-from posejax.errors import PosejaxError
+from posejax.training import schedules
 
-# floor(sum f / f(A)), equation (2) (action_based.md section 6).
+# floor(sum f / f(A)), equation (2) (reference A6).
 FRAME_MATCHED = [15, 9, 14, 21, 13, 20, 22, 24, 13, 12, 11, 13, 19, 11, 17]
 N = 2 * np.array(list(FRAMES.values()))  # flip augmentation doubles the examples
 
@@ -72,7 +72,7 @@ def test_log_steps():
 
 
 def test_learning_rate_and_bn_momentum_reference_values():
-  # Spec 10.5 / 10.6, E = 80: lr 1.738e-5 in epoch index 79; momentum 0.1, 0.0944, 0.01, 0.00106.
+  # Reference V10.5 / V10.6, E = 80: lr 1.738e-5 in epoch index 79; momentum 0.1, 0.0944, 0.01, 0.00106.
   b = schedules.make_budget("fixed", "common", 80, 15, [1000], 100)
   fn = jax.jit(schedules.hyperparams_fn(b, 1e-3, 0.95, 0.1, 0.001))
   hp = jax.vmap(fn)(jnp.array([[0], [1], [40], [79]]), jnp.zeros((4, 1), jnp.int32))

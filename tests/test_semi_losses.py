@@ -1,17 +1,17 @@
-"""Semi-supervised loss terms against float64 NumPy written from spec 2.4, 9.2, 11.2, 11.3."""
+"""Semi-supervised loss terms against float64 NumPy written from reference V2.4, V9.2, V11.2, V11.3."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from posejax import semi_losses
+from posejax.training.semi import losses as semi_losses
 
 PARENTS = (-1, 0, 1, 2, 0, 4, 5, 0, 7)  # a small tree: three chains off the root
 
 
 def _np_project(x: np.ndarray, cam: np.ndarray, linear: bool) -> np.ndarray:
-  """Spec 2.4 point by point, float64: (B, T, J, 3), (B, 9) -> (B, T, J, 2)."""
+  """Reference V2.4 point by point, float64: (B, T, J, 3), (B, 9) -> (B, T, J, 2)."""
   out = np.zeros(x.shape[:-1] + (2,))
   for b in range(x.shape[0]):
     fx, fy, cx, cy, k1, k2, k3, p1, p2 = cam[b]

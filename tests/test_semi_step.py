@@ -1,4 +1,4 @@
-"""Tests for posejax.semi_step: warm-up is supervised training, the full loss is the sum of its terms."""
+"""Tests for posejax.training.semi.step: warm-up is supervised training, the full loss is the sum of its terms."""
 
 import functools
 
@@ -7,8 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from posejax import losses, optim, semi_losses, semi_step as ss, train_step as ts
-from posejax.model import TemporalModel, receptive_field
+from posejax.models.tcn import TemporalModel, receptive_field
+from posejax.pose import losses
+from posejax.training import optim, step as ts
+from posejax.training.semi import losses as semi_losses, step as ss
 
 K, J, C, B = 4, 4, 16, 6
 WIDTHS = (3, 3)
@@ -80,7 +82,7 @@ def test_warmup_steps_are_supervised_training(state):
 
 
 def _np_loss(pred, pred_traj, batch, options):
-  """Spec 11.2 in float64 from the models' outputs (the bone term: test_semi_losses)."""
+  """Reference V11.2 in float64 from the models' outputs (the bone term: test_semi_losses)."""
   pred, pred_traj = np.asarray(pred, np.float64), np.asarray(pred_traj, np.float64)
   target = np.array(batch["poses_3d"], np.float64)
   target[..., 0, :] = 0

@@ -10,11 +10,16 @@ import numpy as np
 import pytest
 
 from configs import default
-from posejax import camera, checkpointing, engine, eval_lib, render_export, sampling, schedules, semi_data, trainer
+from posejax import trainer
+from posejax.common.errors import PosejaxError
 from posejax.data import synthetic
 from posejax.data.loading import load_subjects
-from posejax import workdir as workdir_lib
-from posejax.errors import PosejaxError
+from posejax.evaluation import runs as eval_lib
+from posejax.pose import camera
+from posejax.tools import render_export
+from posejax.training import engine, sampling, schedules
+from posejax.training.semi import data as semi_data
+from posejax.workdir import checkpoints as checkpointing, layout as workdir_lib
 
 
 @pytest.fixture(scope="module")
@@ -166,7 +171,7 @@ def test_warmup_steps_are_the_share_of_each_budget():
 
 
 def test_flipped_unlabeled_windows_flip_the_camera(data_dir):
-  """Spec 7.3: the flipped camera projects the mirrored 3D pose onto the mirrored 2D pose."""
+  """Reference V7.3: the flipped camera projects the mirrored 3D pose onto the mirrored 2D pose."""
   dataset = load_subjects(_config(data_dir), ["S5"], ("Walking",))
   table = sampling.make_window_table(dataset, ("Walking",), "common", True, labeled=False)
   assert "targets_3d" not in table.arrays() and table.cameras.shape == (table.num_frames, 9)
@@ -190,8 +195,8 @@ def test_flipped_unlabeled_windows_flip_the_camera(data_dir):
 
 def test_semi_eval_metrics_equal_whole_sequence_evaluation(data_dir):
   """Chunked, batched, routed per action == each whole edge-padded sequence, in float64 NumPy."""
-  from posejax import semi_eval
-  from posejax.model import TemporalModel
+  from posejax.evaluation import semi as semi_eval
+  from posejax.models.tcn import TemporalModel
   actions = ("Eating", "Walking")
   dataset = load_subjects(_config(data_dir), ["S9"], actions)
   pose = TemporalModel(num_joints_in=17, num_joints_out=17, filter_widths=(3, 3), channels=8)
@@ -243,7 +248,7 @@ def test_unlabeled_subjects_without_cameras(data_dir, tmp_path, monkeypatch):
 
 def test_semi_configs():
   from configs import semi_quickstart, semi_s1
-  from posejax.config_validation import validate_config
+  from posejax.config.validation import validate_config
   c = semi_s1.get_config()
   assert (c.data.keypoints, tuple(c.data.train_subjects), c.data.subset) == ("gt", ("S1",), 0.1)
   assert tuple(c.data.unlabeled_subjects) == ("S5", "S6", "S7", "S8")
@@ -259,7 +264,7 @@ def test_semi_configs():
 
 
 def test_render_without_ground_truth_adds_the_predicted_trajectory(ab_workdir, tmp_path, monkeypatch):
-  """Spec 13 step 2: a sequence without 3D is exported (and drawn) with its trajectory added."""
+  """Reference V13 step 2: a sequence without 3D is exported (and drawn) with its trajectory added."""
   run = eval_lib.restore_run(ab_workdir)
   dataset = eval_lib.load_test_dataset(run.config)
   rec = dataset.sequences[0]

@@ -1,4 +1,4 @@
-"""Tests for posejax.sharding: mesh shapes, padding; 8 fake devices == 1 device == 2 processes."""
+"""Tests for posejax.common.sharding: mesh shapes, padding; 8 fake devices == 1 device == 2 processes."""
 
 import json
 import os
@@ -10,8 +10,8 @@ import jax
 import numpy as np
 import pytest
 
-from posejax import sharding
-from posejax.errors import PosejaxError
+from posejax.common import sharding
+from posejax.common.errors import PosejaxError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -1,4 +1,4 @@
-"""Tests for posejax.camera, posejax.skeleton, posejax.data.h36m_cameras and posejax.data.actions.
+"""Tests for posejax.pose.camera, posejax.pose.skeleton, posejax.data.h36m_cameras and posejax.pose.actions.
 
 References are hand-computed values, the numbers printed in the specification and float64
 NumPy formulas written here independently of the code under test.
@@ -8,15 +8,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from posejax import camera
-from posejax.data import actions
+from posejax.pose import actions, camera
 from posejax.data.h36m_cameras import (H36M_CAMERA_IDS, H36M_SUBJECTS, TEST_SUBJECTS,
                                        TRAIN_SUBJECTS, h36m_cameras)
-from posejax.errors import PosejaxError
-from posejax.skeleton import (H36M_KEPT_JOINTS, H36M_REMOVED_JOINTS, H36M_SKELETON,
+from posejax.common.errors import PosejaxError
+from posejax.pose.skeleton import (H36M_KEPT_JOINTS, H36M_REMOVED_JOINTS, H36M_SKELETON,
                               H36M_SKELETON_32, LAYOUTS, Skeleton, layout_for_source)
 
-# videopose3d.md 3.2, normalized intrinsic vectors printed to 9 significant digits (enough to
+# reference V3.2, normalized intrinsic vectors printed to 9 significant digits (enough to
 # identify a float32 exactly).
 SPEC_INTRINSICS = (
     "2.29009891, 2.28756237, 0.025083065, 0.0289029814, -0.207098916, 0.247775182, -0.00307515031, -0.000975698873, -0.00142447161",
@@ -36,7 +35,7 @@ def _rotation_matrix(q):
 
 
 def _project_float64(points, intrinsic):
-  """Spec 2.4 written out per coordinate in float64: points (..., 3) -> (..., 2)."""
+  """Reference V2.4 written out per coordinate in float64: points (..., 3) -> (..., 2)."""
   fx, fy, cx, cy, k1, k2, k3, p1, p2 = np.asarray(intrinsic, np.float64)
   p = np.asarray(points, np.float64)
   x = np.clip(p[..., 0] / p[..., 2], -1, 1)
@@ -157,7 +156,7 @@ def test_numpy_and_jax_projection_agree():
 
 
 def test_flip_consistency():
-  """Spec 7.3 / 18.3: mirrored 3D with mirrored camera projects to the mirrored 2D."""
+  """Reference V7.3 / V18.3: mirrored 3D with mirrored camera projects to the mirrored 2D."""
   cam = h36m_cameras()["S5"][1]
   pose = _random_points(5, (1, 8, 17))
   left, right = list(H36M_SKELETON.joints_left), list(H36M_SKELETON.joints_right)
@@ -216,7 +215,7 @@ def test_h36m_reduction_to_17_joints():
 
 
 def test_remove_joints_before_rewiring():
-  # Spec 3.2: the parent array right after removal, before the shoulders move to the thorax.
+  # Reference V3.2: the parent array right after removal, before the shoulders move to the thorax.
   reduced, kept = H36M_SKELETON_32.remove_joints(H36M_REMOVED_JOINTS)
   assert reduced.parents == (-1, 0, 1, 2, 0, 4, 5, 0, 7, 8, 9, 7, 11, 12, 7, 14, 15)
   assert kept == H36M_KEPT_JOINTS

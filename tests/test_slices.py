@@ -1,11 +1,11 @@
-"""Tests for posejax.slices: slices and routing, log targets, the compacted schedule."""
+"""Tests for posejax.training.slices: slices and routing, log targets, the compacted schedule."""
 
 import numpy as np
 import pytest
 
-from posejax import schedules, slices
+from posejax.common.errors import PosejaxError
 from posejax.data.h36m_frames import frames_array
-from posejax.errors import PosejaxError
+from posejax.training import schedules, slices
 
 H36M_FRAMES = frames_array("train")  # Human3.6M training frames per action, canonical order
 

@@ -1,4 +1,4 @@
-"""Tests for posejax.streaming: frame-by-frame poses equal whole-sequence evaluation."""
+"""Tests for posejax.tools.streaming: frame-by-frame poses equal whole-sequence evaluation."""
 
 import jax
 import jax.numpy as jnp
@@ -6,9 +6,11 @@ import ml_collections
 import numpy as np
 import pytest
 
-from posejax import checkpointing, evaluation, streaming
-from posejax.errors import PosejaxError
-from posejax.model import TemporalModel
+from posejax.common.errors import PosejaxError
+from posejax.evaluation import protocols as evaluation
+from posejax.models.tcn import TemporalModel
+from posejax.tools import streaming
+from posejax.workdir import checkpoints as checkpointing
 from test_evaluation import K, init_variables
 
 RF = 9  # filter widths (3, 3)

@@ -11,9 +11,12 @@ import numpy as np
 import pytest
 
 from configs import default
-from posejax import checkpointing, eval_lib, resume, sampling, trainer
+from posejax import trainer
+from posejax.common.errors import PosejaxError
 from posejax.data import h36m, loading, subset, synthetic
-from posejax.errors import PosejaxError
+from posejax.evaluation import runs as eval_lib
+from posejax.training import sampling
+from posejax.workdir import checkpoints as checkpointing, resume
 
 TIMING = ("train_time_s", "wall_time_s", "compile_time_s", "eval_time_s")
 
@@ -64,7 +67,7 @@ def reference_deterministic_random(min_value, max_value, data):
 
 
 def reference_fetch(poses, subset_fraction, stride):
-  """run.py's fetch, temporal part (videopose3d.md 6.5 step 3), on one sequence."""
+  """run.py's fetch, temporal part (reference V6.5 step 3), on one sequence."""
   if subset_fraction < 1:
     n_frames = int(round(len(poses) // stride * subset_fraction) * stride)
     start = reference_deterministic_random(0, len(poses) - n_frames + 1, str(len(poses)))

@@ -6,14 +6,14 @@ import os
 import numpy as np
 import pytest
 
+from posejax.common.errors import PosejaxError
 from posejax.data import synthetic
 from posejax.data.h36m_cameras import H36M_EXTRINSICS, H36M_INTRINSICS
-from posejax.errors import PosejaxError
-from posejax.skeleton import H36M_KEPT_JOINTS, H36M_SKELETON_32
+from posejax.pose.skeleton import H36M_KEPT_JOINTS, H36M_SKELETON_32
 
 FRAMES = 60
 SUBJECTS = ("S1", "S11")
-# Sequence names from h36m.md section 3, written out independently of the generator's table.
+# Sequence names from reference H3, written out independently of the generator's table.
 S1_NAMES = {
     "Directions", "Directions 1", "Discussion", "Discussion 1", "Eating", "Eating 2", "Greeting", "Greeting 1",
     "Phoning", "Phoning 1", "Photo", "Photo 1", "Posing", "Posing 1", "Purchases", "Purchases 1",

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 
 from configs import ab243
-from posejax import sampling, schedules, slices
+from posejax.common.errors import PosejaxError
 from posejax.data import loading, synthetic
-from posejax.data.actions import ACTIONS, action_of
 from posejax.data.h36m_cameras import H36M_SUBJECTS, TEST_SUBJECTS, TRAIN_SUBJECTS
 from posejax.data.h36m_frames import SPLIT_FRAMES, frames_array
-from posejax.errors import PosejaxError
+from posejax.pose.actions import ACTIONS, action_of
+from posejax.training import sampling, schedules, slices
 
 SCALE = 0.02  # about 10,500 mocap frames in all; the smallest that works is about 0.014
 SPLITS = {"train": TRAIN_SUBJECTS, "test": TEST_SUBJECTS}

@@ -5,9 +5,9 @@ import os
 import numpy as np
 import pytest
 
+from posejax.common.errors import PosejaxError
 from posejax.data import tfds_h36m
 from posejax.data.h36m import load_h36m
-from posejax.errors import PosejaxError
 
 H36M_SYMMETRY = [[4, 5, 6, 11, 12, 13], [1, 2, 3, 14, 15, 16]]
 MPII_SYMMETRY = [[3, 4, 5, 13, 14, 15], [0, 1, 2, 10, 11, 12]]
@@ -134,7 +134,7 @@ def test_user_errors(dirs, tmp_path):
 
 
 def test_pipeline_batches_from_tfds_equal_those_from_the_files(dirs):
-  from posejax import input_pipeline
+  from posejax.training import input_pipeline
 
   raw, tfds_dir = dirs
   kwargs = dict(actions=("Eating", "Walking"), mode="action_based", batch_size=8,

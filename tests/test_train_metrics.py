@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 
 from configs import default
-from posejax import checkpointing, model_spec, trainer
-from posejax import workdir as workdir_lib
+from posejax import trainer
 from posejax.data import synthetic
 from posejax.data.loading import load_data
-from posejax.model import receptive_field
+from posejax.models import spec as model_spec
+from posejax.models.tcn import receptive_field
+from posejax.workdir import checkpoints as checkpointing, layout as workdir_lib
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +130,7 @@ def test_each_action_is_scored_by_its_own_model(ab_run):
 
 def _tensorboard_tags(workdir):
   try:
-    from posejax.tf_compat import tf
+    from posejax.common.tf_compat import tf
   except ImportError:
     return None
   tags = set()

@@ -1,4 +1,4 @@
-"""Tests for posejax.train_step: one-model step, the slot step over stacked models, accumulators.
+"""Tests for posejax.training.step: one-model step, the slot step over stacked models, accumulators.
 
 Every jitted function is built once per shape (XLA:CPU compilations dominate the run time).
 """
@@ -10,8 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from posejax import optim, schedules, slices, train_step as ts
-from posejax.model import TemporalModel, receptive_field
+from posejax.models.tcn import TemporalModel, receptive_field
+from posejax.training import optim, schedules, slices, step as ts
 
 K, J, C, B = 4, 3, 16, 8
 WIDTHS = (3, 3)

@@ -12,9 +12,12 @@ import numpy as np
 import pytest
 
 from configs import default
-from posejax import checkpointing, engine, eval_lib, trainer
+from posejax import trainer
+from posejax.common.errors import PosejaxError
 from posejax.data import synthetic
-from posejax.errors import PosejaxError
+from posejax.evaluation import runs as eval_lib
+from posejax.training import engine
+from posejax.workdir import checkpoints as checkpointing
 
 TIMING = ("train_time_s", "wall_time_s", "compile_time_s", "eval_time_s")
 
@@ -226,7 +229,7 @@ EXPECTED_CONFIGS = {  # name: (mode, filter widths, epochs)
 @pytest.mark.parametrize("name", sorted(EXPECTED_CONFIGS))
 def test_configs(name):
   import importlib
-  from posejax import schedules
+  from posejax.training import schedules
   module = importlib.import_module(f"configs.{name}")
   config = module.get_config()
   assert "python train.py --config configs/" in module.__doc__

@@ -1,4 +1,4 @@
-"""Tests for posejax.video, posejax.trajectory and `posejax.infer --video`: a video in, 3D poses and an MP4 out."""
+"""Tests for posejax.common.video, posejax.evaluation.trajectory and `posejax.tools.infer --video`: a video in, 3D poses and an MP4 out."""
 
 import os
 
@@ -8,11 +8,14 @@ import numpy as np
 import pytest
 from absl import flags
 
-from posejax import checkpointing, detect, eval_lib, infer, model_spec, render
-from posejax import video as video_io
+from posejax.common import video as video_io
+from posejax.common.errors import PosejaxError
 from posejax.data import demo_video
-from posejax.errors import PosejaxError
-from posejax.model import TemporalModel
+from posejax.evaluation import runs as eval_lib
+from posejax.models import spec as model_spec
+from posejax.models.tcn import TemporalModel
+from posejax.tools import detect, infer, render
+from posejax.workdir import checkpoints as checkpointing
 from test_detect import detector  # noqa: F401 (fixture: the detector environment)
 from test_evaluation import init_variables
 
@@ -28,7 +31,7 @@ def tiny_config(keypoints="detectron_pt_coco", tta=True) -> ml_collections.Confi
 
 
 def imported_workdir(path, config, trajectory=None) -> str:
-  """A workdir as `posejax.interop --workdir` writes it: one common model (and `trajectory`,
+  """A workdir as `posejax.tools.interop --workdir` writes it: one common model (and `trajectory`,
   a (model, variables) pair, as its trajectory model)."""
   variables = init_variables(model_spec.build(model_spec.from_config(config, num_keypoints=17)), 3)
   stack = lambda tree: jax.tree.map(lambda x: np.asarray(x)[None], tree)
@@ -201,8 +204,8 @@ def _torch_tta(model, x, kps_swap, joints_swap):
 def test_imported_videopose3d_checkpoint_lifts_a_video(tmp_path, clip):
   """The README's chain: a VideoPose3D .bin (pose + trajectory) imported, then infer --video."""
   pytest.importorskip("torch")
-  from posejax import interop
-  from posejax.skeleton import H36M_SKELETON, LAYOUTS, flip_permutation
+  from posejax.tools import interop
+  from posejax.pose.skeleton import H36M_SKELETON, LAYOUTS, flip_permutation
   from test_interop import TorchTemporalModel, _save
   pos, traj = (TorchTemporalModel(17, 2, j, [3, 3], channels=16).eval() for j in (17, 1))
   path = _save(tmp_path / "pretrained.bin", pos, traj)

@@ -1,4 +1,4 @@
-"""Tests for posejax.workdir: the file layout, metrics.jsonl, train_summary.json and config.json."""
+"""Tests for posejax.workdir.layout: the file layout, metrics.jsonl, train_summary.json and config.json."""
 
 import json
 import os
@@ -6,8 +6,8 @@ import os
 import ml_collections
 import pytest
 
-from posejax import workdir as layout
-from posejax.errors import PosejaxError
+from posejax.common.errors import PosejaxError
+from posejax.workdir import layout
 
 
 def test_paths(tmp_path, monkeypatch):

@@ -1,4 +1,4 @@
-"""Tests for posejax.workdir_lock: a real second process, stale locks, writability probe."""
+"""Tests for posejax.common.workdir_lock: a real second process, stale locks, writability probe."""
 
 import errno
 import json
@@ -10,11 +10,11 @@ import sys
 
 import pytest
 
-from posejax import workdir_lock as wl
-from posejax.errors import PosejaxError
+from posejax.common import workdir_lock as wl
+from posejax.common.errors import PosejaxError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-HOLDER = ("import sys; from posejax.workdir_lock import WorkdirLock\n"
+HOLDER = ("import sys; from posejax.common.workdir_lock import WorkdirLock\n"
           "with WorkdirLock(sys.argv[1]):\n"
           "  print('locked', flush=True)\n"
           "  sys.stdin.read()\n")

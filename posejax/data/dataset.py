@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from posejax.skeleton import Skeleton
+from posejax.pose.skeleton import Skeleton
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -20,8 +20,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from posejax import video as video_io
-from posejax.errors import PosejaxError
+from posejax.common import video as video_io
+from posejax.common.errors import PosejaxError
 
 SCALES = (0.65, 0.9)  # photo height / frame height, smallest and largest
 BACKGROUND = 96       # grey level

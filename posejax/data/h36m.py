@@ -1,6 +1,6 @@
 """Loading the published Human3.6M files (`data_3d_h36m.npz`, `data_2d_h36m_<source>.npz`).
 
-The preprocessing is the reference's (videopose3d.md 6.2-6.3): 32 mocap joints reduced to 17,
+The preprocessing is the reference's (reference V6.2-6.3): 32 mocap joints reduced to 17,
 3D moved into each camera's frame with joint 0 keeping the trajectory and joints 1.. made
 root-relative, video 2D cropped to the mocap length and normalized with the camera's resolution.
 Unlike the reference, sequence names are canonicalised on load, selection is by exact action
@@ -14,14 +14,14 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from posejax.camera import normalize_screen_coordinates, world_to_camera
-from posejax.data.actions import ACTIONS, action_of, canonical_sequence_name, resolve_actions
+from posejax.common.errors import PosejaxError
+from posejax.common.io_utils import load_npz_dict
 from posejax.data.dataset import PoseDataset, SequenceRecord
-from posejax.data.h36m_cameras import H36M_FPS, CameraParams, h36m_cameras
+from posejax.data.h36m_cameras import CameraParams, H36M_FPS, h36m_cameras
 from posejax.data.npz_files import FileLayout
-from posejax.errors import PosejaxError
-from posejax.io_utils import load_npz_dict
-from posejax.skeleton import H36M_KEPT_JOINTS, H36M_SKELETON
+from posejax.pose.actions import ACTIONS, action_of, canonical_sequence_name, resolve_actions
+from posejax.pose.camera import normalize_screen_coordinates, world_to_camera
+from posejax.pose.skeleton import H36M_KEPT_JOINTS, H36M_SKELETON
 
 FILE_3D = "data_3d_h36m.npz"
 FILE_2D_PATTERN = "data_2d_h36m_{}.npz"
@@ -190,7 +190,7 @@ def _camera_arrays_2d(entry: Any, num_joints: int, path: str, where: str) -> lis
 
 def normalized_2d(keypoints: np.ndarray, camera: CameraParams) -> np.ndarray:
   """(T, K, F) pixels -> float32 with x and y screen-normalized and further features (a
-  confidence) kept as they are, as the reference does (6.3)."""
+  confidence) kept as they are, as the reference does (reference V6.3)."""
   poses_2d = keypoints.astype(np.float32)
   poses_2d[..., :2] = normalize_screen_coordinates(poses_2d[..., :2], camera.res_w, camera.res_h)
   return poses_2d

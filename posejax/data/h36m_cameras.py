@@ -1,7 +1,7 @@
 """Camera tables of Human3.6M and HumanEva-I, exactly as published with VideoPose3D.
 
 Intrinsics are in pixels, translations (camera centres in world coordinates) in millimetres;
-`h36m_cameras()` applies the reference post-processing (videopose3d.md 3.2): normalized
+`h36m_cameras()` applies the reference post-processing (reference V3.2): normalized
 centre and focal length (both divided by the width), translations in metres, and the 9-vector
 `[fx, fy, cx, cy, k1, k2, k3, p1, p2]` used by the projection.
 """
@@ -12,7 +12,7 @@ import functools
 
 import numpy as np
 
-from posejax.camera import normalize_screen_coordinates
+from posejax.pose.camera import normalize_screen_coordinates
 
 # (id, res_w, res_h, azimuth, focal_length, center, radial_distortion, tangential_distortion)
 H36M_INTRINSICS = (

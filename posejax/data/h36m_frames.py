@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from posejax.data.actions import ACTIONS
+from posejax.pose.actions import ACTIONS
 
 NUM_CAMERAS = 4
 

@@ -6,7 +6,7 @@ video also 'Unlabeled/Train/S1', 'Unlabeled/S4'), sequences are the finite mocap
 trial 1 ('Walking 1 chunk0'), 3D is (T, 15, 3) world metres at 60 fps and 2D a list of the
 3 cameras' (T, K, 2) pixels.
 
-The preprocessing is the reference's (videopose3d.md 3.3, 6.2-6.3): each camera of the
+The preprocessing is the reference's (reference V3.3, V6.2-6.3): each camera of the
 subject's person (S1-S3) takes its orientation and its translation in metres, there are no
 intrinsics (so no projection and no semi-supervision), 3D is moved into each camera's frame
 with joint 0 keeping the trajectory and joints 1.. made root-relative, 2D is cropped to the
@@ -22,15 +22,15 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from posejax.data.actions import HUMANEVA_ACTIONS, action_of, resolve_actions
 from posejax.data.dataset import PoseDataset
+from posejax.pose.actions import HUMANEVA_ACTIONS, action_of, resolve_actions
 # The checks and the per-sequence records are the Human3.6M loader's, shared as they are.
+from posejax.common.errors import PosejaxError
+from posejax.common.io_utils import load_npz_dict
 from posejax.data.h36m import _check_finite, _keypoint_metadata, collect_records, sequence_records
-from posejax.data.h36m_cameras import HUMANEVA_EXTRINSICS, HUMANEVA_INTRINSICS, CameraParams
+from posejax.data.h36m_cameras import CameraParams, HUMANEVA_EXTRINSICS, HUMANEVA_INTRINSICS
 from posejax.data.npz_files import FileLayout
-from posejax.errors import PosejaxError
-from posejax.io_utils import load_npz_dict
-from posejax.skeleton import HUMANEVA15_SKELETON
+from posejax.pose.skeleton import HUMANEVA15_SKELETON
 
 FILE_3D = "data_3d_humaneva15.npz"
 FILE_2D_PATTERN = "data_2d_humaneva15_{}.npz"

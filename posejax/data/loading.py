@@ -1,6 +1,6 @@
 """The run's data: `load_data(config, actions)` -> (train PoseDataset, test PoseDataset, fingerprint).
 
-`config.data.dataset` says which dataset (videopose3d.md 6.1, `-d`):
+`config.data.dataset` says which dataset (reference V6.1, `-d`):
 
 * 'h36m' (default): Human3.6M, `data_3d_h36m.npz` and `data_2d_h36m_<keypoints>.npz`.
 * 'humaneva15': HumanEva-I, `data_3d_humaneva15.npz` and `data_2d_humaneva15_<keypoints>.npz`
@@ -22,7 +22,7 @@ An empty `config.data.train_subjects` / `test_subjects` takes the dataset's defa
 Both sources give the same records in the same order, and the same fingerprint: the digest of
 the npz files (`h36m.dataset_fingerprint`), which the TFDS dataset records when it is built.
 
-`config.action_match` says how `config.actions` selects (posejax.data.actions): 'exact'
+`config.action_match` says how `config.actions` selects (posejax.pose.actions): 'exact'
 canonical action names, or 'prefix', the reference's `-a` filter on sequence names, applied
 here to the loaded records of both splits.
 TensorFlow is imported only when the source is 'tfds'.
@@ -38,11 +38,11 @@ from typing import Callable, Sequence
 import jax
 import ml_collections
 
+from posejax.common.errors import PosejaxError
 from posejax.data import h36m, humaneva, subset, synthetic, synthetic_humaneva
-from posejax.data.actions import DATASET_ACTIONS, keeps, prefix_selects, resolve_actions, sequence_prefixes
 from posejax.data.dataset import PoseDataset
 from posejax.data.h36m_cameras import H36M_SUBJECTS, TEST_SUBJECTS, TRAIN_SUBJECTS
-from posejax.errors import PosejaxError
+from posejax.pose.actions import DATASET_ACTIONS, keeps, prefix_selects, resolve_actions, sequence_prefixes
 
 SOURCES = ("npz", "tfds")
 

@@ -11,7 +11,7 @@ import glob
 import hashlib
 import os
 
-from posejax.errors import PosejaxError
+from posejax.common.errors import PosejaxError
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,7 +3,7 @@
     python -m posejax.data.prepare_h36m --from-cdf /path/to/h36m --out data/
 
 reads `<from-cdf>/<S>/MyPoseFeatures/D3_Positions/*.cdf` for S1, S5, S6, S7, S8, S9, S11
-(videopose3d.md 5.1, `--from-source-cdf`): 30 sequences per subject, S11 'Directions'
+(reference V5.1, `--from-source-cdf`): 30 sequences per subject, S11 'Directions'
 dropped (its video is corrupted), names canonicalised ('TakingPhoto 1' -> 'Photo 1'),
 millimetres -> metres. The ground-truth 2D file is the projection of the 17 kept joints into
 each camera with the full distortion model, in pixels. Both files are validated and built in
@@ -21,15 +21,15 @@ from typing import Sequence
 import cdflib
 import numpy as np
 
-from posejax import cli
-from posejax.camera import image_coordinates, project_to_2d, world_to_camera
-from posejax.data.actions import action_of, canonical_sequence_name
+from posejax.common import cli
+from posejax.common.errors import PosejaxError
+from posejax.common.io_utils import atomic_savez
+from posejax.common.workdir_lock import check_writable
 from posejax.data.h36m import FILE_2D_PATTERN, FILE_3D
 from posejax.data.h36m_cameras import H36M_SUBJECTS, h36m_cameras
-from posejax.errors import PosejaxError
-from posejax.io_utils import atomic_savez
-from posejax.skeleton import H36M_KEPT_JOINTS, H36M_SKELETON
-from posejax.workdir_lock import check_writable
+from posejax.pose.actions import action_of, canonical_sequence_name
+from posejax.pose.camera import image_coordinates, project_to_2d, world_to_camera
+from posejax.pose.skeleton import H36M_KEPT_JOINTS, H36M_SKELETON
 
 SEQUENCES_PER_SUBJECT = 30
 # S11 'Directions' is dropped everywhere in the reference: its video is corrupted.
@@ -111,7 +111,7 @@ def build_gt_2d(
   """Ground-truth 2D by projection: subject -> name -> 4 x (T, 17, 2) float32 pixels.
 
   For each camera: world -> camera, Human3.6M non-linear projection with the normalized
-  intrinsic vector, back to pixels of that camera (videopose3d.md 5.1).
+  intrinsic vector, back to pixels of that camera (reference V5.1).
 
   Raises:
     PosejaxError: a subject without camera extrinsics, or an array of the wrong shape.

@@ -7,7 +7,7 @@
 `--from-mat` is the output of the reference's MATLAB `ConvertHumanEva.m` (run in the official
 HumanEva code): `<split>/<S>/<Action>_<Trial>.mat` for splits Train and Validate, persons S1-S3,
 trial 1, holding `poses_3d` (T, J, 3) millimetres and `poses_2d` (3, T, J, 2) pixels, NaN where
-the mocap is invalid (videopose3d.md 5.5). Each file must span its frame range of the
+the mocap is invalid (reference V5.5). Each file must span its frame range of the
 train/validation split (`FRAME_RANGES`); it is cut into maximal runs of all-finite or
 not-all-finite frames, and every finite run `i` becomes sequence '<Action> <Trial> chunk<i>'
 (runs counted finite or not), 3D in metres.
@@ -35,10 +35,10 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from posejax.errors import PosejaxError
-from posejax.io_utils import atomic_savez
-from posejax.safe_npz import load_member
-from posejax.skeleton import LAYOUTS, layout_for_source
+from posejax.common.errors import PosejaxError
+from posejax.common.io_utils import atomic_savez
+from posejax.common.safe_npz import load_member
+from posejax.pose.skeleton import LAYOUTS, layout_for_source
 
 SUBJECTS = ("Train/S1", "Train/S2", "Train/S3", "Validate/S1", "Validate/S2", "Validate/S3")
 CAMERAS = ("C1", "C2", "C3")

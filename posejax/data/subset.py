@@ -1,4 +1,4 @@
-"""Temporal subsets of a dataset, as the reference's `fetch` makes them (videopose3d.md 6.5-6.7).
+"""Temporal subsets of a dataset, as the reference's `fetch` makes them (reference V6.5-6.7).
 
 * `--subset f` (config.data.subset, training data only): every sequence of L frames keeps one
   contiguous run of `n = round(L // s * f) * s` frames (s = the downsampling factor), read
@@ -16,8 +16,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 
+from posejax.common.errors import PosejaxError
 from posejax.data.dataset import PoseDataset
-from posejax.errors import PosejaxError
 
 
 def deterministic_random(min_value: int, max_value: int, data: str) -> int:

@@ -9,7 +9,7 @@ subjects. The body is lifted so that its lowest foot point touches the floor (z 
 in every frame, placed on the motion's floor path around the centre of the capture
 volume, and kept (by shrinking the path if needed) where all 4 cameras see it.
 
-Files written to `--out` (videopose3d.md section 4):
+Files written to `--out` (reference V4):
 
 * `data_3d_h36m.npz`: `positions_3d[subject][name]` (T, 32, 3) float32 world metres.
 * `data_2d_h36m_gt.npz`: exact projection of the 17 kept joints, pixels.
@@ -47,14 +47,14 @@ from typing import Callable, Sequence
 import numpy as np
 from scipy.signal import lfilter
 
-from posejax import camera as camera_lib
+from posejax.common.errors import PosejaxError
+from posejax.common.io_utils import atomic_savez, atomic_write_text
 from posejax.data import motions
-from posejax.data.actions import ACTIONS, action_of
-from posejax.data.h36m_cameras import H36M_SUBJECTS, TEST_SUBJECTS, TRAIN_SUBJECTS, CameraParams, h36m_cameras
+from posejax.data.h36m_cameras import CameraParams, H36M_SUBJECTS, TEST_SUBJECTS, TRAIN_SUBJECTS, h36m_cameras
 from posejax.data.h36m_frames import mocap_frames
-from posejax.errors import PosejaxError
-from posejax.io_utils import atomic_savez, atomic_write_text
-from posejax.skeleton import H36M_KEPT_JOINTS, H36M_SKELETON_32, LAYOUTS
+from posejax.pose import camera as camera_lib
+from posejax.pose.actions import ACTIONS, action_of
+from posejax.pose.skeleton import H36M_KEPT_JOINTS, H36M_SKELETON_32, LAYOUTS
 
 PARENTS = np.asarray(H36M_SKELETON_32.parents)
 FOOT_JOINTS = (3, 4, 5, 8, 9, 10)
@@ -147,7 +147,7 @@ def place_on_floor(motion: motions.Motion, offsets: np.ndarray, centre: np.ndarr
   return positions + np.concatenate([root, lift[:, None]], axis=-1)[:, None], rotations
 
 
-# Sequence-name suffixes per action, in H36M_SUBJECTS order (h36m.md section 3); '' is the
+# Sequence-name suffixes per action, in H36M_SUBJECTS order (reference H3); '' is the
 # bare action name. S11 has no plain 'Directions' (dropped from the real files).
 _SUFFIXES = {
     "Directions": (",1", "1,2", ",1", ",1", ",1", ",1", "1"),

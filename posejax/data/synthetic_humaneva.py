@@ -9,7 +9,7 @@ its first part (from frame 5) is the validation split, the rest the training spl
 trials lose a few mocap frames, so that the trial falls into chunks exactly as
 `posejax.data.prepare_humaneva` cuts converted files (it does the cutting here too).
 
-Files written to `--out` (videopose3d.md 4, 5.5):
+Files written to `--out` (reference V4, V5.5):
 
 * `data_3d_humaneva15.npz`: `positions_3d['Train/S1']['Walking 1 chunk0']` (T, 15, 3) float32
   world metres, for Train/S1-S3 and Validate/S1-S3.
@@ -34,11 +34,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from posejax.common.errors import PosejaxError
+from posejax.common.io_utils import atomic_savez
 from posejax.data import motions, prepare_humaneva, synthetic
-from posejax.data.humaneva import FILE_2D_PATTERN, FILE_3D, HUMANEVA_FPS, humaneva_cameras
 from posejax.data.h36m_cameras import CameraParams
-from posejax.errors import PosejaxError
-from posejax.io_utils import atomic_savez
+from posejax.data.humaneva import FILE_2D_PATTERN, FILE_3D, HUMANEVA_FPS, humaneva_cameras
 
 FILE_NAMES = {"positions_3d": FILE_3D, "gt": FILE_2D_PATTERN.format("gt"),
               "synthetic": FILE_2D_PATTERN.format("synthetic")}

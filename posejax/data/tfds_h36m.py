@@ -26,15 +26,16 @@ from typing import Sequence
 import numpy as np
 from etils import epath
 
-from posejax.tf_compat import tf  # noqa: F401  (TensorFlow without the GPU, before TFDS loads it)
+from posejax.common.tf_compat import tf  # noqa: F401  (TensorFlow without the GPU, before TFDS loads it)
 
 import tensorflow_datasets as tfds  # noqa: E402
 
-from posejax.data.actions import resolve_actions  # noqa: E402
+from posejax.common.errors import PosejaxError  # noqa: E402
+from posejax.common.io_utils import load_npz_dict  # noqa: E402
+from posejax.data import h36m
 from posejax.data.dataset import PoseDataset, SequenceRecord  # noqa: E402
-from posejax.errors import PosejaxError  # noqa: E402
-from posejax.io_utils import load_npz_dict  # noqa: E402
-from posejax.skeleton import Skeleton  # noqa: E402
+from posejax.pose.actions import resolve_actions  # noqa: E402
+from posejax.pose.skeleton import Skeleton  # noqa: E402
 
 # Published 2D sources (and the synthetic generator's) with their keypoint counts.
 KNOWN_SOURCES = {"gt": 17, "synthetic": 17, "cpn_ft_h36m_dbb": 17, "detectron_ft_h36m": 17,
@@ -91,10 +92,9 @@ class H36mPosejax(tfds.core.GeneratorBasedBuilder):
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     # The loader's numerics stay the single source.
-    from posejax.data.h36m import dataset_fingerprint, load_h36m
 
     manual_dir = os.fspath(dl_manager.manual_dir)
-    dataset = load_h36m(manual_dir, self.builder_config.name)
+    dataset = h36m.load_h36m(manual_dir, self.builder_config.name)
     if dataset.num_keypoints != self.builder_config.num_keypoints:
       raise PosejaxError(f"{dl_manager.manual_dir}: {self.builder_config.name} has "
                          f"{dataset.num_keypoints} keypoints, the config expects "
@@ -104,7 +104,7 @@ class H36mPosejax(tfds.core.GeneratorBasedBuilder):
         parents=list(dataset.skeleton.parents), joints_left=list(dataset.joints_left),
         joints_right=list(dataset.joints_right), fps=dataset.fps,
         layout_name=dataset.layout_name, source=dataset.source, subjects=list(dataset.subjects),
-        fingerprint=dataset_fingerprint(manual_dir, self.builder_config.name))
+        fingerprint=h36m.dataset_fingerprint(manual_dir, self.builder_config.name))
     splits: dict[str, list[tuple[int, SequenceRecord]]] = {}
     for index, record in enumerate(dataset.sequences):
       splits.setdefault(split_name(record.subject, record.action), []).append((index, record))
@@ -154,9 +154,8 @@ def builder_config(keypoints: str, manual_dir: str | None = None,
       raise not_built_error(data_dir, keypoints)
     num_keypoints = tfds.builder_from_directory(os.fspath(built)).info.features["poses_2d"].shape[1]
     return H36mConfig(name=keypoints, num_keypoints=int(num_keypoints), description=f"2D source {keypoints}")
-  from posejax.data.h36m import FILE_2D_PATTERN
 
-  path = os.path.join(manual_dir, FILE_2D_PATTERN.format(keypoints))
+  path = os.path.join(manual_dir, h36m.FILE_2D_PATTERN.format(keypoints))
   metadata = load_npz_dict(path, ("metadata",))["metadata"]
   try:
     num_keypoints = int(metadata["num_joints"])
@@ -184,9 +183,8 @@ def prepared_builder(data_dir: str, keypoints: str = "gt", manual_dir: str | Non
       raise not_built_error(data_dir, keypoints)
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
   elif manual_dir is not None:
-    from posejax.data.h36m import dataset_fingerprint as files_fingerprint
 
-    built, files = dataset_fingerprint(builder), files_fingerprint(manual_dir, keypoints)
+    built, files = dataset_fingerprint(builder), h36m.dataset_fingerprint(manual_dir, keypoints)
     if built != files:
       raise PosejaxError(f"{builder.data_dir}: built from other files than those in {manual_dir} "
                          f"(fingerprint {built}, files {files}); build into another data dir")
@@ -261,7 +259,6 @@ def load_records(data_dir: str, keypoints: str = "gt", subjects: Sequence[str] |
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  from posejax.data.h36m import available_sources
 
   parser = argparse.ArgumentParser(
       prog="python -m posejax.data.tfds_h36m",
@@ -274,7 +271,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                       help="comma-separated 2D sources (default: every data_2d_h36m_<source>.npz there)")
   args = parser.parse_args(argv)
   try:
-    sources = [k.strip() for k in args.keypoints.split(",") if k.strip()] or available_sources(args.data_dir)
+    sources = [k.strip() for k in args.keypoints.split(",") if k.strip()] or h36m.available_sources(args.data_dir)
     if not sources:
       raise PosejaxError(f"--data-dir {args.data_dir}: no data_2d_h36m_<source>.npz files")
     for source in sources:
