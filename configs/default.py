@@ -97,6 +97,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.unlabeled_subjects = ()  # --subjects-unlabeled: non-empty turns semi-supervision on
 
   config.model = ml_collections.ConfigDict()
+  config.model.family = "tcn"  # model family: "tcn" (the temporal convolutional network)
   config.model.filter_widths = (3, 3, 3)  # -arc: odd width per layer; receptive field = their product
   config.model.channels = 1024  # -ch: channels of every hidden layer
   config.model.dropout = 0.25  # -drop: dropout rate

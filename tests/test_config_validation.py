@@ -8,7 +8,7 @@ import pytest
 
 from configs import default
 from posejax.common.errors import PosejaxError
-from posejax.config import validation as cv
+from posejax.config import config_file as cf, validation as cv
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -28,7 +28,7 @@ def _config(**changes):
 
 @pytest.mark.parametrize("config_file", sorted(glob.glob(os.path.join(REPO, "configs", "[!_]*.py"))))
 def test_every_shipped_config_is_valid(config_file):
-  cv.validate_config(cv.load_config_file(config_file))
+  cv.validate_config(cf.load_config_file(config_file))
 
 
 @pytest.mark.parametrize("change,message", [
@@ -121,6 +121,6 @@ def test_config_file_problems_are_one_line(tmp_path):
            "empty.py": "defines no get_config"}
   for name, message in cases.items():
     with pytest.raises(PosejaxError, match=message):
-      cv.load_config_file(str(tmp_path / name))
-  assert cv.load_config_file(str(tmp_path / "arg.py") + ":x").a == "x"
-  assert isinstance(cv.load_config_file(os.path.join(REPO, "configs", "ab27.py")), ml_collections.ConfigDict)
+      cf.load_config_file(str(tmp_path / name))
+  assert cf.load_config_file(str(tmp_path / "arg.py") + ":x").a == "x"
+  assert isinstance(cf.load_config_file(os.path.join(REPO, "configs", "ab27.py")), ml_collections.ConfigDict)

@@ -12,7 +12,7 @@ import io
 import pathlib
 import textwrap
 import tokenize
-from posejax.config import validation as config_validation
+from posejax.config import config_file
 from typing import Any
 
 DEFAULT_CONFIG = pathlib.Path(__file__).resolve().parents[2] / "configs" / "default.py"
@@ -104,7 +104,7 @@ def listing(path: str | pathlib.Path = DEFAULT_CONFIG) -> str:
   if not path.is_file():
     return f"{HEADING}\n  ({path} not found: the listing needs a source checkout)"
   meanings = field_meanings(path)
-  fields = flatten(config_validation.load_config_file(str(path)))
+  fields = flatten(config_file.load_config_file(str(path)))
   # In the file's order (groups together, as written); ConfigDict sorts its keys.
   names = [n for n in meanings if n in fields] + [n for n in fields if n not in meanings]
   return "\n".join([HEADING] + [_line(n, fields[n], meanings.get(n, "")) for n in names])

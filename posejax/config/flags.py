@@ -6,7 +6,7 @@ from typing import Callable, Sequence
 
 from posejax.common import cli
 from posejax.common.errors import PosejaxError
-from posejax.config import validation
+from posejax.config import config_file, validation
 
 
 def absl_flags_parser(argv: Sequence[str], help_epilog: Callable[[], str] | None = None) -> list[str]:
@@ -28,7 +28,7 @@ def absl_flags_parser(argv: Sequence[str], help_epilog: Callable[[], str] | None
       if overrides and path is None:
         raise PosejaxError(f"--config.{overrides[0]}: an override needs --config FILE before it")
       if path is not None:
-        validation.check_overrides(validation.load_config_file(path), overrides)
+        validation.check_overrides(config_file.load_config_file(path), overrides)
     return flags.FLAGS(list(argv))
   except PosejaxError as e:
     cli.fail(cli.one_line(e))

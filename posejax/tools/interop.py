@@ -22,7 +22,7 @@ import numpy as np
 
 from posejax.common import cli
 from posejax.common.errors import PosejaxError
-from posejax.config.validation import load_config_file
+from posejax.config.config_file import load_config_file
 from posejax.models import spec as model_spec
 from posejax.models.tcn import TemporalModel, count_params, pads, receptive_field
 from posejax.workdir import checkpoints as checkpointing
