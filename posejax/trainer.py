@@ -19,17 +19,20 @@ touches no file.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
+import ml_collections
 import numpy as np
 
 from posejax.common import progress, sharding
 from posejax.common.compilation_cache import enable_compilation_cache
 from posejax.common.errors import PosejaxError
+from posejax.config import run_config
+from posejax.config.run_config import RunConfig, TrainConfig
+from posejax.data.dataset import PoseDataset
 from posejax.data.loading import load_data, load_validation, selected_actions
 from posejax.evaluation import (
     protocols as evaluation, report, runs as eval_lib, semi as semi_eval,
@@ -56,85 +59,86 @@ def _log(msg: str) -> None:
     print(msg, flush=True)
 
 
-def _input_mode(config, table: sampling.WindowTable) -> str:
-  """'device' or 'host' (config.train.input; 'auto' by the tables' size and the device's memory)."""
-  mode = str(config.train.get("input", "auto"))
+def _input_mode(train: TrainConfig, table: sampling.WindowTable) -> str:
+  """'device' or 'host' (train.input; 'auto' by the tables' size and the device's memory)."""
+  mode = train.input
   if mode not in engine.INPUTS + ("auto",):
     raise PosejaxError(f"--config.train.input: {mode!r} is not one of auto, {', '.join(engine.INPUTS)}")
   if mode != "auto":
     return mode
-  limit = memory_plan.device_limit(float(config.train.device_memory_gib), jax.local_devices()[0])
+  limit = memory_plan.device_limit(train.device_memory_gib, jax.local_devices()[0])
   return "host" if limit and table.nbytes() > DEVICE_TABLE_SHARE * limit else "device"
 
 
 class Run:
   """Static pieces of a run: data, budget, schedule, models, layout, compiled-step factory."""
 
-  def __init__(self, config, workdir: str):
+  def __init__(self, config: RunConfig, workdir: str):
     self.config, self.workdir = config, workdir
-    self.mode = slices.check_mode(str(config.mode))
-    self.semi = semi_data.enabled(config)  # reference V11: unlabeled subjects, trajectory models
+    self.mode = slices.check_mode(config.mode)
+    self.semi = config.data.semi_supervised  # reference V11: unlabeled subjects, trajectory models
     if self.semi:
-      semi_data.check(config)
-    self.actions = selected_actions(config)  # of config.data.dataset, by config.action_match
+      semi_data.check(config.data, config.train)
+    self.actions = selected_actions(config.data, config.selection)  # of data.dataset, by action_match
     self.slices = slices.slice_names(self.mode, self.actions)
-    self.dtype = model_spec.compute_dtype(config)
-    self.heldout = eval_lib.heldout_subjects(config)
+    self.dtype = model_spec.compute_dtype(config.model)
+    self.heldout = eval_lib.heldout_subjects(config.data)
     # The reference's --stride: examples are chunks of `stride` output frames, batch_size // stride
     # of them per batch (reference V7.1, V7.4), trained with the dilated model (reference V8.6).
-    self.stride, self.dilated = model_spec.training_form(config)
-    self.train_ds, self.test_ds, self.fingerprint = load_data(config, self.actions)
-    self.valid_ds = load_validation(config, self.actions)
+    self.stride, self.dilated = model_spec.training_form(config.train, config.model)
+    self.train_ds, self.test_ds, self.fingerprint = load_data(config.data, config.selection, self.actions)
+    self.valid_ds = load_validation(config.data, config.selection, self.actions)
     t = config.train
     self.batch_size = int(t.batch_size) // self.stride  # examples (chunks) per batch
-    self.table = sampling.make_window_table(self.train_ds, self.actions, self.mode, bool(t.augment), self.stride,
+    self.table = sampling.make_window_table(self.train_ds, self.actions, self.mode, t.augment, self.stride,
                                             trajectory=self.semi)
     self.unlabeled_ds = self.unlabeled_table = None
     if self.semi:
-      self.unlabeled_ds = semi_data.load_unlabeled(config, self.actions)
-      self.unlabeled_table = semi_data.unlabeled_table(self.unlabeled_ds, self.actions, self.mode, bool(t.augment),
+      self.unlabeled_ds = semi_data.load_unlabeled(config.data, config.selection, self.actions)
+      self.unlabeled_table = semi_data.unlabeled_table(self.unlabeled_ds, self.actions, self.mode, t.augment,
                                                        self.stride)
-    self.budget = schedules.make_budget(str(t.budget), self.mode, int(t.epochs), int(t.unit_epochs),
+    self.budget = schedules.make_budget(t.budget, self.mode, t.epochs, t.unit_epochs,
                                         self.table.examples, self.batch_size)
     if int(self.budget.steps.max()) * self.batch_size >= 2**31:
       raise PosejaxError(f"config.train: {int(self.budget.steps.max()):,} steps of batch {self.batch_size} "
                          "exceed the 2**31 examples a stream can index")
     keypoints, features = model_spec.input_shape(self.train_ds, self.test_ds, self.valid_ds)
-    self.hparams = model_spec.from_config(config, num_keypoints=keypoints, in_features=features,
+    self.hparams = model_spec.from_config(config.model, num_keypoints=keypoints, in_features=features,
                                           num_joints=self.train_ds.skeleton.num_joints)
     self.train_model = model_spec.build(self.hparams, strided=not self.dilated, dtype=self.dtype)
     self.eval_model = model_spec.build(self.hparams)
     # Test (and held-out) sets stay on the device: one compilation and no copy per log point.
-    eval_chunks = eval_lib.eval_options(config)
+    eval_chunks = config.eval.chunking
     resident = lambda ds: evaluation.resident_test_set(ds, self.slices, self.eval_model, **eval_chunks)
     self.test_set = resident(self.test_ds)
     self.valid_set = None if self.valid_ds is None else resident(self.valid_ds)
     # The reference's 3d_eval (reference V10.3): the labeled training sequences the run trains on
     # (after subset/downsample), each routed to its own model.
-    self.train_set = resident(self.train_ds) if bool(config.eval.get("train_metrics", False)) else None
+    self.train_set = resident(self.train_ds) if config.eval.train_metrics else None
     self.rf = receptive_field(self.hparams["filter_widths"])
     self.layout = sharding.make_layout(len(self.slices), self.batch_size,
-                                       action_devices=int(config.get("sharding", {}).get("action_devices", 0)))
+                                       action_devices=config.sharding.action_devices)
     padded = self.layout.padded_models
     self.model_ids = slices.model_ids(self.slices, padded)
     self.points = schedules.log_steps(self.budget.total_steps, self.budget.common_epochs,
-                                      int(t.get("logs_per_epoch", 1)))
+                                      t.logs_per_epoch)
     self.targets = slices.log_targets(self.budget.steps, [s for _, s in self.points])
     self.slot_layout, self.useful = slices.choose_slots(self.targets, self.layout.action_size, padded,
-                                                        slots=int(t.get("slots", 0) or 0))
+                                                        slots=t.slots)
     self.segment_lengths, _ = slices.run_length(self.targets, self.slot_layout, padded)
-    self.input = "device" if self.semi else _input_mode(config, self.table)
-    self.optimizer = optim.adam_amsgrad(float(t.lr))
-    shuffle_seed = config.data.get("shuffle_seed", None)
+    self.input = "device" if self.semi else _input_mode(t, self.table)
+    self.optimizer = optim.adam_amsgrad(t.lr)
     spec = sampling.window_spec(
         self.table, batch_size=self.batch_size, receptive_field=self.rf,
         causal_shift=causal_shift(self.hparams["filter_widths"], self.hparams["causal"]),
-        seed=int(config.seed if shuffle_seed is None else shuffle_seed), stream_ids=self.model_ids[:len(self.slices)])
-    hp_fn = schedules.hyperparams_fn(self.budget, float(t.lr), float(t.lr_decay), float(t.bn_momentum_start),
-                                     float(t.bn_momentum_end), num_models=padded)
+        seed=config.data_shuffle_seed, stream_ids=self.model_ids[:len(self.slices)])
+    hp_fn = schedules.hyperparams_fn(self.budget, t.lr, t.lr_decay, t.bn_momentum_start, t.bn_momentum_end,
+                                     num_models=padded)
     self.hyperparams_fn = jax.jit(hp_fn)
+    self.log_models = log_point.Models(tuple(self.slices), self.budget, self.batch_size, self.hyperparams_fn,
+                                       self.semi)
     if self.semi:
-      self.warmup_steps = semi_data.warmup_steps(int(t.get("warmup", 1)), self.budget, padded)
+      self.warmup_steps = semi_data.warmup_steps(t.warmup, self.budget, padded)
       hp_fn = semi_data.hyperparams_fn(hp_fn, self.warmup_steps)
     semi = None
     input_shape = (1, spec.window_frames, self.hparams["num_joints_in"], self.hparams["in_features"])
@@ -142,7 +146,7 @@ class Run:
       self.traj_hparams = trajectory_lib.hparams_of(self.hparams)
       traj_model = model_spec.build(self.traj_hparams, strided=not self.dilated, dtype=self.dtype)
       semi = engine.Semi(traj_model, semi_data.unlabeled_spec(spec),
-                         semi_data.step_options(config, self.train_ds.skeleton.parents, self.rf))
+                         semi_data.step_options(t, self.train_ds.skeleton.parents, self.rf))
       self.traj_eval_model = model_spec.build(self.traj_hparams)
       on_device = lambda ds: semi_eval.resident_set(ds, self.slices, self.eval_model, **eval_chunks)
       # Reference V11.4's sets: test (traj_valid, 2d_valid; the resident test set), labeled (traj_eval,
@@ -152,13 +156,13 @@ class Run:
                                       else semi_eval.build(self.train_ds, self.train_set)),
                         "train_unsup": on_device(self.unlabeled_ds)}
       self.init_fn = lambda: semi_step.init_stacked_state(self.train_model, traj_model, self.optimizer,
-                                                          int(config.seed), self.model_ids, input_shape)
+                                                          config.seed, self.model_ids, input_shape)
     else:
-      self.init_fn = lambda: train_step.init_stacked_state(self.train_model, self.optimizer, int(config.seed),
+      self.init_fn = lambda: train_step.init_stacked_state(self.train_model, self.optimizer, config.seed,
                                                            self.model_ids, input_shape)
     self.engine_for = lambda slot_layout: engine.Engine(
         self.train_model, self.optimizer, hp_fn, self.model_ids, self.layout, slot_layout, spec,
-        self.table.examples, steps_per_call=int(t.get("steps_per_call", 16)), semi=semi)
+        self.table.examples, steps_per_call=t.steps_per_call, semi=semi)
     self.engine = self.engine_for(self.slot_layout)
 
   def slot_layout_of(self, slots_per_group: int) -> slices.SlotLayout:
@@ -184,7 +188,7 @@ class Run:
     (an evaluation between log points names the models behind)."""
     progress_fields = ({} if positions is None else
                        behind.checkpoint_fields(positions, target, epoch, self.layout.num_models))
-    return {**progress_fields, "config": json.loads(self.config.to_json()), "actions": self.slices,
+    return {**progress_fields, "config": run_config.to_dict(self.config), "actions": self.slices,
             "model": self.hparams,
             "dataset_fingerprint": self.fingerprint, "mode": self.mode, "compute_dtype": self.dtype,
             "slots": dataclasses.asdict(self.slot_layout), "total_steps": int(self.segment_lengths.sum()),
@@ -224,8 +228,8 @@ def _restore_or_init(run: Run, mngr, timers: log_point.Timers):
   """
   layout = run.layout
   check = lambda saved: resume.check_compatible(resume.as_current(saved), run.metadata(timers, 0.0),
-                                                       checkpointing.checkpoint_dir(run.workdir))
-  restored = resume.restore(run.config, run.workdir, mngr, jax.eval_shape(run.init_fn),
+                                                       workdir_lib.checkpoint_dir(run.workdir))
+  restored = resume.restore(run.config.checkpoint, run.workdir, mngr, jax.eval_shape(run.init_fn),
                             engine.init_accumulator(layout.padded_models, run.semi), check=check, log=_log)
   if restored is None:
     state = jax.jit(run.init_fn, out_shardings=layout.model_sharding)()
@@ -234,7 +238,7 @@ def _restore_or_init(run: Run, mngr, timers: log_point.Timers):
   timers.train, timers.compile = meta.get("train_time_s", 0.0), meta.get("compile_time_s", 0.0)
   timers.eval, timers.wall = meta.get("eval_time_s", 0.0), meta.get("wall_time_s", 0.0)
   put = lambda tree: sharding.put_global(sharding.pad_models(tree, layout.padded_models), layout.model_sharding)
-  _log(f"resumed from {checkpointing.checkpoint_dir(run.workdir)} at global step {latest}")
+  _log(f"resumed from {workdir_lib.checkpoint_dir(run.workdir)} at global step {latest}")
   return put(state), put(acc), int(latest)
 
 
@@ -254,16 +258,13 @@ def _check_finite(run: Run, acc_host, mngr) -> None:
 def _final_evaluation(run: Run, state, step: int, timers: log_point.Timers) -> dict[str, Any]:
   cfg = run.config.eval
   start = time.perf_counter()
-  tta = bool(cfg.get("tta", True))
-  results = evaluation.evaluate_dataset(run.eval_model, run.variables(state), run.test_set, run.slices, tta=tta,
-                                        by_subject=bool(cfg.get("by_subject", False)))
-  timers.eval += time.perf_counter() - start
-  document = report.results_document(
-      results, config=run.config.to_dict(), checkpoint_step=step, train_time_s=timers.train, mode=run.mode,
-      actions_of_slices=run.slices, checkpoint="final", checkpoint_final=True,
-      checkpoint_note="final: the end of training",
-      routing="none (one model)" if run.mode == "common" else "oracle (ground-truth action labels)",
+  tta = cfg.tta
+  document = eval_lib.evaluation_document(
+      run.eval_model, run.variables(state), run.test_set, run.slices, tta=tta, by_subject=cfg.by_subject,
+      config=run_config.to_dict(run.config), checkpoint_step=step, train_time_s=timers.train,
+      checkpoint="final", checkpoint_final=True, checkpoint_note="final: the end of training",
       **({"trajectory": report.trajectory_section(run.semi_set_metrics(state, "valid"))} if run.semi else {}))
+  timers.eval += time.perf_counter() - start
   if jax.process_index() == 0:
     routing.write_evaluation(workdir_lib.eval_dir(run.workdir, step, workdir_lib.FINAL_EVAL), document)
   _log(f"Final evaluation (test-time augmentation: {tta}), mm:\n" + report.to_text(report.results_table(document))
@@ -278,7 +279,7 @@ def _finished(run: Run) -> dict[str, Any] | None:
   evaluation is left to do. Finished: the newest checkpoint is the end of training (of a compatible
   run: else the error resuming gives), and the final results and train_summary.json are written.
   Reads only: a read-only checkpoint manager, no restore of the arrays."""
-  source = resume.parse(run.config.checkpoint.get("resume_from", None), run.workdir)
+  source = resume.parse(run.config.checkpoint.resume_from, run.workdir)
   if source is not None and source.own and source.step is not None:
     return None  # going back to an earlier step of this workdir
   # The end of training as that run planned it (its slots may have been fitted to the device).
@@ -297,7 +298,7 @@ def _finished(run: Run) -> dict[str, Any] | None:
     mngr.close()
   # A compatible run has this config's budget (its keys are compared), so it is finished too.
   resume.check_compatible(resume.as_current(saved), run.metadata(log_point.Timers(), 0.0),
-                          checkpointing.checkpoint_dir(run.workdir))
+                          workdir_lib.checkpoint_dir(run.workdir))
   return summary
 
 
@@ -351,7 +352,7 @@ class _Loop:
     memory (the run's schedule follows); raises when one slot does not fit."""
     run = self.run
     device = jax.local_devices()[0]
-    limit = memory_plan.device_limit(float(run.config.train.device_memory_gib), device)
+    limit = memory_plan.device_limit(run.config.train.device_memory_gib, device)
     compile_at = lambda k: self._compile_engine(run.engine_for(run.slot_layout_of(k)), state, acc)
     plan = memory_plan.fit_slots(compile_at, run.slot_layout.slots_per_group, limit,
                                  what=f"the training step ({run.batch_size} examples per model)",
@@ -416,60 +417,72 @@ def _positions(state, layout: sharding.Layout) -> np.ndarray:
   return np.asarray(sharding.fetch(state.step), np.int64).reshape(layout.padded_models)
 
 
-def train_classifier(run: Any, pose_variables: Any, document: Mapping[str, Any]) -> dict[str, Any]:
+def train_classifier(config: RunConfig, workdir: str, *, actions: Sequence[str], train_ds: PoseDataset,
+                     fingerprint: str, test_set: evaluation.ResidentTestSet, eval_model: Any, pose_variables: Any,
+                     document: Mapping[str, Any], stop_requested: Callable[[], bool] = lambda: False
+                     ) -> dict[str, Any] | None:
   """The trainer's hook after the pose models' final evaluation.
 
   When config.classifier is enabled: trains the classifier (or reuses the one a previous
   session of the run saved in WORKDIR/classifier), evaluates every routing mode beside the
   final evaluation `document` and rewrites its results files. The headline stays the seed's
   oracle routing (train_summary.json and the paper comparison quote it); `eval.py` makes
-  predicted routing the headline. Returns the (updated) document. `run` is the trainer's Run
-  (config, mode, workdir, actions, train_ds, test_set, eval_model).
+  predicted routing the headline. Returns the (updated) document, or None when
+  `stop_requested()` (SIGTERM/SIGINT) stopped its training (nothing of it is saved then; the
+  pose models are). `actions`, `train_ds` and `fingerprint` are the run's training data,
+  `test_set` and `eval_model` its final evaluation's.
   """
-  if not classifier.enabled(run.config, run.mode):
+  if not config.classifier_enabled:
     return dict(document)
-  hp = classifier.hparams(run.config, run.actions, run.train_ds.num_keypoints)
-  where = workdir_lib.classifier_dir(run.workdir)
-  found = classifier.restore(run.workdir)
+  hp = classifier.hparams(config, actions, train_ds.num_keypoints)
+  where = workdir_lib.classifier_dir(workdir)
+  found = classifier.restore(workdir, repair=True)  # a damaged one is set aside and trained again
   if found is not None:
-    classifier.check_same(found.metadata, hp, run.fingerprint, where)
+    classifier.check_same(found.metadata, hp, fingerprint, where)
     print(f"classifier: reusing {where}", flush=True)
   else:
-    data = classifier.training_data(run.train_ds, run.actions, bool(hp["augment"]))
+    data = classifier.training_data(train_ds, actions, bool(hp["augment"]))
     print(f"classifier: {len(hp['classes'])} actions, receptive field {classifier.receptive_field(hp['filter_widths'])} "
           f"frames, {hp['channels']} channels, {hp['epochs']} epoch(s) of {int(data.table.examples[0]):,} windows",
           flush=True)
-    variables, summary = classifier.train(hp, data, steps_per_call=int(run.config.train.get("steps_per_call", 16)),
-                                          log=lambda line: print(line, flush=True))
-    metadata = {"hparams": hp, "dataset_fingerprint": run.fingerprint, **summary}
+    trained = classifier.train(hp, data, steps_per_call=config.train.steps_per_call,
+                               log=lambda line: print(line, flush=True), stop_requested=stop_requested)
+    if trained is None:
+      return None  # stopped: the next run of the command trains it (the pose models are saved)
+    variables, summary = trained
+    metadata = {"hparams": hp, "dataset_fingerprint": fingerprint, **summary}
     if jax.process_index() == 0:
-      classifier.save(run.workdir, variables, metadata)
+      classifier.save(workdir, variables, metadata)
     found = classifier.Classifier(classifier.build(hp, strided=False), variables, tuple(hp["classes"]), metadata)
-  return routing.finish_document(document, run.eval_model, pose_variables, run.test_set,
-                                 out_dir=workdir_lib.eval_dir(run.workdir, document["checkpoint_step"],
+  return routing.finish_document(document, eval_model, pose_variables, test_set,
+                                 out_dir=workdir_lib.eval_dir(workdir, document["checkpoint_step"],
                                                               workdir_lib.FINAL_EVAL),
-                                 classifier=found, tta=bool(run.config.eval.get("tta", True)),
-                                 mode="oracle", by_subject=bool(run.config.eval.get("by_subject", False)),
+                                 classifier=found, tta=config.eval.tta,
+                                 mode="oracle", by_subject=config.eval.by_subject,
                                  write=jax.process_index() == 0)
 
 
-def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
-  """`_train_and_evaluate` with progress bars (training, evaluation, classifier) as
-  config.train.progress says."""
-  with progress.shown(bool(config.train.get("progress", True))):
-    return _train_and_evaluate(config, workdir)
+def train_and_evaluate(config: ml_collections.ConfigDict | RunConfig, workdir: str) -> dict[str, Any]:
+  """Trains (or resumes) the run `config` describes in `workdir`; returns the train summary.
+
+  The validated config is read once, here, into typed pieces (`posejax.config.run_config`);
+  progress bars (training, evaluation, classifier) follow train.progress.
+  """
+  run_cfg = run_config.from_config(config)
+  with progress.shown(run_cfg.train.progress):
+    return _train_and_evaluate(run_cfg, workdir)
 
 
-def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
+def _train_and_evaluate(config: RunConfig, workdir: str) -> dict[str, Any]:
   """Trains (or resumes) the configured run in `workdir`; returns the train summary.
 
   Returns {'interrupted': True, 'step': s} instead when stopped by SIGTERM/SIGINT (after
   saving a checkpoint at step s).
   """
   wall_start = time.perf_counter()
-  sharding.maybe_initialize_distributed(bool(config.get("distributed", False)))
-  enable_compilation_cache(config.get("compilation_cache_dir", None))
-  resume.parse(config.checkpoint.get("resume_from", None), workdir)  # a bad value fails before the data loads
+  sharding.maybe_initialize_distributed(config.distributed)
+  enable_compilation_cache(config.compilation_cache_dir)
+  resume.parse(config.checkpoint.resume_from, workdir)  # a bad value fails before the data loads
   run = Run(config, workdir)
   finished = _finished(run)
   if finished is not None:
@@ -489,13 +502,13 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
          "per epoch")
   if run.semi:
     _log(f"INFO: Semi-supervision on {run.unlabeled_table.num_frames:,} frames of "
-         f"{', '.join(semi_data.unlabeled_subjects(config))} (warm-up {int(config.train.get('warmup', 1))} epoch(s): "
+         f"{', '.join(config.data.unlabeled_subjects)} (warm-up {config.train.warmup} epoch(s): "
          f"{', '.join(f'{n:,}' for n in run.warmup_steps[:layout.num_models])} step(s))")
   timers = log_point.Timers()
-  mngr = checkpointing.manager(workdir, keep=int(config.checkpoint.keep), select_best=bool(run.heldout))
+  mngr = checkpointing.manager(workdir, keep=config.checkpoint.keep, select_best=bool(run.heldout))
   try:
     state, acc, step = _restore_or_init(run, mngr, timers)
-    rng = jax.jit(lambda: jax.random.key(int(config.seed) + 1), out_shardings=layout.replicated)()
+    rng = jax.jit(lambda: jax.random.key(config.seed + 1), out_shardings=layout.replicated)()
     loop = _Loop(run, rng, timers)
     plan = loop.plan(state, acc)  # before anything is written: a call that cannot fit never starts
     _log(f"INFO: schedule: {run.slot_layout.slots} slot(s) per global step, {int(run.segment_lengths.sum()):,} global "
@@ -503,11 +516,11 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
          f"({run.table.nbytes() / 2**20:,.0f} MiB of training tables)")
     _log(f"INFO: {plan.describe(run.slot_layout.groups)}")
     if jax.process_index() == 0:
-      workdir_lib.write_config(workdir, config)
+      workdir_lib.write_config(workdir, run_config.to_dict(config))
     writer = MetricsWriter(workdir, workdir_lib.read_metrics(workdir, step), enabled=jax.process_index() == 0)
     positions = _positions(state, layout)
-    every = max(int(config.checkpoint.every_epochs), 1)
-    timer = CheckpointTimer(float(config.checkpoint.every_minutes))
+    every = max(config.checkpoint.every_epochs, 1)
+    timer = CheckpointTimer(config.checkpoint.every_minutes)
     with checkpointing.StopRequest(busy=mngr.is_saving_in_progress) as stop:
       for index, ((epoch, _), target) in enumerate(zip(run.points, run.targets)):
         target = run.padded(target)
@@ -532,22 +545,22 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
           timer.reset()
           if stop.requested:
             _log(f"stopped by signal {stop.signal} at global step {step}; checkpoint saved in "
-                 f"{checkpointing.checkpoint_dir(workdir)} (rerun the same command to resume)")
+                 f"{workdir_lib.checkpoint_dir(workdir)} (rerun the same command to resume)")
             return {"interrupted": True, "step": step}
           _log(f"INFO: checkpoint at global step {step} (every {timer.minutes:g} min; between log points)")
         acc_host = sharding.fetch(acc)
         _check_finite(run, acc_host, mngr)
         valid, heldout = None, None
         start = time.perf_counter()
-        if config.eval.get("validate", True):
+        if config.eval.validate:
           valid = run.validate(state, run.test_set)  # monitoring only: never selects a checkpoint
-        semi_valid = run.semi_metrics(state) if run.semi and config.eval.get("validate", True) else {}
+        semi_valid = run.semi_metrics(state) if run.semi and config.eval.validate else {}
         if run.valid_set is not None:
           heldout = run.validate(state, run.valid_set)["frame_weighted"]["mpjpe_valid"]
         train_eval = None if run.train_set is None else run.validate(state, run.train_set)
         timers.eval += time.perf_counter() - start
-        record = log_point.log_record(run, epoch, step, positions, acc_host, valid, timers,
-                             time.perf_counter() - wall_start, train_eval)
+        record = log_point.log_record(run.log_models, epoch, step, positions, acc_host, valid, timers,
+                                      time.perf_counter() - wall_start, train_eval)
         record.update(semi_valid)
         if heldout is not None:
           record[checkpointing.BEST_METRIC] = heldout
@@ -564,7 +577,13 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     if np.any(positions[:layout.num_models] < budget.steps):
       raise PosejaxError(f"training stopped at global step {step} before every model finished its budget")
     document = _final_evaluation(run, state, step, timers)
-    document = train_classifier(run, run.variables(state), document)  # when config.classifier is on
+    with checkpointing.StopRequest() as stop:  # SIGTERM while the classifier trains: stop, it is redone
+      document = train_classifier(  # when config.classifier is on
+          run.config, run.workdir, actions=run.actions, train_ds=run.train_ds, fingerprint=run.fingerprint,
+          test_set=run.test_set, eval_model=run.eval_model, pose_variables=run.variables(state), document=document,
+          stop_requested=lambda: stop.requested)
+    if document is None:
+      return {"interrupted": True, "step": step}
   finally:
     checkpointing.close(mngr)
   summary = _summary(run, timers, document, time.perf_counter() - wall_start)

@@ -11,6 +11,7 @@ import pytest
 
 from configs import default
 from posejax import trainer
+from pieces import pieces
 from posejax.common.errors import PosejaxError
 from posejax.data.dataset import SequenceRecord
 from posejax.evaluation import classifier, protocols as evaluation, report, routing
@@ -105,10 +106,16 @@ def _run(config, workdir, pose_variables=None):
   return run, variables, document
 
 
+def _train_classifier(run, variables, document):
+  return trainer.train_classifier(pieces(run.config, mode=run.mode), run.workdir, actions=run.actions,
+                                  train_ds=run.train_ds, fingerprint=run.fingerprint, test_set=run.test_set,
+                                  eval_model=run.eval_model, pose_variables=variables, document=document)
+
+
 def test_train_and_save_learns_saves_reuses_and_refuses_another_config(tmp_path, capsys):
   config, workdir = small_config(), str(tmp_path / "run")
   run, variables, document = _run(config, workdir)
-  out = trainer.train_classifier(run, variables, document)
+  out = _train_classifier(run, variables, document)
   printed = capsys.readouterr().out
   assert "classifier [4/4]" in printed and "Routing (Protocol #1 MPJPE" in printed
   assert out["classifier"]["sequence_accuracy"] == 1.0 and out["classifier"]["frame_accuracy"] == 1.0
@@ -122,21 +129,54 @@ def test_train_and_save_learns_saves_reuses_and_refuses_another_config(tmp_path,
   saved = classifier.restore(workdir)
   assert saved.classes == ACTIONS and saved.metadata["steps"] == -(-4 * 142 // 16)
   assert saved.metadata["history"][-1]["train_accuracy"] > 0.9
-  again = trainer.train_classifier(run, variables, document)  # a rerun of the finished run: no retraining
+  again = _train_classifier(run, variables, document)  # a rerun of the finished run: no retraining
   assert "reusing" in capsys.readouterr().out and again["classifier"] == out["classifier"]
 
   config.classifier.channels = 16
   with pytest.raises(PosejaxError, match="channels=8 \\(config: 16\\)"):
-    trainer.train_classifier(run, variables, document)
+    _train_classifier(run, variables, document)
   config.classifier.channels = 8
   config.classifier.enabled = False
-  assert trainer.train_classifier(run, variables, document) == document
+  assert _train_classifier(run, variables, document) == document
 
 
 def test_enabled_by_default_only_in_action_based_mode():
   config = small_config()
-  assert classifier.enabled(config, "action_based") and not classifier.enabled(config, "common")
+  assert pieces(config, mode="action_based").classifier_enabled and not pieces(config, mode="common").classifier_enabled
   config.classifier.enabled = True
-  assert classifier.enabled(config, "common")
+  assert pieces(config, mode="common").classifier_enabled
   del config["classifier"]  # configs of older runs
-  assert classifier.enabled(config, "action_based")
+  assert pieces(config, mode="action_based").classifier_enabled
+
+
+def test_a_damaged_classifier_checkpoint_is_an_error_to_evaluation_and_set_aside_by_training(tmp_path):
+  """The classifier's checkpoint follows the pose models': atomic saves, damaged steps moved aside."""
+  config, workdir = small_config(), str(tmp_path / "run")
+  hp = classifier.hparams(pieces(config), ACTIONS, K)
+  variables = jax.tree.map(np.asarray, classifier.build(hp, strided=False).init(
+      jax.random.key(0), jnp.zeros((1, 3, K, 2)), train=False))
+  classifier.save(workdir, variables, {"hparams": hp, "steps": 7})
+  saved = classifier.restore(workdir)
+  assert saved.classes == ACTIONS and saved.metadata["steps"] == 7
+  jax.tree.map(np.testing.assert_array_equal, saved.variables, variables)
+  directory = layout.classifier_dir(workdir)
+  for root, _, files in os.walk(os.path.join(directory, "7", "variables")):
+    for name in files:
+      with open(os.path.join(root, name), "wb") as f:  # a truncated write
+        f.write(b"")
+  with pytest.raises(PosejaxError, match="unreadable checkpoint at step 7") as e:
+    classifier.restore(workdir)
+  assert "\n" not in str(e.value)
+  assert classifier.restore(workdir, repair=True) is None  # the trainer then trains it again
+  assert os.listdir(directory + "_unreadable") == ["7"] and not os.path.exists(os.path.join(directory, "7"))
+
+
+def test_classifier_training_stops_between_calls_when_asked():
+  config = small_config()
+  train, _ = separable_data()
+  hp = classifier.hparams(pieces(config), ACTIONS, K)
+  data = classifier.training_data(train, ACTIONS, True)
+  calls = []
+  stop = lambda: calls.append(1) or len(calls) > 2  # true at the third check
+  assert classifier.train(hp, data, steps_per_call=1, log=lambda line: None, stop_requested=stop) is None
+  assert len(calls) == 3

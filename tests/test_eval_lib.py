@@ -17,6 +17,7 @@ from posejax.models import spec as model_spec
 from posejax.tools import render_export
 from posejax.training import optim, step as train_step
 from posejax.workdir import checkpoints as checkpointing, layout
+from pieces import pieces
 from test_evaluation import FLIP, K, dataset, init_variables, random_poses, record
 
 ACTIONS = ("Eating", "Walking")
@@ -32,7 +33,7 @@ def tiny_config(**data) -> ml_collections.ConfigDict:
 
 
 def stacked_variables(config, seed: int):
-  model = model_spec.build(model_spec.from_config(config, num_keypoints=K))
+  model = model_spec.build(model_spec.from_config(pieces(config).model, num_keypoints=K))
   return jax.tree_util.tree_map(lambda *x: jnp.stack(x), *(init_variables(model, seed + i) for i in range(2)))
 
 
@@ -59,7 +60,7 @@ def write_run(workdir, config, variables_by_step, *, total_steps=None, metrics=N
                        metrics=(metrics or {}).get(step))
   mngr.wait_until_finished()
   mngr.close()
-  layout.write_config(str(workdir), config)
+  layout.write_config(str(workdir), config.to_dict())
   if total_steps is not None:
     layout.write_summary(str(workdir), {"global_steps": total_steps, "train_time_s": 12.5})
   return str(workdir)
@@ -78,7 +79,7 @@ def finished_run(tmp_path, monkeypatch):
 
 def test_final_checkpoint_is_evaluated_by_default(finished_run, capsys):
   workdir, config, variables, data = finished_run
-  model = model_spec.build(model_spec.from_config(config, num_keypoints=K))
+  model = model_spec.build(model_spec.from_config(pieces(config).model, num_keypoints=K))
   doc = eval_lib.evaluate_workdir(workdir)
   assert "evaluating checkpoint step 8 (final: the end of training)" in capsys.readouterr().out
   saved = report_at(workdir, 8)
@@ -132,12 +133,12 @@ def test_test_set_metrics_never_select(tmp_path):
 
 
 def test_heldout_subjects_must_be_held_out():
-  assert eval_lib.heldout_subjects(tiny_config()) == ()
-  assert eval_lib.heldout_subjects(tiny_config(valid_subjects=["S8"])) == ("S8",)
+  assert eval_lib.heldout_subjects(pieces(tiny_config()).data) == ()
+  assert eval_lib.heldout_subjects(pieces(tiny_config(valid_subjects=["S8"])).data) == ("S8",)
   with pytest.raises(PosejaxError, match="S9 also in config.data.test_subjects"):
-    eval_lib.heldout_subjects(tiny_config(valid_subjects=["S8", "S9"]))
+    eval_lib.heldout_subjects(pieces(tiny_config(valid_subjects=["S8", "S9"])).data)
   with pytest.raises(PosejaxError, match="S1 also in config.data.train_subjects"):
-    eval_lib.heldout_subjects(tiny_config(valid_subjects=["S1"]))
+    eval_lib.heldout_subjects(pieces(tiny_config(valid_subjects=["S1"])).data)
 
 
 def test_checkpoint_status_sources(tmp_path):
@@ -178,7 +179,7 @@ def test_eval_cli_final_by_default_and_one_line_errors(finished_run, capsys):
 def test_evaluate_and_render_a_workdir(tmp_path, monkeypatch):
   config = tiny_config()
   config.eval.by_subject = True
-  model = model_spec.build(model_spec.from_config(config, num_keypoints=K))
+  model = model_spec.build(model_spec.from_config(pieces(config).model, num_keypoints=K))
   stacked = stacked_variables(config, 5)
   recs, data = sample_data()
   workdir = tmp_path / "run"

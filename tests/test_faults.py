@@ -20,7 +20,7 @@ from orbax.checkpoint._src.handlers import json_checkpoint_handler
 from posejax.common.errors import PosejaxError
 from posejax.models.tcn import TemporalModel
 from posejax.training import optim, step as ts
-from posejax.workdir import checkpoints as ck
+from posejax.workdir import checkpoints as ck, layout
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL = TemporalModel(num_joints_in=4, num_joints_out=3, filter_widths=(3,), channels=8, strided=True)
@@ -70,7 +70,7 @@ DAMAGE = {
 @pytest.mark.parametrize("damage", list(DAMAGE))
 def test_unreadable_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, damage):
   _save_steps(tmp_path, (10, 20))
-  DAMAGE[damage](os.path.join(ck.checkpoint_dir(str(tmp_path)), "20"))
+  DAMAGE[damage](os.path.join(layout.checkpoint_dir(str(tmp_path)), "20"))
   messages = []
   mngr = ck.manager(str(tmp_path))
   step, state, accum, metadata = ck.restore_latest_good(mngr, _template(), ts.init_accumulator(2),
@@ -90,7 +90,7 @@ def test_unreadable_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, d
 
 def test_no_readable_checkpoint_is_an_error_then_a_fresh_start(tmp_path):
   _save_steps(tmp_path, (10,))
-  _truncate_largest_array_file(os.path.join(ck.checkpoint_dir(str(tmp_path)), "10"))
+  _truncate_largest_array_file(os.path.join(layout.checkpoint_dir(str(tmp_path)), "10"))
   mngr = ck.manager(str(tmp_path))
   with pytest.raises(PosejaxError, match=r"no readable checkpoint \(steps 10 moved to .*checkpoints_unreadable\); "
                                          "rerun to train from scratch"):
@@ -113,14 +113,14 @@ def test_an_incompatible_checkpoint_is_not_treated_as_damage(tmp_path):
 
 def test_evaluation_falls_back_without_moving_anything(tmp_path):
   _save_steps(tmp_path, (10, 20))
-  DAMAGE["truncated array file"](os.path.join(ck.checkpoint_dir(str(tmp_path)), "20"))
+  DAMAGE["truncated array file"](os.path.join(layout.checkpoint_dir(str(tmp_path)), "20"))
   messages = []
   _, variables, _, step, _ = ck.restore_for_eval(str(tmp_path), "latest", log=messages.append)
   assert step == 10 and "step 20 is unreadable" in messages[0] and "using step 10 instead" in messages[1]
   jax.tree.map(np.testing.assert_array_equal, variables["params"], jax.tree.map(np.asarray, _state(10).params))
   with pytest.raises(PosejaxError, match=r"checkpoint at step 20 is unreadable \(OUT_OF_RANGE: .*\)$"):
     ck.restore_for_eval(str(tmp_path), 20, log=lambda m: None)
-  assert sorted(os.listdir(ck.checkpoint_dir(str(tmp_path)))) == ["10", "20"]
+  assert sorted(os.listdir(layout.checkpoint_dir(str(tmp_path)))) == ["10", "20"]
 
 
 KILLED_SAVER = """
@@ -148,7 +148,7 @@ def test_kill_during_an_asynchronous_save_keeps_the_previous_checkpoint(tmp_path
                           cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
   try:
     assert proc.stdout.readline().strip() == "in save"
-    directory = ck.checkpoint_dir(str(tmp_path))
+    directory = layout.checkpoint_dir(str(tmp_path))
     assert any(".orbax-checkpoint-tmp" in name for name in os.listdir(directory))  # mid-save
   finally:
     proc.send_signal(signal.SIGKILL)
@@ -165,7 +165,7 @@ def test_kill_during_an_asynchronous_save_keeps_the_previous_checkpoint(tmp_path
 
 def test_half_written_temporary_directory_is_ignored_and_removed(tmp_path):
   _save_steps(tmp_path, (10,))
-  directory = ck.checkpoint_dir(str(tmp_path))
+  directory = layout.checkpoint_dir(str(tmp_path))
   partial = os.path.join(directory, "30.orbax-checkpoint-tmp")
   shutil.copytree(os.path.join(directory, "10"), partial)
   _truncate_largest_array_file(partial)

@@ -16,6 +16,7 @@ from posejax.data import humaneva, loading, prepare_humaneva, synthetic, synthet
 from posejax.pose import actions
 from posejax.pose.skeleton import HUMANEVA15_SKELETON
 from posejax.training import slices
+from pieces import data_args
 
 # Extrinsics of reference V3.3, written out independently of the package's table.
 S1_CAMERAS = (((0.424207, -0.4983646, -0.5802981, 0.4847012), (4062.227, 663.2477, 1528.397)),
@@ -309,8 +310,8 @@ def _config(data_dir, **changes):
 def test_load_data_generates_and_filters_by_prefix(tmp_path):
   data_dir = str(tmp_path / "data")
   config = _config(data_dir)
-  assert loading.selected_actions(config) == ("Walking", "Jog", "Box")
-  train, test, fingerprint = loading.load_data(config, loading.selected_actions(config))
+  assert loading.selected_actions(*data_args(config)) == ("Walking", "Jog", "Box")
+  train, test, fingerprint = loading.load_data(*data_args(config), loading.selected_actions(*data_args(config)))
   assert synthetic_humaneva.read_marker(data_dir)["complete"]
   assert train.subjects == humaneva.TRAIN_SUBJECTS and test.subjects == humaneva.TEST_SUBJECTS
   assert train.actions == ("Walking", "Jog", "Box") and len(fingerprint) == 16
@@ -318,14 +319,14 @@ def test_load_data_generates_and_filters_by_prefix(tmp_path):
   names = {r.name for r in train.sequences}
   assert names and all(n.split(" ")[0] in ("Walking", "Jog", "Box") for n in names)
   # 'Walking 1' keeps the Walking trial's chunks only, exact matching needs whole action names.
-  only_walking, _, _ = loading.load_data(_config(data_dir, actions="Walking 1"), ("Walking",))
+  only_walking, _, _ = loading.load_data(*data_args(_config(data_dir, actions="Walking 1")), ("Walking",))
   assert {r.name for r in only_walking.sequences} == {n for n in names if n.startswith("Walking 1")}
   with pytest.raises(PosejaxError, match="unknown action\\(s\\) Walk"):
-    loading.selected_actions(_config(data_dir, action_match="exact"))
+    loading.selected_actions(*data_args(_config(data_dir, action_match="exact")))
   with pytest.raises(PosejaxError, match="'Walking 2' match\\(es\\) no sequence name"):
-    loading.load_data(_config(data_dir, actions="Walking 2"), ("Walking",))
+    loading.load_data(*data_args(_config(data_dir, actions="Walking 2")), ("Walking",))
   # Empty subject lists take the dataset's default split.
-  default_split = loading.load_data(_config(data_dir, **{"data.train_subjects": (), "data.test_subjects": ()}),
+  default_split = loading.load_data(*data_args(_config(data_dir, **{"data.train_subjects": (), "data.test_subjects": ()})),
                                     ("Box",))
   assert default_split[0].subjects == humaneva.TRAIN_SUBJECTS and default_split[1].subjects == humaneva.TEST_SUBJECTS
 
@@ -338,17 +339,17 @@ def test_prefix_filter_on_human36m(tmp_path):
   config = quickstart.get_config()
   config.data.dir, config.data.train_subjects, config.data.test_subjects = data_dir, ("S1",), ("S9",)
   config.actions, config.action_match = "Sitting,Walking 1", "prefix"
-  assert loading.selected_actions(config) == ("Sitting", "SittingDown", "Walking")
-  train, test, _ = loading.load_data(config, loading.selected_actions(config))
+  assert loading.selected_actions(*data_args(config)) == ("Sitting", "SittingDown", "Walking")
+  train, test, _ = loading.load_data(*data_args(config), loading.selected_actions(*data_args(config)))
   assert sorted({r.name for r in train.sequences}) == ["Sitting 1", "Sitting 2", "SittingDown", "SittingDown 2",
                                                         "Walking 1"]
   assert {r.name for r in test.sequences} >= {"Walking 1"} and "Walking" not in {r.name for r in test.sequences}
   config.action_match = "exact"
   config.actions = "Sitting"
-  exact, _, _ = loading.load_data(config, loading.selected_actions(config))
+  exact, _, _ = loading.load_data(*data_args(config), loading.selected_actions(*data_args(config)))
   assert sorted({r.name for r in exact.sequences}) == ["Sitting 1", "Sitting 2"]
   # What a run evaluates, for tools that read the test split alone.
-  assert [r.name for r in loading.load_subjects(config).sequences] == [r.name for r in
+  assert [r.name for r in loading.load_subjects(*data_args(config)).sequences] == [r.name for r in
                                                                       test.select(actions=("Sitting",)).sequences]
 
 
@@ -363,7 +364,7 @@ def test_load_data_errors_before_writing(tmp_path, changes, match):
   data_dir.mkdir()
   with pytest.raises(PosejaxError, match=match):
     config = _config(str(data_dir), **changes)
-    loading.load_data(config, loading.selected_actions(config))
+    loading.load_data(*data_args(config), loading.selected_actions(*data_args(config)))
   assert os.listdir(data_dir) == []
 
 

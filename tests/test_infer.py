@@ -14,6 +14,7 @@ from posejax.evaluation import runs as eval_lib
 from posejax.models import spec as model_spec
 from posejax.pose.skeleton import LAYOUTS
 from posejax.tools import infer
+from pieces import pieces
 from test_evaluation import init_variables
 
 COCO = LAYOUTS["coco"]
@@ -25,10 +26,10 @@ def tiny_run(actions=("Eating", "Walking")) -> eval_lib.RestoredRun:
       "data": {"dir": "unused", "keypoints": "detectron_pt_coco", "test_subjects": ["S9"]},
       "model": {"filter_widths": [3, 3], "causal": False, "dropout": 0.25, "channels": 8, "dense": False},
       "eval": {"tta": True, "chunk": 8, "batch": 2}})
-  model = model_spec.build(model_spec.from_config(config, num_keypoints=17))
+  model = model_spec.build(model_spec.from_config(pieces(config).model, num_keypoints=17))
   variables = [init_variables(model, i) for i in range(len(actions))]
   stacked = jax.tree_util.tree_map(lambda *x: jnp.stack(x), *variables)
-  return eval_lib.RestoredRun(config, stacked, tuple(actions), 10, {})
+  return eval_lib.RestoredRun(pieces(config), stacked, tuple(actions), 10, {})
 
 
 def write_custom(path, videos, layout="coco", num_joints=17, sizes=None):
@@ -107,7 +108,7 @@ def test_main_lifts_with_the_final_model_by_default(tmp_path, capsys):
   argv = values(["infer", "--workdir", workdir, "--keypoints", path, "--out", out, "--action", "Walking"])
   infer.main(argv, values)
   assert "lifting with checkpoint step 8 (final: the end of training)" in capsys.readouterr().out
-  final = eval_lib.RestoredRun(config, jax.tree.map(np.asarray, variables[8]), ("Eating", "Walking"), 8, {})
+  final = eval_lib.RestoredRun(pieces(config), jax.tree.map(np.asarray, variables[8]), ("Eating", "Walking"), 8, {})
   videos, left, right = infer.read_custom_keypoints(path)
   with np.load(os.path.join(out, "clip.mp4.npz")) as f:
     np.testing.assert_allclose(f["positions_3d"], infer.lift_videos(final, videos, left, right, action="Walking")[0][0],

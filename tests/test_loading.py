@@ -13,6 +13,7 @@ from configs import quickstart
 from posejax.common.errors import PosejaxError
 from posejax.data import loading, synthetic
 from posejax.training import input_pipeline
+from pieces import data_args
 
 ACTIONS = ("Eating", "Sitting", "Walking")
 
@@ -60,8 +61,8 @@ def assert_same_records(a, b):
 
 
 def test_tfds_source_gives_the_npz_records_and_batches(npz_dir, tfds_dir):
-  train_npz, test_npz, fp_npz = loading.load_data(_config(npz_dir), ACTIONS)
-  train_tfds, test_tfds, fp_tfds = loading.load_data(_config(tfds_dir, "tfds"), ACTIONS)
+  train_npz, test_npz, fp_npz = loading.load_data(*data_args(_config(npz_dir)), ACTIONS)
+  train_tfds, test_tfds, fp_tfds = loading.load_data(*data_args(_config(tfds_dir, "tfds")), ACTIONS)
   assert train_npz.subjects == ("S11", "S1") and test_npz.subjects == ("S9",)
   assert set(train_npz.actions) == set(ACTIONS)
   assert_same_records(train_tfds, train_npz)
@@ -85,28 +86,28 @@ def test_tfds_source_reads_only_the_selected_splits(npz_dir, tfds_dir):
   for name in hidden:
     os.rename(os.path.join(builder_dir, name), os.path.join(builder_dir, "_" + name))
   try:
-    from_tfds = loading.load_data(_config(tfds_dir, "tfds"), ("Walking",))
+    from_tfds = loading.load_data(*data_args(_config(tfds_dir, "tfds")), ("Walking",))
   finally:
     for name in hidden:
       os.rename(os.path.join(builder_dir, "_" + name), os.path.join(builder_dir, name))
-  from_npz = loading.load_data(_config(npz_dir), ("Walking",))
+  from_npz = loading.load_data(*data_args(_config(npz_dir)), ("Walking",))
   for a, b in zip(from_tfds[:2], from_npz[:2]):
     assert_same_records(a, b)
 
 
 def test_tfds_source_errors(npz_dir, tfds_dir, tmp_path):
   with pytest.raises(PosejaxError) as e:
-    loading.load_data(_config(str(tmp_path / "nothing"), "tfds"), ACTIONS)
+    loading.load_data(*data_args(_config(str(tmp_path / "nothing"), "tfds")), ACTIONS)
   assert "not built" in str(e.value) and "python -m posejax.data.tfds_h36m --data-dir" in str(e.value)
   assert "\n" not in str(e.value)
   with pytest.raises(PosejaxError, match="not built"):  # built for another 2D source only
-    loading.load_data(_config(tfds_dir, "tfds", keypoints="gt"), ACTIONS)
+    loading.load_data(*data_args(_config(tfds_dir, "tfds", keypoints="gt")), ACTIONS)
   config = _config(tfds_dir, "tfds")
   config.data.test_subjects = ("S5",)
   with pytest.raises(PosejaxError, match="S5 not in the dataset"):
-    loading.load_data(config, ACTIONS)
+    loading.load_data(*data_args(config), ACTIONS)
   with pytest.raises(PosejaxError, match="--config.data.source: 'parquet'"):
-    loading.load_data(_config(npz_dir, "parquet"), ACTIONS)
+    loading.load_data(*data_args(_config(npz_dir, "parquet")), ACTIONS)
 
 
 def test_tfds_build_refuses_other_files(npz_dir, tfds_dir, tmp_path, capsys):
@@ -154,7 +155,7 @@ def user_dir(npz_dir, tmp_path):
 def test_missing_source_next_to_user_files_is_an_error_and_writes_nothing(user_dir, keypoints):
   before = _snapshot(user_dir)
   with pytest.raises(PosejaxError) as e:
-    loading.load_data(_config(user_dir, keypoints=keypoints, frames=16), ACTIONS)
+    loading.load_data(*data_args(_config(user_dir, keypoints=keypoints, frames=16)), ACTIONS)
   message = str(e.value)
   assert f"data_2d_h36m_{keypoints}.npz: file not found" in message and "\n" not in message
   assert "present in " + user_dir + ": cpn_ft_h36m_dbb" in message
@@ -163,7 +164,7 @@ def test_missing_source_next_to_user_files_is_an_error_and_writes_nothing(user_d
 
 def test_user_files_are_read_as_they_are(user_dir):
   before = _snapshot(user_dir)
-  train, _, _ = loading.load_data(_config(user_dir, keypoints="cpn_ft_h36m_dbb", frames=16), ACTIONS)
+  train, _, _ = loading.load_data(*data_args(_config(user_dir, keypoints="cpn_ft_h36m_dbb", frames=16)), ACTIONS)
   assert train.source == "cpn_ft_h36m_dbb" and _snapshot(user_dir) == before
 
 
@@ -172,7 +173,7 @@ def test_generates_into_an_empty_directory_with_a_marker(tmp_path, make):
   data_dir = tmp_path / "data"
   if make == "empty":
     data_dir.mkdir()
-  train, test, fingerprint = loading.load_data(_config(str(data_dir), frames=16), ACTIONS)
+  train, test, fingerprint = loading.load_data(*data_args(_config(str(data_dir), frames=16)), ACTIONS)
   assert train.subjects == ("S11", "S1") and test.subjects == ("S9",)
   assert sorted(os.listdir(data_dir)) == sorted([*synthetic.FILE_NAMES.values(), synthetic.MARKER])
   with open(data_dir / synthetic.MARKER) as f:
@@ -181,15 +182,15 @@ def test_generates_into_an_empty_directory_with_a_marker(tmp_path, make):
   assert sorted(marker["files"]) == sorted(synthetic.FILE_NAMES.values())
   # A second run reads the files it generated.
   before = _snapshot(data_dir)
-  assert loading.load_data(_config(str(data_dir), frames=16), ACTIONS)[2] == fingerprint
+  assert loading.load_data(*data_args(_config(str(data_dir), frames=16)), ACTIONS)[2] == fingerprint
   assert _snapshot(data_dir) == before
 
 
 def test_marked_directory_with_a_missing_source_is_regenerated(tmp_path):
   data_dir = str(tmp_path / "data")
-  first, _, _ = loading.load_data(_config(data_dir, frames=16), ACTIONS)
+  first, _, _ = loading.load_data(*data_args(_config(data_dir, frames=16)), ACTIONS)
   os.remove(os.path.join(data_dir, "data_2d_h36m_synthetic.npz"))
-  again, _, _ = loading.load_data(_config(data_dir, frames=16), ACTIONS)
+  again, _, _ = loading.load_data(*data_args(_config(data_dir, frames=16)), ACTIONS)
   assert_same_records(again, first)  # same generator parameters, same data
   marker = synthetic.read_marker(data_dir)
   assert marker["complete"] and "data_2d_h36m_synthetic.npz" in marker["files"]
@@ -203,7 +204,7 @@ def test_foreign_files_without_marker_are_an_error_and_nothing_is_written(tmp_pa
   before = _snapshot(data_dir)
   for keypoints in ("synthetic", "gt"):
     with pytest.raises(PosejaxError) as e:
-      loading.load_data(_config(str(data_dir), keypoints=keypoints, frames=16), ACTIONS)
+      loading.load_data(*data_args(_config(str(data_dir), keypoints=keypoints, frames=16)), ACTIONS)
     assert "data_3d_h36m.npz: file not found; not generating synthetic data" in str(e.value)
     assert "notes.txt" in str(e.value) and "\n" not in str(e.value)
   assert _snapshot(data_dir) == before
@@ -222,5 +223,5 @@ def test_everything_is_checked_before_generating(tmp_path, change, match):
                    frames=change.get("synthetic_frames", 16))
   config.data.test_subjects = change.get("test_subjects", ("S9",))
   with pytest.raises(PosejaxError, match=match):
-    loading.load_data(config, change.get("actions", ACTIONS))
+    loading.load_data(*data_args(config), change.get("actions", ACTIONS))
   assert os.listdir(data_dir) == []

@@ -11,6 +11,7 @@ from posejax.common.errors import PosejaxError
 from posejax.evaluation import protocols as evaluation, runs as eval_lib
 from posejax.models import spec as model_spec
 from posejax.tools import export, infer
+from pieces import pieces
 from test_eval_lib import ACTIONS, sample_data, tiny_config
 from test_evaluation import K
 
@@ -33,7 +34,7 @@ def _stacked(hparams, seeds=(1, 2)):
 
 def test_config_and_data_give_the_hparams_and_forms():
   config = tiny_config()
-  h = model_spec.from_config(config, num_keypoints=16, in_features=3, num_joints=15)
+  h = model_spec.from_config(pieces(config).model, num_keypoints=16, in_features=3, num_joints=15)
   assert h == _hparams(num_joints_in=16, in_features=3, num_joints_out=15)
   strided, dilated = model_spec.build(h, strided=True, dtype="bfloat16"), model_spec.build(h)
   assert (strided.strided, strided.dtype, dilated.strided, dilated.dtype) == (True, "bfloat16", False, "float32")
@@ -41,27 +42,27 @@ def test_config_and_data_give_the_hparams_and_forms():
   assert model_spec.of_model(dilated) == h
   assert not model_spec.build({**h, "dense": True}, strided=True).strided  # the dense variant has no strided form
   with pytest.raises(PosejaxError, match="compute_dtype"):
-    model_spec.compute_dtype({"model": {"compute_dtype": "float16"}})
+    model_spec.compute_dtype(pieces({"model": {"compute_dtype": "float16"}}).model)
 
 
 def test_checkpoint_record_wins_and_older_records_are_completed_from_the_weights():
   h = _hparams(channels=6, num_joints_in=16, in_features=3)
   stacked = _stacked(h)
   config = tiny_config()  # channels 8, as another --config would say
-  assert model_spec.from_checkpoint(h, config, stacked, "ckpt") == h
+  assert model_spec.from_checkpoint(h, pieces(config).model, stacked, "ckpt") == h
   # An older record (no in_features, no joint counts): 2 features, the rest from the weights.
-  old = model_spec.from_checkpoint({"channels": 6, "filter_widths": [3, 3]}, config, _stacked(_hparams(channels=6)), "c")
+  old = model_spec.from_checkpoint({"channels": 6, "filter_widths": [3, 3]}, pieces(config).model, _stacked(_hparams(channels=6)), "c")
   assert old == _hparams(channels=6)
   assert model_spec.normalized_record({"channels": 6}) == {"channels": 6, "in_features": 2}
-  assert model_spec.config_differences(h, config) == ["model.channels=8 (checkpoint: 6)"]
+  assert model_spec.config_differences(h, pieces(config).model) == ["model.channels=8 (checkpoint: 6)"]
   with pytest.raises(PosejaxError, match="ckpt: the weights do not fit .*channels 8 \\(weights: 6\\)"):
-    model_spec.from_checkpoint({**h, "channels": 8}, config, stacked, "ckpt")
+    model_spec.from_checkpoint({**h, "channels": 8}, pieces(config).model, stacked, "ckpt")
   with pytest.raises(PosejaxError, match="residual blocks 2 \\(weights: 1\\)"):
-    model_spec.from_checkpoint({**h, "filter_widths": [3, 3, 3]}, config, stacked, "ckpt")
+    model_spec.from_checkpoint({**h, "filter_widths": [3, 3, 3]}, pieces(config).model, stacked, "ckpt")
 
 
 def _run(hparams, config, seeds=(1, 2)):
-  return eval_lib.RestoredRun(config, _stacked(hparams, seeds), ACTIONS, 8, {"model": hparams})
+  return eval_lib.RestoredRun(pieces(config), _stacked(hparams, seeds), ACTIONS, 8, {"model": hparams})
 
 
 def test_eval_with_a_conflicting_config_uses_the_checkpoints_model(tmp_path, monkeypatch, capsys):
@@ -73,7 +74,7 @@ def test_eval_with_a_conflicting_config_uses_the_checkpoints_model(tmp_path, mon
   recs, data = sample_data()
   monkeypatch.setattr(eval_lib, "load_test_dataset", lambda cfg, subjects=None, actions=None: data)
   monkeypatch.setattr(eval_lib, "restore_run", lambda workdir, which, config=None: eval_lib.RestoredRun(
-      config or saved_config, run.variables, run.actions_of_slices, run.step, run.metadata))
+      pieces(config or saved_config), run.variables, run.actions_of_slices, run.step, run.metadata))
   want = eval_lib.evaluate_workdir(str(tmp_path), out_dir=str(tmp_path / "a"), verbose=False)
   assert capsys.readouterr().err == ""
   other = tiny_config()

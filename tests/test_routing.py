@@ -18,6 +18,7 @@ from posejax.models import spec as model_spec
 from posejax.workdir import layout
 from test_evaluation import FLIP, K, KPS_L, KPS_R, dataset, init_variables, random_poses, record, sequences, tiny_model
 from posejax.models.tcn import TemporalModel
+from pieces import pieces
 from test_evaluation_device import np_flip, np_network, np_predict, stack
 
 ACTIONS = ("Eating", "Walking")
@@ -285,7 +286,7 @@ def test_eval_workdir_reports_every_routing_side_by_side(routed_run, capsys):
   assert saved["routing_mode"] == "soft" and list(saved["routings"]) == ["oracle", "predicted", "soft"]
   assert saved["routings"]["oracle"]["needs_labels"] and not saved["routings"]["predicted"]["needs_labels"]
   assert saved["average"] == saved["routings"]["soft"]["average"] == doc["average"]
-  model = model_spec.build(model_spec.from_config(config, num_keypoints=K))
+  model = model_spec.build(model_spec.from_config(pieces(config).model, num_keypoints=K))
   walking = jax.tree.map(lambda x: x[1], variables)
   expected = evaluation.evaluate_dataset(model, stack(walking, walking), data, ACTIONS, chunk=4, batch=2)
   assert saved["routings"]["predicted"]["average"]["mpjpe"] == pytest.approx(expected["average"]["mpjpe"], rel=1e-5)
@@ -345,7 +346,7 @@ def test_common_row_is_the_common_runs_model_on_the_same_test_set(routed_run, tm
   os.makedirs(common_dir)
   common_config = config.copy_and_resolve_references()
   common_config.mode, common_config.model.channels = "common", 16
-  common_model = model_spec.build(model_spec.from_config(common_config, num_keypoints=K))
+  common_model = model_spec.build(model_spec.from_config(pieces(common_config).model, num_keypoints=K))
   common_variables = stack(init_variables(common_model, 9))
   restore = eval_lib._restore_for_eval
   monkeypatch.setattr(eval_lib, "_restore_for_eval", lambda w, which: (

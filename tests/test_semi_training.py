@@ -20,6 +20,7 @@ from posejax.tools import render_export
 from posejax.training import engine, sampling, schedules
 from posejax.training.semi import data as semi_data
 from posejax.workdir import checkpoints as checkpointing, layout as workdir_lib
+from pieces import data_args, pieces
 
 
 @pytest.fixture(scope="module")
@@ -172,7 +173,7 @@ def test_warmup_steps_are_the_share_of_each_budget():
 
 def test_flipped_unlabeled_windows_flip_the_camera(data_dir):
   """Reference V7.3: the flipped camera projects the mirrored 3D pose onto the mirrored 2D pose."""
-  dataset = load_subjects(_config(data_dir), ["S5"], ("Walking",))
+  dataset = load_subjects(*data_args(_config(data_dir)), ["S5"], ("Walking",))
   table = sampling.make_window_table(dataset, ("Walking",), "common", True, labeled=False)
   assert "targets_3d" not in table.arrays() and table.cameras.shape == (table.num_frames, 9)
   spec = sampling.window_spec(table, batch_size=64, receptive_field=3, causal_shift=0, seed=0, stream_ids=[0])
@@ -198,7 +199,7 @@ def test_semi_eval_metrics_equal_whole_sequence_evaluation(data_dir):
   from posejax.evaluation import semi as semi_eval
   from posejax.models.tcn import TemporalModel
   actions = ("Eating", "Walking")
-  dataset = load_subjects(_config(data_dir), ["S9"], actions)
+  dataset = load_subjects(*data_args(_config(data_dir)), ["S9"], actions)
   pose = TemporalModel(num_joints_in=17, num_joints_out=17, filter_widths=(3, 3), channels=8)
   traj = TemporalModel(num_joints_in=17, num_joints_out=1, filter_widths=(3, 3), channels=8)
   x0 = np.zeros((1, 9, 17, 2), np.float32)
@@ -260,7 +261,7 @@ def test_semi_configs():
       semi_quickstart.__doc__)
   for config in (c, q):
     validate_config(config)
-    semi_data.check(config)
+    semi_data.check(pieces(config).data, pieces(config).train)
 
 
 def test_render_without_ground_truth_adds_the_predicted_trajectory(ab_workdir, tmp_path, monkeypatch):

@@ -16,7 +16,8 @@ from posejax.common.errors import PosejaxError
 from posejax.data import h36m, loading, subset, synthetic
 from posejax.evaluation import runs as eval_lib
 from posejax.training import sampling
-from posejax.workdir import checkpoints as checkpointing, resume
+from posejax.workdir import checkpoints as checkpointing, layout, resume
+from pieces import data_args
 
 TIMING = ("train_time_s", "wall_time_s", "compile_time_s", "eval_time_s")
 
@@ -94,10 +95,10 @@ def test_deterministic_random_and_frame_ranges_are_the_references():
 
 
 def test_load_data_subsets_training_and_downsamples_both(data_dir):
-  full_train, full_test, fingerprint = loading.load_data(_config(data_dir), ("Eating", "Walking"))
+  full_train, full_test, fingerprint = loading.load_data(*data_args(_config(data_dir)), ("Eating", "Walking"))
   config = _config(data_dir)
   config.data.subset, config.data.downsample = 0.3, 2
-  train, test, same = loading.load_data(config, ("Eating", "Walking"))
+  train, test, same = loading.load_data(*data_args(config), ("Eating", "Walking"))
   assert same == fingerprint
   assert len(train.sequences) == len(full_train.sequences) and len(test.sequences) == len(full_test.sequences)
   for got, full in zip(train.sequences, full_train.sequences):
@@ -120,7 +121,7 @@ def test_chunked_training_counts_chunks_and_host_equals_device(data_dir, tmp_pat
     config = _config(data_dir, stride=4, input=input_mode)
     summaries[input_mode] = trainer.train_and_evaluate(config, str(tmp_path / input_mode))
   summary = summaries["device"]
-  train, _, _ = loading.load_data(config, ("Eating", "Walking"))
+  train, _, _ = loading.load_data(*data_args(config), ("Eating", "Walking"))
   chunks = 2 * sum(-(-r.num_frames // 4) for r in train.sequences)
   assert chunks < train.frames()  # not the frame count
   assert summary["examples_per_epoch"] == {"all": chunks} and summary["steps"] == {"all": -(-2 * chunks // 8)}
@@ -187,7 +188,7 @@ def test_three_features_per_keypoint_train_evaluate_and_downsample(data_dir, tmp
   _, _, _, step, meta = checkpointing.restore_for_eval(workdir)
   assert meta["model"]["in_features"] == 3 and meta["model"]["num_joints_in"] == 17
   assert _variables(workdir)["params"]["expand_conv"]["kernel"].shape == (1, 3, 17 * 3, 16)
-  _, test, _ = loading.load_data(_config(data_dir), ("Eating", "Walking"))
+  _, test, _ = loading.load_data(*data_args(_config(data_dir)), ("Eating", "Walking"))
   with open(os.path.join(workdir, "eval", f"step_{step}", "final", "results.json")) as f:
     final = json.load(f)
   assert final["frames"]["total"] == sum(-(-r.num_frames // 2) for r in test.sequences)
@@ -228,7 +229,7 @@ def test_resume_from_a_named_step_or_another_workdir(data_dir, tmp_path, capsys)
   trainer.train_and_evaluate(config, branch)
   jax.tree.map(np.testing.assert_array_equal, _variables(branch), want)
   assert _records(branch) == want_records[1:]
-  assert f"starting from step {first} of {checkpointing.checkpoint_dir(straight)}" in capsys.readouterr().out
+  assert f"starting from step {first} of {layout.checkpoint_dir(straight)}" in capsys.readouterr().out
   trainer.train_and_evaluate(config, branch)  # has its own, finished checkpoints now: they win
   assert f"--workdir {branch}: training finished at step {last}" in capsys.readouterr().out
 

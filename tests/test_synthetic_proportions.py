@@ -13,6 +13,7 @@ from posejax.data.h36m_cameras import H36M_SUBJECTS, TEST_SUBJECTS, TRAIN_SUBJEC
 from posejax.data.h36m_frames import SPLIT_FRAMES, frames_array
 from posejax.pose.actions import ACTIONS, action_of
 from posejax.training import sampling, schedules, slices
+from pieces import data_args
 
 SCALE = 0.02  # about 10,500 mocap frames in all; the smallest that works is about 0.014
 SPLITS = {"train": TRAIN_SUBJECTS, "test": TEST_SUBJECTS}
@@ -117,7 +118,7 @@ def _loaded(data_dir):
   """(train, test) datasets of the seed's AB config on `data_dir`, as the trainer loads them."""
   config = ab243.get_config()
   config.data.dir, config.data.keypoints = data_dir, "synthetic"
-  return loading.load_data(config, loading.selected_actions(config))[:2]
+  return loading.load_data(*data_args(config), loading.selected_actions(*data_args(config)))[:2]
 
 
 def _camera_frames(dataset) -> np.ndarray:

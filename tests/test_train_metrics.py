@@ -17,6 +17,7 @@ from posejax.data.loading import load_data
 from posejax.models import spec as model_spec
 from posejax.models.tcn import receptive_field
 from posejax.workdir import checkpoints as checkpointing, layout as workdir_lib
+from pieces import data_args
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +82,7 @@ def _reference(workdir, model_of):
   sequence lifted by the slice `model_of(action)` names."""
   config, variables, actions, _, meta = checkpointing.restore_for_eval(workdir, "latest")
   model = model_spec.build(meta["model"])
-  train_ds = load_data(config, ["Eating", "Walking"])[0]
+  train_ds = load_data(*data_args(config), ["Eating", "Walking"])[0]
   out = {}
   for sequence in train_ds.sequences:
     frames, error = _sequence_errors(model, variables, actions.index(model_of(sequence.action)), sequence)
@@ -97,10 +98,10 @@ def test_train_eval_is_the_final_models_error_on_the_training_sequences(ab_run):
   last = records[-1]
   sums = _reference(workdir, lambda action: action)
   frames = sum(n for n, _ in sums.values())
-  assert frames == sum(s.num_frames for s in load_data(config, ["Eating", "Walking"])[0].sequences)
+  assert frames == sum(s.num_frames for s in load_data(*data_args(config), ["Eating", "Walking"])[0].sequences)
   full = _config(config.data.dir)
   full.data.subset, full.data.downsample = 1.0, 1
-  assert 4 * frames <= load_data(full, ["Eating", "Walking"])[0].frames()  # not the full training data
+  assert 4 * frames <= load_data(*data_args(full), ["Eating", "Walking"])[0].frames()  # not the full training data
   # 3d_eval: frame-weighted over all training frames; its plain mean over actions beside it.
   assert last["mpjpe_train_eval"] == pytest.approx(sum(e for _, e in sums.values()) / frames, rel=1e-5)
   assert last["mpjpe_train_eval_action_mean"] == pytest.approx(np.mean([e / n for n, e in sums.values()]),

@@ -16,6 +16,7 @@ from posejax.models import spec as model_spec
 from posejax.models.tcn import TemporalModel
 from posejax.tools import detect, infer, render
 from posejax.workdir import checkpoints as checkpointing
+from pieces import pieces
 from test_detect import detector  # noqa: F401 (fixture: the detector environment)
 from test_evaluation import init_variables
 
@@ -33,7 +34,7 @@ def tiny_config(keypoints="detectron_pt_coco", tta=True) -> ml_collections.Confi
 def imported_workdir(path, config, trajectory=None) -> str:
   """A workdir as `posejax.tools.interop --workdir` writes it: one common model (and `trajectory`,
   a (model, variables) pair, as its trajectory model)."""
-  variables = init_variables(model_spec.build(model_spec.from_config(config, num_keypoints=17)), 3)
+  variables = init_variables(model_spec.build(model_spec.from_config(pieces(config).model, num_keypoints=17)), 3)
   stack = lambda tree: jax.tree.map(lambda x: np.asarray(x)[None], tree)
   traj = {} if trajectory is None else dict(trajectory=stack(trajectory[1]),
                                             trajectory_model=model_spec.of_model(trajectory[0]))
@@ -156,13 +157,13 @@ def test_trajectory_model_is_added(tmp_path, clip):
 def test_h36m_models_get_h36m_keypoints(tmp_path):
   kps = keypoint_file(tmp_path / "k.npz", "v.mp4")
   videos, left, right = infer.read_custom_keypoints(kps)
-  inputs, l_h36m, r_h36m = infer.model_inputs(tiny_config(keypoints="cpn_ft_h36m_dbb"), videos, left, right)
+  inputs, l_h36m, r_h36m = infer.model_inputs(pieces(tiny_config(keypoints="cpn_ft_h36m_dbb")).data, videos, left, right)
   h36m, _ = detect.coco_to_h36m(videos[0].keypoints)
   np.testing.assert_allclose(inputs[0], h36m / WIDTH * 2 - [1, HEIGHT / WIDTH], atol=1e-6)
   assert (l_h36m, r_h36m) == (infer.H36M.left, infer.H36M.right)
-  assert infer.model_layout(tiny_config(keypoints="gt")) == "h36m"
+  assert infer.model_layout(pieces(tiny_config(keypoints="gt")).data) == "h36m"
   with pytest.raises(PosejaxError, match="mpii keypoints"):
-    infer.model_inputs(tiny_config(keypoints="sh_pt_mpii"), videos, left, right)
+    infer.model_inputs(pieces(tiny_config(keypoints="sh_pt_mpii")).data, videos, left, right)
 
 
 @pytest.mark.parametrize("case, message", [

@@ -44,6 +44,11 @@ MODES = ("common", "action_based")  # config.mode
 BUDGETS = ("fixed", "frame_matched", "equal_samples")  # config.train.budget
 
 
+def is_common(mode: str) -> bool:
+  """Whether `mode` (config.mode, or a recorded run's 'mode') is common mode: one model, all actions."""
+  return mode == "common"
+
+
 def lookup(config: Any, dotted: str, default: Any = None) -> Any:
   """`config.a.b` or `default` when any part is absent (older configs lack newer fields)."""
   node = config
@@ -193,6 +198,13 @@ class ShardingConfig(_Piece):
 
 
 @dataclasses.dataclass(frozen=True)
+class Selection:
+  """Which actions a run selects: `actions` of the dataset, matched by `action_match`."""
+  actions: str | tuple[str, ...]  # '*', 'Sitting,Walking' or canonical action names
+  action_match: str  # 'exact' canonical names or 'prefix' (the reference's -a filter)
+
+
+@dataclasses.dataclass(frozen=True)
 class RunConfig(_Piece):
   """The whole run config: the top-level fields and one piece per group."""
   mode: str  # 'common' (one model, all actions) or 'action_based' (one model per action)
@@ -210,9 +222,14 @@ class RunConfig(_Piece):
   sharding: ShardingConfig  # config.sharding
 
   @property
+  def selection(self) -> Selection:
+    """The action selection (actions, action_match), as the data loaders take it."""
+    return Selection(self.actions, self.action_match)
+
+  @property
   def is_common(self) -> bool:
     """Common mode: one model for all selected actions."""
-    return self.mode == "common"
+    return is_common(self.mode)
 
   @property
   def data_shuffle_seed(self) -> int:

@@ -1,4 +1,4 @@
-"""The run's data: `load_data(config, actions)` -> (train PoseDataset, test PoseDataset, fingerprint).
+"""The run's data: `load_data(data, selection, actions)` (pieces of the run config) -> (train PoseDataset, test PoseDataset, fingerprint).
 
 `config.data.dataset` says which dataset (reference V6.1, `-d`):
 
@@ -36,9 +36,9 @@ from types import ModuleType
 from typing import Callable, Sequence
 
 import jax
-import ml_collections
 
 from posejax.common.errors import PosejaxError
+from posejax.config.run_config import DataConfig, Selection
 from posejax.data import h36m, humaneva, subset, synthetic, synthetic_humaneva
 from posejax.data.dataset import PoseDataset
 from posejax.data.h36m_cameras import H36M_SUBJECTS, TEST_SUBJECTS, TRAIN_SUBJECTS
@@ -72,17 +72,16 @@ def _log(msg: str) -> None:
     print(msg, flush=True)
 
 
-def dataset_name(config: ml_collections.ConfigDict) -> str:
-  name = str(config.data.get("dataset", "h36m"))
+def dataset_name(data: DataConfig) -> str:
+  name = data.dataset
   if name not in DATASETS:
     raise PosejaxError(f"--config.data.dataset: {name!r} is not one of {', '.join(DATASETS)}")
   return name
 
 
-def selected_actions(config: ml_collections.ConfigDict) -> tuple[str, ...]:
-  """The canonical actions `config.actions` selects in the configured dataset (table order)."""
-  return resolve_actions(config.actions, DATASET_ACTIONS[dataset_name(config)],
-                         str(config.get("action_match", "exact")))
+def selected_actions(data: DataConfig, selection: Selection) -> tuple[str, ...]:
+  """The canonical actions `selection` selects in the configured dataset (table order)."""
+  return resolve_actions(selection.actions, DATASET_ACTIONS[dataset_name(data)], selection.action_match)
 
 
 def _subjects(value, option: str, default: tuple[str, ...]) -> list[str]:
@@ -97,10 +96,9 @@ def _subjects(value, option: str, default: tuple[str, ...]) -> list[str]:
   return subjects or list(default)
 
 
-def _synthetic_args(config: ml_collections.ConfigDict, kind: DatasetKind) -> tuple[int, int]:
+def _synthetic_args(data: DataConfig, kind: DatasetKind) -> tuple[int, int]:
   """(frames, seed) of the synthetic generator; frames 0 disables it."""
-  frames = int(config.data.get("synthetic_frames", 0) or 0)
-  seed = int(config.data.get("synthetic_seed", 0) or 0)
+  frames, seed = int(data.synthetic_frames or 0), int(data.synthetic_seed or 0)
   if 0 < frames < kind.synthetic_min_frames:
     raise PosejaxError(f"--config.data.synthetic_frames: need at least {kind.synthetic_min_frames} frames per "
                        f"{kind.synthetic_unit} (or 0), got {frames}")
@@ -142,38 +140,36 @@ def _ensure_synthetic(kind: DatasetKind, data_dir: str, keypoints: str, subjects
   generator.generate(data_dir, frames=frames, seed=seed, overwrite=True, log=_log)
 
 
-def _load_npz(config: ml_collections.ConfigDict, subjects: list[str],
-              actions: tuple[str, ...]) -> tuple[PoseDataset, str]:
-  kind = DATASETS[dataset_name(config)]
-  data_dir, keypoints = str(config.data.dir), str(config.data.keypoints)
-  frames, seed = _synthetic_args(config, kind)
+def _load_npz(data: DataConfig, subjects: list[str], actions: tuple[str, ...]) -> tuple[PoseDataset, str]:
+  kind = DATASETS[dataset_name(data)]
+  data_dir, keypoints = data.dir, data.keypoints
+  frames, seed = _synthetic_args(data, kind)
   if frames and jax.process_index() == 0:
     _ensure_synthetic(kind, data_dir, keypoints, subjects, frames, seed)
   dataset = kind.load(data_dir, keypoints, subjects=subjects, actions=actions)
   return dataset, kind.files.dataset_fingerprint(data_dir, keypoints)
 
 
-def _load_tfds(config: ml_collections.ConfigDict, subjects: list[str],
-               actions: tuple[str, ...]) -> tuple[PoseDataset, str]:
-  if dataset_name(config) != "h36m":
+def _load_tfds(data: DataConfig, subjects: list[str], actions: tuple[str, ...]) -> tuple[PoseDataset, str]:
+  if dataset_name(data) != "h36m":
     raise PosejaxError(f"--config.data.source: 'tfds' holds Human3.6M only, not dataset "
-                       f"{config.data.dataset!r} (use 'npz')")
+                       f"{data.dataset!r} (use 'npz')")
   from posejax.data import tfds_h36m  # TensorFlow only for this source
 
-  builder = tfds_h36m.prepared_builder(str(config.data.dir), str(config.data.keypoints))
+  builder = tfds_h36m.prepared_builder(data.dir, data.keypoints)
   dataset = tfds_h36m.read_records(builder, subjects, actions, require_actions=True)
   return dataset, tfds_h36m.dataset_fingerprint(builder)
 
 
-def _read(config: ml_collections.ConfigDict, subjects: list[str],
+def _read(data: DataConfig, selection: Selection, subjects: list[str],
           actions: Sequence[str]) -> tuple[PoseDataset, str]:
-  """The records of `subjects` and the canonical `actions`, prefix-filtered by the config."""
-  source = str(config.data.get("source", "npz"))
+  """The records of `subjects` and the canonical `actions`, prefix-filtered by `selection`."""
+  source = data.source
   if source not in SOURCES:
     raise PosejaxError(f"--config.data.source: {source!r} is not one of {', '.join(SOURCES)}")
-  actions = resolve_actions(actions, DATASET_ACTIONS[dataset_name(config)])
-  dataset, fingerprint = (_load_tfds if source == "tfds" else _load_npz)(config, subjects, actions)
-  prefixes = sequence_prefixes(config.actions, str(config.get("action_match", "exact")))
+  actions = resolve_actions(actions, DATASET_ACTIONS[dataset_name(data)])
+  dataset, fingerprint = (_load_tfds if source == "tfds" else _load_npz)(data, subjects, actions)
+  prefixes = sequence_prefixes(selection.actions, selection.action_match)
   if prefixes is not None:
     kept = tuple(r for r in dataset.sequences if keeps(r.name, prefixes))
     unmatched = [p for p in prefixes if any(prefix_selects(p, a) for a in actions)
@@ -185,39 +181,39 @@ def _read(config: ml_collections.ConfigDict, subjects: list[str],
   return dataset, fingerprint
 
 
-def load_data(config: ml_collections.ConfigDict,
+def load_data(data: DataConfig, selection: Selection,
               actions: Sequence[str]) -> tuple[PoseDataset, PoseDataset, str]:
-  """(train dataset, test dataset, fingerprint) of `config.data` and the canonical `actions`.
+  """(train dataset, test dataset, fingerprint) of `data` and the canonical `actions`.
 
   One read for both splits (train subjects then test subjects); `select` keeps each split's
   record order. The fingerprint is the 16-hex-digit digest of the npz files. The training
-  split is cut to `config.data.subset`, both to every `config.data.downsample`-th frame
+  split is cut to `data.subset`, both to every `data.downsample`-th frame
   (`posejax.data.subset`).
   """
-  kind = DATASETS[dataset_name(config)]
-  train_subjects = _subjects(config.data.train_subjects, "data.train_subjects", kind.train_subjects)
-  test_subjects = _subjects(config.data.test_subjects, "data.test_subjects", kind.test_subjects)
+  kind = DATASETS[dataset_name(data)]
+  train_subjects = _subjects(data.train_subjects, "data.train_subjects", kind.train_subjects)
+  test_subjects = _subjects(data.test_subjects, "data.test_subjects", kind.test_subjects)
   both = list(dict.fromkeys(train_subjects + test_subjects))
-  fraction, downsample = subset.options(config)
-  dataset, fingerprint = _read(config, both, actions)
+  fraction, downsample = subset.options(data)
+  dataset, fingerprint = _read(data, selection, both, actions)
   return (subset.subsample(dataset.select(subjects=train_subjects), fraction, downsample),
           subset.subsample(dataset.select(subjects=test_subjects), downsample=downsample), fingerprint)
 
 
-def load_subjects(config: ml_collections.ConfigDict, subjects: Sequence[str] | None = None,
+def load_subjects(data: DataConfig, selection: Selection, subjects: Sequence[str] | None = None,
                   actions: Sequence[str] | None = None) -> PoseDataset:
   """The records of `subjects` (default: the test subjects) and `actions` (default: the
-  configured selection) of the configured dataset, as a run reads them."""
-  kind = DATASETS[dataset_name(config)]
-  subjects = list(subjects or _subjects(config.data.test_subjects, "data.test_subjects", kind.test_subjects))
-  dataset, _ = _read(config, subjects, selected_actions(config) if actions is None else actions)
+  `selection`) of the configured dataset, as a run reads them."""
+  kind = DATASETS[dataset_name(data)]
+  subjects = list(subjects or _subjects(data.test_subjects, "data.test_subjects", kind.test_subjects))
+  dataset, _ = _read(data, selection, subjects, selected_actions(data, selection) if actions is None else actions)
   return dataset
 
 
-def load_validation(config: ml_collections.ConfigDict, actions: Sequence[str]) -> PoseDataset | None:
-  """The held-out validation split (`config.data.valid_subjects`), or None when there is none."""
-  valid = list(config.data.get("valid_subjects", ()) or ())
+def load_validation(data: DataConfig, selection: Selection, actions: Sequence[str]) -> PoseDataset | None:
+  """The held-out validation split (`data.valid_subjects`), or None when there is none."""
+  valid = list(data.valid_subjects)
   if not valid:
     return None
-  dataset, _ = _read(config, valid, actions)
-  return subset.subsample(dataset, downsample=subset.options(config)[1])
+  dataset, _ = _read(data, selection, valid, actions)
+  return subset.subsample(dataset, downsample=subset.options(data)[1])

@@ -17,6 +17,7 @@ import dataclasses
 import hashlib
 
 from posejax.common.errors import PosejaxError
+from posejax.config.run_config import DataConfig
 from posejax.data.dataset import PoseDataset
 
 
@@ -59,9 +60,7 @@ def subsample(dataset: PoseDataset, subset: float = 1.0, downsample: int = 1) ->
   return dataclasses.replace(dataset, sequences=tuple(records))
 
 
-def options(config) -> tuple[float, int]:
-  """(subset, downsample) of config.data (1, 1 when absent)."""
-  data = config.get("data", {}) if hasattr(config, "get") else {}
-  subset, downsample = float(data.get("subset", 1.0)), data.get("downsample", 1)
-  check_options(subset, downsample)
-  return subset, int(downsample)
+def options(data: DataConfig) -> tuple[float, int]:
+  """(subset, downsample) of the data piece, checked."""
+  check_options(data.subset, data.downsample)
+  return float(data.subset), int(data.downsample)

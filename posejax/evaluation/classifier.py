@@ -22,7 +22,6 @@ decay, BN momentum schedule, dropout, augmentation and seed are the run's.
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from typing import Any, Callable, Mapping, Sequence
 
@@ -34,19 +33,17 @@ import optax
 
 from posejax.common import progress
 from posejax.common.errors import PosejaxError
-from posejax.config import run_config
+from posejax.config.run_config import RunConfig
 from posejax.data.dataset import PoseDataset
 from posejax.evaluation import resident as device_eval
 from posejax.models.tcn import TemporalModel, causal_shift, receptive_field
 from posejax.training import optim, sampling, schedules, slices as slices_lib, step as train_step
 from posejax.workdir import layout as workdir_lib
-from posejax.workdir.checkpoints import drop_read_only_notice
+from posejax.workdir import checkpoints
 
 # Model id of the classifier in the initialisation key and the shuffle stream (actions use
 # 0..14, the common model 15, padding models 100 on).
 CLASSIFIER_ID = 99
-DEFAULT_EPOCHS = 5
-DEFAULT_CHANNELS = 256
 
 
 class ActionClassifier(nn.Module):
@@ -58,11 +55,11 @@ class ActionClassifier(nn.Module):
   """
   num_classes: int
   num_joints_in: int
+  channels: int
   in_features: int = 2
   filter_widths: Sequence[int] = (3, 3, 3)
   causal: bool = False
   dropout: float = 0.25
-  channels: int = DEFAULT_CHANNELS
   strided: bool = False
 
   def __post_init__(self):
@@ -79,30 +76,17 @@ class ActionClassifier(nn.Module):
     return y.reshape(y.shape[:2] + (3 * groups,))[..., :self.num_classes]
 
 
-def _value(config: Any, dotted: str, default: Any) -> Any:
-  """`run_config.lookup`, with a field set to None also taking `default`."""
-  value = run_config.lookup(config, dotted, None)
-  return default if value is None else value
-
-
-def enabled(config: Any, mode: str) -> bool:
-  """config.classifier.enabled; None (the default) means on in action-based mode."""
-  value = _value(config, "classifier.enabled", None)
-  return mode == "action_based" if value is None else bool(value)
-
-
-def hparams(config: Any, classes: Sequence[str], num_keypoints: int, in_features: int = 2) -> dict[str, Any]:
+def hparams(run: RunConfig, classes: Sequence[str], num_keypoints: int, in_features: int = 2) -> dict[str, Any]:
   """Everything that defines the classifier and its training (stored with its weights)."""
-  widths = tuple(_value(config, "classifier.filter_widths", ()) or config.model.filter_widths)
-  t = config.train
-  return {"classes": list(classes), "filter_widths": [int(w) for w in widths],
-          "channels": int(_value(config, "classifier.channels", DEFAULT_CHANNELS)),
-          "causal": bool(config.model.causal), "dropout": float(config.model.dropout),
+  t = run.train
+  return {"classes": list(classes), "filter_widths": [int(w) for w in run.classifier_filter_widths],
+          "channels": int(run.classifier.channels),
+          "causal": bool(run.model.causal), "dropout": float(run.model.dropout),
           "num_joints_in": int(num_keypoints), "in_features": int(in_features),
-          "epochs": int(_value(config, "classifier.epochs", DEFAULT_EPOCHS)), "batch_size": int(t.batch_size),
+          "epochs": int(run.classifier.epochs), "batch_size": int(t.batch_size),
           "lr": float(t.lr), "lr_decay": float(t.lr_decay), "bn_momentum_start": float(t.bn_momentum_start),
-          "bn_momentum_end": float(t.bn_momentum_end), "augment": bool(t.augment), "seed": int(config.seed),
-          "shuffle_seed": _value(config, "data.shuffle_seed", None)}
+          "bn_momentum_end": float(t.bn_momentum_end), "augment": bool(t.augment), "seed": int(run.seed),
+          "shuffle_seed": run.data.shuffle_seed}
 
 
 def build(hp: Mapping[str, Any], *, strided: bool) -> ActionClassifier:
@@ -228,8 +212,10 @@ def _steps_fn(model: ActionClassifier, optimizer, spec: sampling.WindowSpec, hp_
 
 
 def train(hp: Mapping[str, Any], data: TrainingData, *, steps_per_call: int = 16,
-          log: Callable[[str], None] = print) -> tuple[Any, dict[str, Any]]:
-  """Trains the classifier; returns (variables, training summary)."""
+          log: Callable[[str], None] = print,
+          stop_requested: Callable[[], bool] = lambda: False) -> tuple[Any, dict[str, Any]] | None:
+  """Trains the classifier; returns (variables, training summary), or None when
+  `stop_requested()` (SIGTERM/SIGINT) turned true between compiled calls."""
   model, table = build(hp, strided=True), data.table
   rf = receptive_field(hp["filter_widths"])
   batch, epochs = int(hp["batch_size"]), int(hp["epochs"])
@@ -262,6 +248,9 @@ def train(hp: Mapping[str, Any], data: TrainingData, *, steps_per_call: int = 16
     with progress.Bar(np.full(steps, batch), f"classifier epoch {epoch + 1}") as bar:
       completions = progress.Completions(bar.update)
       while done < end:
+        if stop_requested():
+          completions.drain()
+          return None
         count = min(steps_per_call, end - done)
         state, acc, marker = compiled(state, acc, tables, block_label, np.int32(done), np.int32(count), rng)
         done += count
@@ -283,46 +272,23 @@ def train(hp: Mapping[str, Any], data: TrainingData, *, steps_per_call: int = 16
 
 
 def save(workdir: str, variables: Any, metadata: Mapping[str, Any]) -> str:
-  """Writes the classifier's variables and metadata (orbax); returns the directory."""
-  import orbax.checkpoint as ocp  # late: evaluation-only users of this module do not need it
-  directory = workdir_lib.classifier_dir(workdir)
-  options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True, enable_async_checkpointing=False)
-  mngr = ocp.CheckpointManager(directory, options=options)
-  try:
-    mngr.save(int(metadata.get("steps", 0)), args=ocp.args.Composite(
-        variables=ocp.args.StandardSave(jax.tree.map(np.asarray, dict(variables))),
-        metadata=ocp.args.JsonSave(dict(metadata))), force=True)
-    mngr.wait_until_finished()
-  finally:
-    mngr.close()
-  return directory
+  """Writes the classifier's variables and metadata (`checkpoints.save_model`); returns the directory."""
+  return checkpoints.save_model(workdir_lib.classifier_dir(workdir), int(metadata.get("steps", 0)), variables,
+                                metadata)
 
 
-def restore(workdir: str) -> Classifier | None:
-  """The workdir's classifier, None when it has none."""
-  import orbax.checkpoint as ocp
+def restore(workdir: str, *, repair: bool = False) -> Classifier | None:
+  """The workdir's classifier, None when it has none (or, with `repair`, only a damaged one,
+  moved aside: the trainer then trains it again)."""
   directory = workdir_lib.classifier_dir(workdir)
-  if not os.path.isdir(directory):
+  restored = checkpoints.restore_model(directory, repair=repair)
+  if restored is None:
     return None
-  drop_read_only_notice()
-  mngr = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True))
-  try:
-    step = mngr.latest_step()
-    if step is None:
-      return None
-    restored = mngr.restore(step, args=ocp.args.Composite(variables=ocp.args.StandardRestore(),
-                                                          metadata=ocp.args.JsonRestore()))
-  except Exception as e:  # orbax and tensorstore raise many types for damaged files
-    raise PosejaxError(f"{directory}: unreadable classifier checkpoint ({str(e).splitlines()[0][:200]}); "
-                       "remove it and rerun train.py to train it again") from None
-  finally:
-    mngr.close()
-  metadata = dict(restored.metadata)
+  variables, metadata = restored
   hp = metadata.get("hparams")
   if not isinstance(hp, dict) or "classes" not in hp:
     raise PosejaxError(f"{directory}: the classifier checkpoint has no hyper-parameters (not written by posejax?)")
-  return Classifier(build(hp, strided=False), jax.tree.map(np.asarray, restored.variables),
-                    tuple(hp["classes"]), metadata)
+  return Classifier(build(hp, strided=False), variables, tuple(hp["classes"]), metadata)
 
 
 def check_same(saved: Mapping[str, Any], hp: Mapping[str, Any], fingerprint: str, where: str) -> None:

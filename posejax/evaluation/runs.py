@@ -10,8 +10,8 @@ each evaluation's results (results.{json,csv,md} and figures) go to their own fo
 them (`evaluation_name`, e.g. `predicted`, `soft+common-RUN+cross_action`); the trainer's own
 evaluation is `final`. Writing an evaluation again replaces its folder as a whole.
 
-Config fields read: `actions`, `data.dir`, `data.keypoints`, `data.test_subjects`, and
-optionally `data.downsample` (1) and `eval.{tta (True), by_subject (False), chunk, batch}`.
+The run config (the workdir's, or `--config`) is read once, into `RunConfig` pieces
+(`posejax.config.run_config`): the data, selection and eval pieces are used here.
 The model is the one the checkpoint records (`posejax.models.spec.from_checkpoint`): a
 `--config` with another architecture is reported and not used, and 2D data of another
 keypoint count or feature count is an error.
@@ -28,6 +28,7 @@ import ml_collections
 
 from posejax.common.errors import PosejaxError
 from posejax.config import run_config
+from posejax.config.run_config import DataConfig, RunConfig
 from posejax.data import subset
 from posejax.data.dataset import PoseDataset
 from posejax.data.loading import load_subjects
@@ -45,7 +46,7 @@ DEFAULT_CHECKPOINT = "latest"
 class RestoredRun:
   """A checkpoint ready for evaluation."""
 
-  config: ml_collections.ConfigDict
+  config: RunConfig  # the run config the checkpoint is evaluated with (typed pieces)
   variables: Any                  # stacked: every leaf has a leading slice axis
   actions_of_slices: tuple[str, ...]  # ('all',) in common mode
   step: int
@@ -58,15 +59,15 @@ class RestoredRun:
     return f"checkpoint step {self.step}" + (f" ({self.note})" if self.note else "")
 
 
-def heldout_subjects(config: Any) -> tuple[str, ...]:
+def heldout_subjects(data: DataConfig) -> tuple[str, ...]:
   """`config.data.valid_subjects`, the split checkpoints may be selected on (empty: none).
 
   Raises:
     PosejaxError: the split shares a subject with the test or training subjects.
   """
-  valid = tuple(str(s) for s in (run_config.lookup(config, "data.valid_subjects", ()) or ()))
+  valid = data.valid_subjects
   for other in ("test_subjects", "train_subjects"):
-    shared = sorted(set(valid) & {str(s) for s in (run_config.lookup(config, f"data.{other}", ()) or ())})
+    shared = sorted(set(valid) & set(getattr(data, other)))
     if shared:
       raise PosejaxError(f"config.data.valid_subjects: {', '.join(shared)} also in config.data.{other} "
                          "(the validation split must be held out from both)")
@@ -120,13 +121,13 @@ def restore_run(workdir: str, which: str | int = DEFAULT_CHECKPOINT,
     config = saved_config if saved_config is not None else load_workdir_config(workdir)
   metadata = dict(metadata or {})
   final, note = checkpoint_status(workdir, int(step), metadata)
-  return RestoredRun(config, variables, tuple(actions), int(step), metadata, final, note,
+  return RestoredRun(run_config.from_config(config), variables, tuple(actions), int(step), metadata, final, note,
                      trajectory_lib.from_checkpoint(workdir, int(step), metadata))
 
 
 def model_hparams(run: RestoredRun) -> dict[str, Any]:
   """The checkpoint's model hyper-parameters (its record, else its weights' shapes and config)."""
-  return model_spec.from_checkpoint(run.metadata.get("model"), run.config, run.variables, run.describe())
+  return model_spec.from_checkpoint(run.metadata.get("model"), run.config.model, run.variables, run.describe())
 
 
 def build_model(run: RestoredRun, dataset: PoseDataset | None = None) -> TemporalModel:
@@ -138,7 +139,7 @@ def build_model(run: RestoredRun, dataset: PoseDataset | None = None) -> Tempora
     PosejaxError: `dataset`'s 2D frames are not the model's keypoints x features.
   """
   hparams = model_hparams(run)
-  differences = model_spec.config_differences(hparams, run.config)
+  differences = model_spec.config_differences(hparams, run.config.model)
   if differences:
     print(f"note: not using the config's {', '.join(differences)}: the architecture the checkpoint records "
           "is evaluated", file=sys.stderr)
@@ -148,16 +149,10 @@ def build_model(run: RestoredRun, dataset: PoseDataset | None = None) -> Tempora
   return model_spec.build(hparams)
 
 
-def load_test_dataset(config: Any, subjects: Sequence[str] | None = None,
+def load_test_dataset(config: RunConfig, subjects: Sequence[str] | None = None,
                       actions: Sequence[str] | str | None = None) -> PoseDataset:
   """The configured test subjects (or `subjects`) and actions of the configured dataset."""
-  return load_subjects(config, subjects, None if actions is None else actions)
-
-
-def eval_options(config: Any) -> dict[str, Any]:
-  """Chunking of the evaluation passes (config.eval.chunk / batch, else the defaults)."""
-  return {"chunk": int(run_config.lookup(config, "eval.chunk", evaluation.DEFAULT_CHUNK)),
-          "batch": run_config.lookup(config, "eval.batch", evaluation.DEFAULT_BATCH)}
+  return load_subjects(config.data, config.selection, subjects, None if actions is None else actions)
 
 
 def evaluate_common(common_workdir: str, dataset: PoseDataset, *, tta: bool, by_subject: bool) -> dict[str, Any]:
@@ -167,7 +162,7 @@ def evaluate_common(common_workdir: str, dataset: PoseDataset, *, tta: bool, by_
     raise PosejaxError(f"--common {common_workdir}: not a common run (its models: {', '.join(run.actions_of_slices)})")
   model = build_model(run, dataset)
   results = evaluation.evaluate_dataset(model, run.variables, dataset, run.actions_of_slices, tta=tta,
-                                        by_subject=by_subject, **eval_options(run.config))
+                                        by_subject=by_subject, **run.config.eval.chunking)
   return {**results, "workdir": os.path.abspath(common_workdir), "checkpoint_step": run.step}
 
 
@@ -176,12 +171,13 @@ EVAL_DATA_KEYS = {"data.dataset": "dataset", "data.keypoints": "keypoints", "dat
                   "data.downsample": "downsample"}
 
 
-def _data_parts(config: Any, saved: Any) -> list[str]:
+def _data_parts(config: RunConfig, saved: Mapping[str, Any]) -> list[str]:
   """'LABEL-VALUE' for each EVAL_DATA_KEYS entry where `config` differs from the run's `saved` config."""
   norm = lambda v: list(v) if isinstance(v, (list, tuple)) else v
+  ours_all, theirs_all = run_config.to_dict(config), run_config.to_dict(run_config.from_config(saved))
   parts = []
   for key, label in EVAL_DATA_KEYS.items():
-    ours, theirs = (norm(run_config.lookup(c, key, 1 if key == "data.downsample" else None)) for c in (config, saved))
+    ours, theirs = (norm(run_config.lookup(c, key)) for c in (ours_all, theirs_all))
     if ours != theirs:
       value = "_".join(map(str, ours)) if isinstance(ours, list) else str(ours)
       parts.append(f"{label}-{value}")
@@ -210,6 +206,21 @@ def headline_mode(routing: str | None, *, action_based: bool, has_classifier: bo
   if not action_based:
     return "none"
   return routing or ("predicted" if has_classifier else "oracle")
+
+
+def evaluation_document(model: TemporalModel, variables: Any, resident: evaluation.ResidentTestSet,
+                        actions_of_slices: Sequence[str], *, tta: bool, by_subject: bool,
+                        **fields: Any) -> dict[str, Any]:
+  """The results document of stacked models on a resident test set, each action by its own
+  model (oracle routing; one model in a common run): the one final evaluation of the trainer and
+  of `evaluate_workdir`. `fields` (config, checkpoint_step, checkpoint, trajectory, ...) go into
+  the document as `report.results_document` takes them."""
+  results = evaluation.evaluate_dataset(model, variables, resident, actions_of_slices, tta=tta,
+                                        by_subject=by_subject)
+  one_model = list(actions_of_slices) == [evaluation.COMMON_SLICE]
+  return report.results_document(
+      results, mode="common" if one_model else "action_based", actions_of_slices=list(actions_of_slices),
+      routing=routing_lib.DESCRIPTIONS["none" if one_model else "oracle"], **fields)
 
 
 def evaluate_workdir(workdir: str, which: str | int = DEFAULT_CHECKPOINT,
@@ -243,20 +254,17 @@ def evaluate_workdir(workdir: str, which: str | int = DEFAULT_CHECKPOINT,
     print(f"evaluating {run.describe()} of {workdir}", flush=True)
   cfg = run.config
   # Test data at the training frame rate (the reference's --downsample applies to evaluation).
-  dataset = subset.subsample(load_test_dataset(cfg), downsample=subset.options(cfg)[1])
+  dataset = subset.subsample(load_test_dataset(cfg), downsample=subset.options(cfg.data)[1])
   model = build_model(run, dataset)
-  tta = bool(run_config.lookup(cfg, "eval.tta", True))
+  tta = cfg.eval.tta
   if by_subject is None:
-    by_subject = bool(run_config.lookup(cfg, "eval.by_subject", False))
+    by_subject = cfg.eval.by_subject
   common = evaluate_common(common_workdir, dataset, tta=tta, by_subject=by_subject) if common_workdir else None
-  resident = evaluation.resident_test_set(dataset, run.actions_of_slices, model, **eval_options(cfg))
-  results = evaluation.evaluate_dataset(model, run.variables, resident, run.actions_of_slices, tta=tta,
-                                        by_subject=by_subject)
+  resident = evaluation.resident_test_set(dataset, run.actions_of_slices, model, **cfg.eval.chunking)
   summary = layout.read_summary(workdir)
-  document = report.results_document(
-      results, config=cfg.to_dict(), checkpoint_step=run.step, train_time_s=summary.get("train_time_s"),
-      mode="action_based" if action_based else "common", actions_of_slices=list(run.actions_of_slices),
-      routing="oracle (ground-truth action labels)" if action_based else "none (one model)",
+  document = evaluation_document(
+      model, run.variables, resident, run.actions_of_slices, tta=tta, by_subject=by_subject,
+      config=run_config.to_dict(cfg), checkpoint_step=run.step, train_time_s=summary.get("train_time_s"),
       workdir=os.path.abspath(workdir), checkpoint=str(which), checkpoint_final=run.final,
       checkpoint_note=run.note, **trajectory_errors(run, model, dataset, resident))
   headline = headline_mode(routing, action_based=action_based, has_classifier=classifier is not None)

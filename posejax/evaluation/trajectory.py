@@ -23,7 +23,7 @@ from posejax.common.errors import PosejaxError
 from posejax.evaluation import resident as device_eval
 from posejax.models import spec as model_spec
 from posejax.models.tcn import TemporalModel
-from posejax.workdir import checkpoints as checkpointing
+from posejax.workdir import checkpoints as checkpointing, layout
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,10 +48,10 @@ def from_checkpoint(workdir: str, step: int, metadata: Mapping[str, Any]) -> Tra
   try:
     model = model_spec.build(hparams)
   except (ValueError, KeyError, TypeError) as e:
-    raise PosejaxError(f"{checkpointing.checkpoint_dir(workdir)}: step {step} records no usable trajectory "
+    raise PosejaxError(f"{layout.checkpoint_dir(workdir)}: step {step} records no usable trajectory "
                        f"model ({e})") from None
   if model.num_joints_out != 1:
-    raise PosejaxError(f"{checkpointing.checkpoint_dir(workdir)}: step {step}'s trajectory model predicts "
+    raise PosejaxError(f"{layout.checkpoint_dir(workdir)}: step {step}'s trajectory model predicts "
                        f"{model.num_joints_out} joints, expected 1")
   return Trajectory(model, variables)
 

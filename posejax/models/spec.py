@@ -25,6 +25,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from posejax.common.errors import PosejaxError
+from posejax.config.run_config import ModelConfig, TrainConfig
 from posejax.data.dataset import PoseDataset
 from posejax.models.tcn import TemporalModel
 
@@ -32,13 +33,6 @@ ARCHITECTURE = ("filter_widths", "channels", "causal", "dense")
 CONFIG_FIELDS = ARCHITECTURE + ("dropout",)
 FIELDS = CONFIG_FIELDS + ("num_joints_in", "in_features", "num_joints_out")
 DTYPES = ("float32", "bfloat16")
-
-
-def _config_model(config: Any) -> Mapping[str, Any]:
-  try:
-    return config["model"]
-  except (KeyError, TypeError):
-    return {}
 
 
 def _typed(hparams: Mapping[str, Any]) -> dict[str, Any]:
@@ -49,9 +43,9 @@ def _typed(hparams: Mapping[str, Any]) -> dict[str, Any]:
           "num_joints_out": int(hparams["num_joints_out"])}
 
 
-def compute_dtype(config: Any) -> str:
-  """config.model.compute_dtype ('float32' when absent); training only."""
-  dtype = str(_config_model(config).get("compute_dtype", "float32"))
+def compute_dtype(model: ModelConfig) -> str:
+  """model.compute_dtype, checked; training only."""
+  dtype = model.compute_dtype
   if dtype not in DTYPES:
     raise PosejaxError(f"--config.model.compute_dtype: {dtype!r} is not one of {', '.join(DTYPES)}")
   return dtype
@@ -79,26 +73,25 @@ def input_shape(dataset: PoseDataset, *others: PoseDataset | None) -> tuple[int,
   return int(k), int(f)
 
 
-def training_form(config: Any) -> tuple[int, bool]:
-  """(chunk length, whether the dilated model trains) of config.train (reference V8.6).
+def training_form(train: TrainConfig, model: ModelConfig) -> tuple[int, bool]:
+  """(chunk length, whether the dilated model trains) of the train piece (reference V8.6).
 
   The strided model trains on one-frame examples; the reference's --stride (train.stride > 1:
   chunks of that many output frames) and --disable-optimizations (train.dense_training) train
   the dilated one, as does the dense variant (which has no strided form).
   """
-  t = config["train"]
-  stride, dense_training = int(t.get("stride", 1)), bool(t.get("dense_training", False))
-  if not 1 <= stride <= int(t["batch_size"]):
+  stride = train.stride
+  if not 1 <= stride <= train.batch_size:
     raise PosejaxError(f"--config.train.stride={stride}: must be between 1 and --config.train.batch_size "
-                       f"({int(t['batch_size'])}): a batch holds batch_size // stride chunks")
-  return stride, stride > 1 or dense_training or bool(_config_model(config).get("dense", False))
+                       f"({train.batch_size}): a batch holds batch_size // stride chunks")
+  return stride, stride > 1 or train.dense_training or model.dense
 
 
-def from_config(config: Any, *, num_keypoints: int, in_features: int = 2, num_joints: int = 17) -> dict[str, Any]:
-  """hparams of config.model for inputs of `num_keypoints` x `in_features` and `num_joints` outputs."""
-  m = _config_model(config)
-  return _typed({"filter_widths": m["filter_widths"], "channels": m["channels"], "causal": m["causal"],
-                 "dense": m.get("dense", False), "dropout": m["dropout"], "num_joints_in": num_keypoints,
+def from_config(model: ModelConfig, *, num_keypoints: int, in_features: int = 2, num_joints: int = 17
+                ) -> dict[str, Any]:
+  """hparams of the model piece for inputs of `num_keypoints` x `in_features` and `num_joints` outputs."""
+  return _typed({"filter_widths": model.filter_widths, "channels": model.channels, "causal": model.causal,
+                 "dense": model.dense, "dropout": model.dropout, "num_joints_in": num_keypoints,
                  "in_features": in_features, "num_joints_out": num_joints})
 
 
@@ -117,20 +110,20 @@ def _shapes(variables: Any) -> tuple[tuple[int, ...], tuple[int, ...], int]:
   return expand, shrink, blocks
 
 
-def from_checkpoint(recorded: Mapping[str, Any] | None, config: Any, variables: Any, where: str) -> dict[str, Any]:
+def from_checkpoint(recorded: Mapping[str, Any] | None, model: ModelConfig, variables: Any, where: str
+                    ) -> dict[str, Any]:
   """hparams of a checkpoint: its record (metadata['model']) first, then the weights' shapes,
   then the config for what neither holds (checkpoints of older versions).
 
   Args:
     recorded: metadata['model'] of the checkpoint (None or partial for older ones).
-    config: the config the run was restored with.
+    model: the model piece of the config the run was restored with.
     variables: the checkpoint's {'params', ...} (stacked or not).
     where: names the checkpoint in errors.
   Raises:
     PosejaxError: the weights do not fit the recorded or configured architecture.
   """
   recorded = dict(recorded or {})
-  m = _config_model(config)
   (width, inputs, channels), (_, shrink_in, outputs), blocks = _shapes(variables)
   merged: dict[str, Any] = {}
   for name in CONFIG_FIELDS:
@@ -138,14 +131,8 @@ def from_checkpoint(recorded: Mapping[str, Any] | None, config: Any, variables: 
       merged[name] = recorded[name]
     elif name == "channels":
       merged[name] = channels
-    elif name in m:
-      merged[name] = m[name]
-    elif name in ("dense", "causal"):
-      merged[name] = False
-    elif name == "dropout":
-      merged[name] = 0.0
     else:
-      raise PosejaxError(f"{where}: records no model.{name} and the config has none")
+      merged[name] = getattr(model, name)
   features = int(recorded.get("in_features", 2))
   merged["in_features"] = features
   merged["num_joints_in"] = recorded.get("num_joints_in", inputs // features)
@@ -170,14 +157,11 @@ def normalized_record(recorded: Mapping[str, Any] | None) -> dict[str, Any]:
   return out
 
 
-def config_differences(hparams: Mapping[str, Any], config: Any) -> list[str]:
+def config_differences(hparams: Mapping[str, Any], model: ModelConfig) -> list[str]:
   """'model.channels=32 (checkpoint: 16)' for every architecture field the config sets otherwise."""
-  m = _config_model(config)
   out = []
   for name in ARCHITECTURE:
-    if name not in m:
-      continue
-    value = [int(w) for w in m[name]] if name == "filter_widths" else m[name]
+    value = [int(w) for w in getattr(model, name)] if name == "filter_widths" else getattr(model, name)
     if value != hparams[name]:
       out.append(f"model.{name}={value} (checkpoint: {hparams[name]})")
   return out

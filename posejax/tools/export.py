@@ -48,7 +48,6 @@ import numpy as np
 
 from posejax.common.errors import PosejaxError
 from posejax.common.io_utils import atomic_write_bytes
-from posejax.config import run_config
 from posejax.evaluation import runs as eval_lib
 from posejax.evaluation.protocols import COMMON_SLICE
 from posejax.models.tcn import TemporalModel, causal_shift, receptive_field
@@ -280,7 +279,7 @@ def export_workdir(workdir: str, fmt: str, out: str, *, which: str | int = "late
   for index, name, path in zip(indices, names, paths):
     variables = jax.tree_util.tree_map(lambda leaf: leaf[index], run.variables)
     info = {"action": name, "checkpoint_step": run.step,
-            "keypoints_2d": str(run_config.lookup(run.config, "data.keypoints", ""))}
+            "keypoints_2d": run.config.data.keypoints}
     export_model(model, variables, fmt, path, frames=frames, metadata=info, overwrite=overwrite)
   return paths
 

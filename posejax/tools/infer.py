@@ -51,7 +51,8 @@ import numpy as np
 from posejax.common import cli, video as video_io
 from posejax.common.errors import PosejaxError
 from posejax.common.io_utils import atomic_savez, atomic_write_bytes, load_npz_dict
-from posejax.config import flags as config_flags_parser, run_config
+from posejax.config import flags as config_flags_parser
+from posejax.config.run_config import DataConfig
 from posejax.evaluation import (
     classifier as classifier_lib, protocols as evaluation, routing as routing_lib,
     runs as eval_lib)
@@ -113,12 +114,12 @@ def choose_slice(actions_of_slices: Sequence[str], action: str | None) -> int:
   return slices.index(action)
 
 
-def model_layout(config: Any) -> str | None:
+def model_layout(data: DataConfig) -> str | None:
   """Keypoint layout the model was trained on (config.data.keypoints); None when unknown.
 
   Human3.6M's ground truth ('gt') and the synthetic detections use the h36m layout.
   """
-  source = str(run_config.lookup(config, "data.keypoints", ""))
+  source = data.keypoints
   if source in ("gt", "synthetic"):
     return H36M.name
   try:
@@ -127,10 +128,10 @@ def model_layout(config: Any) -> str | None:
     return None
 
 
-def model_inputs(config: Any, videos: Sequence[Video], left: Sequence[int], right: Sequence[int]
+def model_inputs(data: DataConfig, videos: Sequence[Video], left: Sequence[int], right: Sequence[int]
                  ) -> tuple[list[np.ndarray], tuple[int, ...], tuple[int, ...]]:
   """Normalized (T, 17, 2) model inputs in the model's layout and that layout's left/right keypoints."""
-  layout = model_layout(config)
+  layout = model_layout(data)
   keypoints = [v.keypoints for v in videos]
   if layout == H36M.name:
     keypoints = [detect.coco_to_h36m(k)[0] for k in keypoints]
@@ -139,7 +140,7 @@ def model_inputs(config: Any, videos: Sequence[Video], left: Sequence[int], righ
     raise PosejaxError(f"--workdir: the model was trained on {layout} keypoints "
                        f"({LAYOUTS[layout].num_joints} joints); videos in the wild give COCO keypoints")
   elif layout is None:
-    source = run_config.lookup(config, "data.keypoints", "")
+    source = data.keypoints
     print(f"note: the model was trained on 2D source {source!r} of unknown layout; it is given COCO "
           "keypoints as they are, so its poses may be unreliable", file=sys.stderr)
   inputs = [normalize_screen_coordinates(k, v.width, v.height).astype(np.float32)
@@ -201,14 +202,14 @@ def lift_videos(run: eval_lib.RestoredRun, videos: Sequence[Video], left: Sequen
   """
   mode = choose_routing(run.actions_of_slices, action, routing, classifier is not None)
   model = eval_lib.build_model(run)  # the architecture the checkpoint records
-  inputs, left, right = model_inputs(run.config, videos, left, right)
+  inputs, left, right = model_inputs(run.config.data, videos, left, right)
   # Videos give (T, K, 2) keypoints (x, y): a model trained on other inputs cannot lift them.
   model_spec.check_input(model_spec.of_model(model), *inputs[0].shape[1:], where="2D keypoints of the videos")
   flip = (tuple(left), tuple(right), tuple(H36M_SKELETON.joints_left), tuple(H36M_SKELETON.joints_right))
   result = routing_lib.lift(
       model, run.variables, run.actions_of_slices, inputs, mode=mode, flip=flip, classifier=classifier,
       fixed_slice=choose_slice(run.actions_of_slices, action), trajectory=run.trajectory,
-      tta=bool(run_config.lookup(run.config, "eval.tta", True)), **eval_lib.eval_options(run.config))
+      tta=run.config.eval.tta, **run.config.eval.chunking)
   classes = tuple(classifier.classes) if classifier is not None else ()
   lifted = []
   for i, index in enumerate(result.used):

@@ -19,7 +19,6 @@ import numpy as np
 
 from posejax.common.errors import PosejaxError
 from posejax.common.io_utils import atomic_save_npy, atomic_savez
-from posejax.config import run_config
 from posejax.data.dataset import PoseDataset, SequenceRecord
 from posejax.data.h36m_cameras import h36m_cameras
 from posejax.evaluation import (
@@ -60,11 +59,11 @@ def _slice_variables(run: eval_lib.RestoredRun, action: str, stacked: Any = None
 def predict_record(run: eval_lib.RestoredRun, model: TemporalModel, dataset: PoseDataset,
                    rec: SequenceRecord) -> np.ndarray:
   """(T, 17, 3) camera-space root-relative prediction of one record (TTA as configured)."""
-  tta = bool(run_config.lookup(run.config, "eval.tta", True))
+  tta = run.config.eval.tta
   return evaluation.predict(model, _slice_variables(run, rec.action), [rec.poses_2d], tta=tta,
                             kps_left=dataset.keypoints_left, kps_right=dataset.keypoints_right,
                             joints_left=dataset.joints_left, joints_right=dataset.joints_right,
-                            **eval_lib.eval_options(run.config))[0]
+                            **run.config.eval.chunking)[0]
 
 
 def predict_root(run: eval_lib.RestoredRun, dataset: PoseDataset, rec: SequenceRecord) -> np.ndarray | None:
@@ -73,9 +72,9 @@ def predict_root(run: eval_lib.RestoredRun, dataset: PoseDataset, rec: SequenceR
     return None
   variables = _slice_variables(run, rec.action, run.trajectory.variables)
   return evaluation.predict(run.trajectory.model, variables, [rec.poses_2d],
-                            tta=bool(run_config.lookup(run.config, "eval.tta", True)),
+                            tta=run.config.eval.tta,
                             kps_left=dataset.keypoints_left, kps_right=dataset.keypoints_right,
-                            joints_left=(), joints_right=(), **eval_lib.eval_options(run.config))[0]
+                            joints_left=(), joints_right=(), **run.config.eval.chunking)[0]
 
 
 def world_poses(rec: SequenceRecord, prediction: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, float]:
@@ -186,9 +185,9 @@ def export_workdir(workdir: str, path: str, which: str | int = eval_lib.DEFAULT_
   print(f"exporting the predictions of {run.describe()}", flush=True)
   dataset = eval_lib.load_test_dataset(run.config)
   model = eval_lib.build_model(run, dataset)
-  tta = bool(run_config.lookup(run.config, "eval.tta", True))
+  tta = run.config.eval.tta
   resident = evaluation.resident_test_set(dataset, run.actions_of_slices, model, with_targets=False,
-                                          **eval_lib.eval_options(run.config))
+                                          **run.config.eval.chunking)
   preds = evaluation.split_records(device_eval.predict(model, run.variables, resident, tta=tta), resident)
   roots = None
   if run.trajectory is not None:  # each sequence's root from its action's trajectory model

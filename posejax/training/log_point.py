@@ -8,14 +8,14 @@ epoch line, in mm), and the run's cumulative timers.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from posejax.pose.actions import ABBREVIATIONS
-from posejax.training import slices
+from posejax.training import schedules, slices
 
 
 @dataclasses.dataclass
@@ -65,27 +65,37 @@ def _train_eval_entries(train_eval: Mapping[str, Any]) -> tuple[dict[str, float]
   return top, per
 
 
-def log_record(run: Any, epoch, step: int, positions: np.ndarray, acc_host, valid, timers: Timers,
-                wall_now: float, train_eval: Mapping[str, Any] | None = None) -> dict[str, Any]:
+@dataclasses.dataclass(frozen=True)
+class Models:
+  """What a log point's record says of the run's models (the trainer's plan, read-only)."""
+  slices: tuple[str, ...]  # the model of each slice: an action, or 'all' in common mode
+  budget: schedules.Budget  # each model's steps and examples per epoch
+  batch_size: int  # examples (windows or chunks) per step and model
+  hyperparams_fn: Callable[[jax.Array, jax.Array], Mapping[str, jax.Array]]  # (epochs, models) -> lr, BN momentum
+  semi: bool  # semi-supervised: trajectory and 2D losses too
+
+
+def log_record(models: Models, epoch, step: int, positions: np.ndarray, acc_host, valid, timers: Timers,
+               wall_now: float, train_eval: Mapping[str, Any] | None = None) -> dict[str, Any]:
   """The metrics.jsonl object of a log point (values in metres)."""
-  a, budget = run.layout.num_models, run.budget
+  a, budget = len(models.slices), models.budget
   loss = acc_host["loss_sum"][:a] / np.maximum(acc_host["steps"][:a], 1)
-  last_epoch = np.maximum(positions[:a] - 1, 0) * run.batch_size // budget.examples_per_epoch
-  hp = jax.tree.map(np.asarray, run.hyperparams_fn(jnp.asarray(last_epoch, jnp.int32), jnp.arange(a)))
+  last_epoch = np.maximum(positions[:a] - 1, 0) * models.batch_size // budget.examples_per_epoch
+  hp = jax.tree.map(np.asarray, models.hyperparams_fn(jnp.asarray(last_epoch, jnp.int32), jnp.arange(a)))
   per = {}
-  for i, name in enumerate(run.slices):
+  for i, name in enumerate(models.slices):
     per[name] = {"loss": float(loss[i]), "lr": float(hp["learning_rate"][i]),
                  "bn_momentum": float(hp["bn_momentum"][i]),
-                 "action_epoch": float(positions[i] * run.batch_size / budget.examples_per_epoch[i]),
-                 "samples": int(positions[i] * run.batch_size), "steps": int(positions[i])}
+                 "action_epoch": float(positions[i] * models.batch_size / budget.examples_per_epoch[i]),
+                 "samples": int(positions[i] * models.batch_size), "steps": int(positions[i])}
   record = {"epoch": epoch, "step": int(step), **timers.as_dict(wall_now),
             "mpjpe_valid": None, "mpjve_valid": None, "loss": float(np.mean(loss))}
-  if run.semi:
+  if models.semi:
     # Reference V11.2 step 8: the trajectory loss per labeled step, the unlabeled 2D loss per step past
     # warm-up (0 while every step was warm-up).
     traj = acc_host["traj_sum"][:a] / np.maximum(acc_host["steps"][:a], 1)
     proj = acc_host["proj_sum"][:a] / np.maximum(acc_host["semi_steps"][:a], 1)
-    for i, name in enumerate(run.slices):
+    for i, name in enumerate(models.slices):
       per[name].update(traj_train=float(traj[i]), **{"2d_train": float(proj[i])})
     record.update(traj_train=float(np.mean(traj)), **{"2d_train": float(np.mean(proj))})
   if valid is not None:

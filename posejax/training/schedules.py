@@ -26,8 +26,7 @@ import optax
 
 from posejax.common.errors import PosejaxError
 
-from posejax.config.run_config import BUDGETS
-from posejax.training.slices import MODES
+from posejax.config.run_config import BUDGETS, MODES, is_common
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,7 +88,7 @@ def make_budget(rule: str, mode: str, epochs: int, unit_epochs: int,
   if n.ndim != 1 or n.size == 0 or np.any(n < 1):
     raise PosejaxError(f"no training examples for some model (examples per epoch: {n.tolist()})")
   total = int(n.sum())
-  if mode == "common":
+  if is_common(mode):
     factor = np.ones_like(n)
   elif rule == "fixed":
     factor = np.full_like(n, unit_epochs)

@@ -27,7 +27,7 @@ from typing import Sequence
 import numpy as np
 
 from posejax.common.errors import PosejaxError
-from posejax.config.run_config import MODES
+from posejax.config.run_config import MODES, is_common
 from posejax.data.dataset import PoseDataset, SequenceRecord
 from posejax.pose.actions import ACTIONS, HUMANEVA_ACTIONS
 
@@ -50,7 +50,7 @@ def slice_names(mode: str, actions: Sequence[str]) -> list[str]:
   check_mode(mode)
   if not actions:
     raise PosejaxError("--config.actions: no actions selected")
-  return [COMMON] if mode == "common" else list(actions)
+  return [COMMON] if is_common(mode) else list(actions)
 
 
 def model_id(slice_name: str) -> int:

@@ -51,14 +51,10 @@ from posejax.common.stop_request import StopRequest  # noqa: F401  (the training
 from posejax.workdir import layout
 
 PyTree = Any
-CHECKPOINT_DIR = "checkpoints"
+
 UNREADABLE_DIR = "checkpoints_unreadable"  # damaged steps are moved here, not deleted
 TRAJECTORY_ITEM = "trajectory"
 FORMAT_VERSION = 1
-def checkpoint_dir(workdir: str) -> str:
-  return os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
-
-
 # The only metric a checkpoint may be selected by: MPJPE on config.data.valid_subjects, a split
 # disjoint from the test subjects. Runs without one save no metrics.
 BEST_METRIC = "mpjpe_heldout"
@@ -107,7 +103,7 @@ def manager(workdir: str, keep: int = 3, *, read_only: bool = False,
       cleanup_tmp_directories=not read_only)
   if read_only:
     drop_read_only_notice()
-  return ocp.CheckpointManager(checkpoint_dir(workdir), options=options)
+  return ocp.CheckpointManager(layout.checkpoint_dir(workdir), options=options)
 
 
 def _host_copy(tree: PyTree, num_models: int) -> PyTree:
@@ -252,14 +248,14 @@ def _restore_item(mngr: ocp.CheckpointManager, step: int, name: str) -> PyTree |
 def restore_trajectory(workdir: str, step: int) -> PyTree | None:
   """The stacked trajectory models ({'params', 'batch_stats'}, leading slice axis) of a step,
   or None when it has none (a supervised run)."""
-  if not os.path.isdir(os.path.join(checkpoint_dir(workdir), str(int(step)), TRAJECTORY_ITEM)):
+  if not os.path.isdir(os.path.join(layout.checkpoint_dir(workdir), str(int(step)), TRAJECTORY_ITEM)):
     return None
   mngr = manager(workdir, read_only=True)
   try:
     with _quiet_orbax():
       return _restore_item(mngr, step, TRAJECTORY_ITEM)
   except Exception as e:  # damaged files: orbax and tensorstore raise many types
-    raise PosejaxError(f"{checkpoint_dir(workdir)}: the trajectory model of step {step} is unreadable "
+    raise PosejaxError(f"{layout.checkpoint_dir(workdir)}: the trajectory model of step {step} is unreadable "
                        f"({_reason(e)})") from None
   finally:
     mngr.close()
@@ -285,11 +281,11 @@ def _quiet_orbax() -> Iterator[None]:
     absl_logger.setLevel(level)
 
 
-def _set_aside(mngr: ocp.CheckpointManager, step: int) -> str:
-  """Moves an unreadable step to WORKDIR/checkpoints_unreadable (kept for inspection; the run
-  may write that step again) and refreshes the manager's list of steps. Returns where it went."""
+def _set_aside(mngr: ocp.CheckpointManager, step: int, unreadable_dir: str = UNREADABLE_DIR) -> str:
+  """Moves an unreadable step to WORKDIR/<unreadable_dir> (kept for inspection; the run may
+  write that step again) and refreshes the manager's list of steps. Returns where it went."""
   source = os.path.join(checkpoint_dir_of(mngr), str(step))
-  target_dir = os.path.join(os.path.dirname(checkpoint_dir_of(mngr)), UNREADABLE_DIR)
+  target_dir = os.path.join(os.path.dirname(checkpoint_dir_of(mngr)), unreadable_dir)
   target, n = os.path.join(target_dir, str(step)), 1
   while os.path.exists(target):
     target, n = os.path.join(target_dir, f"{step}.{n}"), n + 1
@@ -346,6 +342,60 @@ def restore_latest_good(mngr: ocp.CheckpointManager, state_template: Any, accum_
   return None
 
 
+# --- One model's checkpoint (the action classifier: WORKDIR/classifier) -------------------------
+
+
+def save_model(directory: str, step: int, variables: PyTree, metadata: Mapping[str, Any]) -> str:
+  """Saves one model's variables and metadata as step `step` of `directory`, atomically (orbax
+  writes a temporary directory and renames it), replacing what it held. Returns `directory`."""
+  options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True, enable_async_checkpointing=False,
+                                         cleanup_tmp_directories=True)
+  mngr = ocp.CheckpointManager(os.path.abspath(directory), options=options)
+  try:
+    with _save_errors(mngr):
+      mngr.save(int(step), args=ocp.args.Composite(
+          variables=ocp.args.StandardSave(jax.tree.map(np.asarray, dict(variables))),
+          metadata=ocp.args.JsonSave(dict(metadata, format=FORMAT_VERSION))), force=True)
+      mngr.wait_until_finished()
+  finally:
+    mngr.close()
+  return directory
+
+
+def restore_model(directory: str, *, repair: bool, log: Callable[[str], None] = _warn
+                  ) -> tuple[PyTree, dict[str, Any]] | None:
+  """(variables, metadata) of the newest readable step of a `save_model` directory; None when it
+  holds none.
+
+  A damaged step (a truncated file, a missing item) is, with `repair` (the trainer, which then
+  trains the model again), moved to `<directory>_unreadable` and reported through `log`, as the
+  run's own checkpoints are; without it (evaluation, read-only) it is a one-line error.
+  """
+  if not os.path.isdir(directory):
+    return None
+  drop_read_only_notice()
+  options = ocp.CheckpointManagerOptions(read_only=not repair, create=False)
+  mngr = ocp.CheckpointManager(os.path.abspath(directory), options=options)
+  unreadable = os.path.basename(os.path.normpath(directory)) + "_unreadable"
+  try:
+    for step in sorted(mngr.all_steps(), reverse=True):
+      try:
+        with _quiet_orbax():
+          restored = mngr.restore(step, args=ocp.args.Composite(variables=ocp.args.StandardRestore(),
+                                                                metadata=ocp.args.JsonRestore()))
+      except Exception as e:  # orbax, tensorstore and json raise many types for damaged files
+        if not repair:
+          raise PosejaxError(f"{directory}: unreadable checkpoint at step {step} ({_reason(e)}); rerun train.py "
+                             "to set it aside and train it again") from None
+        moved = _set_aside(mngr, step, unreadable)
+        log(f"{directory}: checkpoint at step {step} is unreadable ({_reason(e)}); moved it to {moved}")
+        continue
+      return _as_numpy(restored.variables), dict(restored.metadata)
+  finally:
+    mngr.close()
+  return None
+
+
 def _candidate_steps(mngr: ocp.CheckpointManager, which: str | int) -> list[int]:
   """Steps to try for `which`, preferred first: 'latest' falls back to older steps, 'best' to
   the others newest first, an explicit step to nothing."""
@@ -387,7 +437,7 @@ def restore_for_eval(workdir: str, which: str | int = "latest", *, log: Callable
   if not os.path.isdir(layout.checkpoint_dir(workdir)):
     raise PosejaxError(f"{layout.checkpoint_dir(workdir)}: no checkpoints directory (is --workdir a training workdir?)")
   mngr = manager(workdir, read_only=True)
-  where, failures = checkpoint_dir(workdir), []
+  where, failures = layout.checkpoint_dir(workdir), []
   try:
     candidates = _candidate_steps(mngr, which)
     for step in candidates:
@@ -437,9 +487,9 @@ def save_imported(workdir: str, variables: PyTree, config: ml_collections.Config
                          f"(one per action: {', '.join(actions)})")
   if (trajectory is None) != (trajectory_model is None):
     raise PosejaxError("an imported trajectory model needs both its variables and its hyper-parameters")
-  existing = complete_steps(checkpoint_dir(workdir))
+  existing = complete_steps(layout.checkpoint_dir(workdir))
   if existing:
-    raise PosejaxError(f"{checkpoint_dir(workdir)}: already holds checkpoints (steps "
+    raise PosejaxError(f"{layout.checkpoint_dir(workdir)}: already holds checkpoints (steps "
                        f"{', '.join(map(str, existing))}); import into a new --workdir")
   config_json = json.loads(config.to_json())
   metadata = {"config": config_json, "actions": list(actions), "imported_from": str(source),
@@ -451,7 +501,7 @@ def save_imported(workdir: str, variables: PyTree, config: ml_collections.Config
     items[TRAJECTORY_ITEM] = ocp.args.StandardSave(jax.tree.map(np.asarray, dict(trajectory)))
   # What this call creates, removed again if it fails (no complete step was there before it).
   created = (workdir if not os.path.isdir(workdir)
-             else None if os.path.isdir(checkpoint_dir(workdir)) else checkpoint_dir(workdir))
+             else None if os.path.isdir(layout.checkpoint_dir(workdir)) else layout.checkpoint_dir(workdir))
   try:
     os.makedirs(workdir, exist_ok=True)
     mngr = manager(workdir)
@@ -468,4 +518,4 @@ def save_imported(workdir: str, variables: PyTree, config: ml_collections.Config
     if created:
       shutil.rmtree(created, ignore_errors=True)
     raise
-  return checkpoint_dir(workdir)
+  return layout.checkpoint_dir(workdir)

@@ -107,9 +107,10 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(_read_json(path))
 
 
-def write_config(workdir: str, config: ml_collections.ConfigDict) -> str:
+def write_config(workdir: str, config: Mapping[str, Any]) -> str:
+  """Writes the run's config.json (`run_config.to_dict` of its typed config)."""
   path = config_path(workdir)
-  atomic_write_text(path, config.to_json(indent=2))
+  atomic_write_text(path, json.dumps(config, indent=2))
   return path
 
 

@@ -22,8 +22,9 @@ import os
 from typing import Any, Callable, Mapping
 
 from posejax.common.errors import PosejaxError
+from posejax.config.run_config import CheckpointConfig
 from posejax.models import spec as model_spec
-from posejax.workdir import checkpoints as checkpointing
+from posejax.workdir import checkpoints as checkpointing, layout
 
 SUPERSEDED_DIR = "checkpoints_superseded"
 OPTION = "--config.checkpoint.resume_from"
@@ -83,11 +84,11 @@ def parse(value: Any, workdir: str) -> Source | None:
   name, parent = os.path.basename(path), os.path.basename(os.path.dirname(path))
   if not os.path.isdir(path):
     raise PosejaxError(f"{OPTION}={text}: not a step number and no such directory")
-  if name.isdigit() and parent == checkpointing.CHECKPOINT_DIR:
+  if name.isdigit() and parent == layout.CHECKPOINT_DIR:
     source, step = os.path.dirname(os.path.dirname(path)), int(name)
-  elif name == checkpointing.CHECKPOINT_DIR:
+  elif name == layout.CHECKPOINT_DIR:
     source, step = os.path.dirname(path), None
-  elif os.path.isdir(os.path.join(path, checkpointing.CHECKPOINT_DIR)):
+  elif os.path.isdir(os.path.join(path, layout.CHECKPOINT_DIR)):
     source, step = path, None
   else:
     raise PosejaxError(f"{OPTION}={text}: not a checkpoint step (WORKDIR/checkpoints/STEP), a checkpoints "
@@ -144,17 +145,17 @@ def restore_step(mngr, step: int | None, state_template: Any, accum_template: Ma
   return step, state, accum, metadata
 
 
-def restore(config: Any, workdir: str, mngr, state_template: Any, accum_template: Mapping[str, Any], *,
+def restore(checkpoint: CheckpointConfig, workdir: str, mngr, state_template: Any, accum_template: Mapping[str, Any], *,
             check: Callable[[dict[str, Any]], None], log: Callable[[str], None]):
   """(step, TrainState, accumulator, metadata) to start from, or None for a fresh run.
 
   `mngr` is the run's own CheckpointManager; `check(metadata)` refuses incompatible runs.
   """
-  resume_from = config.get("checkpoint", {}).get("resume_from", None)
+  resume_from = checkpoint.resume_from
   source = parse(resume_from, workdir)
   own_steps = list(mngr.all_steps())
   if source is not None and not source.own and own_steps:
-    log(f"{OPTION}={resume_from} not used: {checkpointing.checkpoint_dir(workdir)} has checkpoints of its "
+    log(f"{OPTION}={resume_from} not used: {layout.checkpoint_dir(workdir)} has checkpoints of its "
         "own; resuming from them")
     source = None
   if source is None or (source.own and source.step is None):
@@ -171,7 +172,7 @@ def restore(config: Any, workdir: str, mngr, state_template: Any, accum_template
     restored = restore_step(other, source.step, state_template, accum_template, check)
   finally:
     other.close()
-  log(f"starting from step {restored[0]} of {checkpointing.checkpoint_dir(source.workdir)} ({OPTION})")
+  log(f"starting from step {restored[0]} of {layout.checkpoint_dir(source.workdir)} ({OPTION})")
   return restored
 
 

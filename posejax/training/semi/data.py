@@ -14,12 +14,13 @@ The labeled data are data.train_subjects cut to data.subset; data.downsample app
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Sequence
+from typing import Sequence
 
 import jax.numpy as jnp
 import numpy as np
 
 from posejax.common.errors import PosejaxError
+from posejax.config.run_config import DataConfig, Selection, TrainConfig
 from posejax.data import subset
 from posejax.data.dataset import PoseDataset
 from posejax.data.loading import DATASETS, dataset_name, load_subjects
@@ -32,36 +33,12 @@ OPTION = "--config.data.unlabeled_subjects"
 UNLABELED_SEED_OFFSET = 4321 - 1234
 
 
-def _subject_list(value: Any) -> list[str]:
-  if isinstance(value, str):
-    return [s.strip() for s in value.split(",") if s.strip()]
-  try:
-    # A command-line override arrives as ('S5,S6',), an empty one as ('',).
-    return [p.strip() for s in (value or ()) for p in str(s).split(",") if p.strip()]
-  except TypeError:
-    raise PosejaxError(f"{OPTION}: {value!r} is not a list of subjects") from None
-
-
-def unlabeled_subjects(config) -> list[str]:
-  return _subject_list(config.data.get("unlabeled_subjects", ()))
-
-
-def enabled(config) -> bool:
-  return bool(unlabeled_subjects(config))
-
-
-def _flag(config, name: str, default: bool) -> bool:
-  value = config.train.get(name, default)
-  if not isinstance(value, bool):
-    raise PosejaxError(f"--config.train.{name}: {value!r} must be True or False")
-  return value
-
-
-def check(config) -> None:
-  """One-line errors for a semi-supervised config the reference would not run."""
-  unlabeled = unlabeled_subjects(config)
-  name = dataset_name(config)
-  train_subjects = _subject_list(config.data.train_subjects) or list(DATASETS[name].train_subjects)
+def check(data: DataConfig, train: TrainConfig) -> None:
+  """One-line errors for a semi-supervised config the reference would not run (the fields'
+  types are checked by the config's validation)."""
+  unlabeled = list(data.unlabeled_subjects)
+  name = dataset_name(data)
+  train_subjects = list(data.train_subjects) or list(DATASETS[name].train_subjects)
   if name != "h36m":
     raise PosejaxError(f"{OPTION}: semi-supervised training is supported on Human3.6M only (as in the "
                        f"reference: it needs each unlabeled sequence's camera), not on dataset {name!r}")
@@ -71,21 +48,16 @@ def check(config) -> None:
                        "(--config.data.train_subjects); a subject is either labeled or unlabeled")
   if len(set(unlabeled)) != len(unlabeled):
     raise PosejaxError(f"{OPTION}: {','.join(unlabeled)} names a subject twice")
-  warmup = config.train.get("warmup", 1)
-  if not isinstance(warmup, int) or isinstance(warmup, bool) or warmup < 0:
-    raise PosejaxError(f"--config.train.warmup: {warmup!r} must be a non-negative integer (epochs)")
-  for flag, default in (("linear_projection", False), ("bone_length", True), ("projection_loss", True)):
-    _flag(config, flag, default)
-  if str(config.train.get("input", "auto")) == "host":
+  if train.input == "host":
     raise PosejaxError("--config.train.input: semi-supervised training gathers its windows on the device; "
                        "use 'device' or 'auto'")
 
 
-def step_options(config, parents: Sequence[int], receptive_field: int) -> semi_step.SemiOptions:
+def step_options(train: TrainConfig, parents: Sequence[int], receptive_field: int) -> semi_step.SemiOptions:
   return semi_step.SemiOptions(
       parents=tuple(int(p) for p in parents), pad=(receptive_field - 1) // 2,
-      linear_projection=_flag(config, "linear_projection", False),
-      bone_length=_flag(config, "bone_length", True), projection=_flag(config, "projection_loss", True))
+      linear_projection=train.linear_projection, bone_length=train.bone_length,
+      projection=train.projection_loss)
 
 
 def warmup_steps(warmup_epochs: int, budget: schedules.Budget, num_models: int) -> np.ndarray:
@@ -112,14 +84,14 @@ def hyperparams_fn(base, warmup: np.ndarray):
   return fn
 
 
-def load_unlabeled(config, actions: Sequence[str]) -> PoseDataset:
+def load_unlabeled(data: DataConfig, selection: Selection, actions: Sequence[str]) -> PoseDataset:
   """The unlabeled subjects' records (2D + cameras; 3D dropped), every data.downsample-th frame.
 
   data.subset cuts the labeled data only (the reference's fetch of the unlabeled subjects
   takes no subset).
   """
-  subjects = unlabeled_subjects(config)
-  dataset = load_subjects(config, subjects, actions)
+  subjects = list(data.unlabeled_subjects)
+  dataset = load_subjects(data, selection, subjects, actions)
   found = set(dataset.subjects)
   missing = [s for s in subjects if s not in found]
   if missing:
@@ -128,7 +100,7 @@ def load_unlabeled(config, actions: Sequence[str]) -> PoseDataset:
   if no_camera:
     raise PosejaxError(f"{OPTION}: subject(s) {', '.join(no_camera)} have no camera intrinsics, which the "
                        "reprojection needs")
-  dataset = subset.subsample(dataset, downsample=subset.options(config)[1])
+  dataset = subset.subsample(dataset, downsample=subset.options(data)[1])
   return dataclasses.replace(dataset, sequences=tuple(dataclasses.replace(r, poses_3d=None)
                                                      for r in dataset.sequences))
 
