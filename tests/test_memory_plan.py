@@ -10,15 +10,12 @@ import numpy as np
 import pytest
 
 from posejax.common.errors import PosejaxError
-from posejax.data import synthetic
 from posejax.training import memory_plan
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  path = str(tmp_path_factory.mktemp("synthetic"))
-  synthetic.generate(path, frames=16, seed=0)
-  return path
+def data_dir(synthetic_h36m_dir):
+  return synthetic_h36m_dir  # read only
 
 
 class FakeCompiled:

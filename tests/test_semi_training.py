@@ -9,10 +9,8 @@ import jax
 import numpy as np
 import pytest
 
-from configs import default
 from posejax import trainer
 from posejax.common.errors import PosejaxError
-from posejax.data import synthetic
 from posejax.data.loading import load_subjects
 from posejax.evaluation import runs as eval_lib
 from posejax.pose import camera
@@ -21,36 +19,20 @@ from posejax.training import engine, sampling, schedules
 from posejax.training.semi import data as semi_data
 from posejax.workdir import checkpoints as checkpointing, layout as workdir_lib
 from pieces import data_args, pieces
+from conftest import tiny_config
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  path = str(tmp_path_factory.mktemp("synthetic"))
-  synthetic.generate(path, frames=16, seed=0)
-  return path
+def data_dir(synthetic_h36m_dir):
+  return synthetic_h36m_dir  # read only
 
 
 def _config(data_dir, mode="common", unlabeled=("S5", "S6"), **train):
-  config = default.get_config()
-  config.mode = mode
-  config.actions = "Eating,Walking"
-  config.data.dir = data_dir
-  config.data.keypoints = "synthetic"
-  config.data.train_subjects = ("S1",)
-  config.data.unlabeled_subjects = unlabeled
-  config.model.filter_widths = (3,)
-  config.model.channels = 16
-  config.train.epochs = 2
-  config.train.unit_epochs = 1
-  config.train.batch_size = 32
-  config.train.progress = False
-  config.train.steps_per_call = 4
-  config.eval.chunk = 16
-  config.checkpoint.every_epochs = 1
-  config.classifier.enabled = False
-  for key, value in train.items():
-    config.train[key] = value
-  return config
+  """The tiny run config on S1, `unlabeled` the unlabeled subjects, no classifier; `train`:
+  config.train fields."""
+  return tiny_config(data_dir, mode, **{"data.train_subjects": ("S1",), "data.unlabeled_subjects": unlabeled,
+                                        "classifier.enabled": False},
+                     **{f"train.{key}": value for key, value in train.items()})
 
 
 def _records(workdir):

@@ -42,11 +42,8 @@ WORKER = os.path.join(ROOT, "tests", "engine_worker.py")
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  from posejax.data import synthetic
-  path = str(tmp_path_factory.mktemp("synthetic"))
-  synthetic.generate(path, frames=16, seed=0)
-  return path
+def data_dir(synthetic_h36m_dir):
+  return synthetic_h36m_dir  # read only
 
 
 def _env(devices: int) -> dict[str, str]:

@@ -5,48 +5,35 @@ feature, --resume from a named checkpoint, and the data-order seed."""
 import hashlib
 import json
 import os
+import shutil
 
 import jax
 import numpy as np
 import pytest
 
-from configs import default
 from posejax import trainer
 from posejax.common.errors import PosejaxError
-from posejax.data import h36m, loading, subset, synthetic
+from posejax.data import h36m, loading, subset
 from posejax.evaluation import runs as eval_lib
 from posejax.training import sampling
 from posejax.workdir import checkpoints as checkpointing, layout, resume
 from pieces import data_args
+from conftest import tiny_config
 
 TIMING = ("train_time_s", "wall_time_s", "compile_time_s", "eval_time_s")
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  path = str(tmp_path_factory.mktemp("synthetic"))
-  synthetic.generate(path, frames=16, seed=0)
+def data_dir(synthetic_h36m_dir, tmp_path_factory):
+  """A private copy of the shared synthetic data: the confidence tests add a 2D source to it."""
+  path = str(tmp_path_factory.mktemp("synthetic") / "data")
+  shutil.copytree(synthetic_h36m_dir, path)
   return path
 
 
 def _config(data_dir, mode="common", **train):
-  config = default.get_config()
-  config.mode = mode
-  config.actions = "Eating,Walking"
-  config.data.dir = data_dir
-  config.data.keypoints = "synthetic"
-  config.model.filter_widths = (3,)
-  config.model.channels = 16
-  config.train.epochs = 2
-  config.train.unit_epochs = 1
-  config.train.batch_size = 32
-  config.train.progress = False
-  config.train.steps_per_call = 4
-  config.eval.chunk = 16
-  config.checkpoint.every_epochs = 1
-  for key, value in train.items():
-    config.train[key] = value
-  return config
+  """The tiny run config; `train`: config.train fields."""
+  return tiny_config(data_dir, mode, **{f"train.{key}": value for key, value in train.items()})
 
 
 def _variables(workdir, which="latest"):

@@ -10,7 +10,6 @@ import jax
 import numpy as np
 import pytest
 
-from configs import default
 from posejax import trainer
 from posejax.data import synthetic
 from posejax.data.loading import load_data
@@ -18,6 +17,7 @@ from posejax.models import spec as model_spec
 from posejax.models.tcn import receptive_field
 from posejax.workdir import checkpoints as checkpointing, layout as workdir_lib
 from pieces import data_args
+from conftest import tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -28,24 +28,11 @@ def data_dir(tmp_path_factory):
 
 
 def _config(data_dir, mode="action_based", train_metrics=None):
-  config = default.get_config()
-  config.mode = mode
-  config.actions = "Eating,Walking"
-  config.data.dir = data_dir
-  config.data.keypoints = "synthetic"
-  # The logged value must cover exactly the training data the run trains on.
-  config.data.subset = 0.5
-  config.data.downsample = 2
-  config.model.filter_widths = (3,)
-  config.model.channels = 16
-  config.train.epochs = 2
-  config.train.unit_epochs = 1
-  config.train.batch_size = 32
-  config.train.progress = False
-  config.train.steps_per_call = 4
-  config.eval.chunk = 4  # several chunks per sequence: chunking must not change the result
-  config.checkpoint.every_epochs = 1
-  config.classifier.enabled = False
+  config = tiny_config(data_dir, mode, **{
+      # The logged value must cover exactly the training data the run trains on.
+      "data.subset": 0.5, "data.downsample": 2,
+      "eval.chunk": 4,  # several chunks per sequence: chunking must not change the result
+      "classifier.enabled": False})
   if train_metrics is not None:
     config.eval.train_metrics = train_metrics
   return config

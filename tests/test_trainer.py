@@ -11,22 +11,19 @@ import jax
 import numpy as np
 import pytest
 
-from configs import default
 from posejax import trainer
 from posejax.common.errors import PosejaxError
-from posejax.data import synthetic
 from posejax.evaluation import runs as eval_lib
 from posejax.training import engine
 from posejax.workdir import checkpoints as checkpointing
+from conftest import tiny_config
 
 TIMING = ("train_time_s", "wall_time_s", "compile_time_s", "eval_time_s")
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  path = str(tmp_path_factory.mktemp("synthetic"))
-  synthetic.generate(path, frames=16, seed=0)
-  return path
+def data_dir(synthetic_h36m_dir):
+  return synthetic_h36m_dir  # read only
 
 
 @pytest.fixture(scope="module")
@@ -46,25 +43,9 @@ def common_workdir(data_dir, tmp_path_factory):
 
 
 def _config(data_dir, mode="action_based", **train):
-  config = default.get_config()
-  config.mode = mode
-  config.actions = "Eating,Walking"
-  config.data.dir = data_dir
-  config.data.keypoints = "synthetic"
-  config.model.filter_widths = (3,)
-  config.model.channels = 16
-  config.train.epochs = 2
-  config.train.unit_epochs = 1
-  config.train.batch_size = 32
-  config.train.progress = False
-  config.train.steps_per_call = 4
-  config.eval.chunk = 16
-  config.checkpoint.every_epochs = 1
-  config.classifier.channels = 8
-  config.classifier.epochs = 1
-  for key, value in train.items():
-    config.train[key] = value
-  return config
+  """The tiny run config with a tiny action classifier; `train`: config.train fields."""
+  return tiny_config(data_dir, mode, **{"classifier.channels": 8, "classifier.epochs": 1},
+                     **{f"train.{key}": value for key, value in train.items()})
 
 
 def _records(workdir):
