@@ -26,6 +26,7 @@ sys.path.insert(0, ROOT)
 import jax  # noqa: E402
 
 from posejax import trainer  # noqa: E402
+from posejax.config import run_config  # noqa: E402
 from posejax.data import synthetic  # noqa: E402
 from posejax.training import log_point, memory_plan
 
@@ -44,7 +45,7 @@ def plan(name: str, dtype: str, data: str, device_memory_gib: float, overrides: 
   config.train.device_memory_gib = device_memory_gib
   config.eval.validate = False
   config.update_from_flattened_dict({k: _value(v) for k, v in (item.split("=", 1) for item in overrides)})
-  run = trainer.Run(config, tempfile.mkdtemp())
+  run = trainer.Run(run_config.from_config(config), tempfile.mkdtemp())
   rng = jax.random.key(0)
   loop = trainer._Loop(run, rng, log_point.Timers())
   state = jax.eval_shape(run.init_fn)  # shapes only: nothing of the 15 models' state is allocated

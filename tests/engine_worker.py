@@ -35,6 +35,7 @@ def main() -> None:
   from posejax.training import log_point, slices
   from posejax.common import sharding
   from posejax import trainer
+  from posejax.config import run_config
 
   config = default.get_config()
   config.mode = "action_based"
@@ -54,7 +55,7 @@ def main() -> None:
     devices = jax.devices()[:args.devices]
     make_layout = sharding.make_layout
     sharding.make_layout = lambda *a, **k: make_layout(*a, devices=devices, **k)
-  run = trainer.Run(config, workdir="")
+  run = trainer.Run(run_config.from_config(config), workdir="")
   layout = run.layout
   state = jax.jit(run.init_fn, out_shardings=layout.model_sharding)()
   acc = trainer.engine.fresh_accumulator(layout)

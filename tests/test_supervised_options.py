@@ -17,7 +17,7 @@ from posejax.data import h36m, loading, subset
 from posejax.evaluation import runs as eval_lib
 from posejax.training import sampling
 from posejax.workdir import checkpoints as checkpointing, layout, resume
-from pieces import data_args
+from pieces import data_args, pieces
 from conftest import tiny_config
 
 TIMING = ("train_time_s", "wall_time_s", "compile_time_s", "eval_time_s")
@@ -123,8 +123,8 @@ def test_chunked_training_counts_chunks_and_host_equals_device(data_dir, tmp_pat
 def test_dense_training_trains_the_dilated_form_on_the_same_windows(data_dir, tmp_path):
   """--disable-optimizations: the dilated model at stride 1 (RF-frame windows, same initial weights);
   in evaluation mode it computes what the strided model computes."""
-  strided = trainer.Run(_config(data_dir, mode="action_based"), str(tmp_path / "a"))
-  dilated = trainer.Run(_config(data_dir, mode="action_based", dense_training=True), str(tmp_path / "b"))
+  strided = trainer.Run(pieces(_config(data_dir, mode="action_based")), str(tmp_path / "a"))
+  dilated = trainer.Run(pieces(_config(data_dir, mode="action_based", dense_training=True)), str(tmp_path / "b"))
   assert strided.engine.model.strided and not dilated.engine.model.strided
   assert dilated.engine.spec.window_frames == strided.engine.spec.window_frames == strided.rf
   state_a, state_b = jax.jit(strided.init_fn)(), jax.jit(dilated.init_fn)()
@@ -138,7 +138,7 @@ def test_dense_training_trains_the_dilated_form_on_the_same_windows(data_dir, tm
     assert outputs[0].shape == batch["poses_3d"][k].shape
     np.testing.assert_allclose(outputs[0], outputs[1], rtol=1e-5, atol=1e-6)
   with pytest.raises(PosejaxError, match="train.stride=64"):
-    trainer.Run(_config(data_dir, stride=64), str(tmp_path / "c"))
+    trainer.Run(pieces(_config(data_dir, stride=64)), str(tmp_path / "c"))
 
 
 # --- 2D inputs with a confidence feature ----------------------------------------------------
@@ -234,7 +234,7 @@ def test_resume_from_a_named_step_or_another_workdir(data_dir, tmp_path, capsys)
 def _order_and_weights(data_dir, tmp_path, seed, shuffle_seed):
   config = _config(data_dir)
   config.seed, config.data.shuffle_seed = seed, shuffle_seed
-  run = trainer.Run(config, str(tmp_path))
+  run = trainer.Run(pieces(config), str(tmp_path))
   where = sampling.example_indices(jax.device_put(run.table.arrays()), run.engine.spec,
                                    np.zeros(3, np.int32), np.arange(3, dtype=np.int32))
   order = np.stack([np.asarray(where["frame"]), np.asarray(where["flip"])])

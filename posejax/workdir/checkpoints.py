@@ -30,7 +30,6 @@ one-line PosejaxError naming the last complete step.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import re
@@ -39,13 +38,12 @@ import sys
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import jax
-import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
 from posejax.common.errors import PosejaxError
-from posejax.common.io_utils import atomic_write_text
+from posejax.config import run_config
 from posejax.common.sharding import fetch
 from posejax.common.stop_request import StopRequest  # noqa: F401  (the training loop's name for it)
 from posejax.workdir import layout
@@ -422,7 +420,7 @@ def _candidate_steps(mngr: ocp.CheckpointManager, which: str | int) -> list[int]
 
 
 def restore_for_eval(workdir: str, which: str | int = "latest", *, log: Callable[[str], None] = _warn
-                     ) -> tuple[ml_collections.ConfigDict, PyTree, list[str], int, dict[str, Any]]:
+                     ) -> tuple[run_config.RunConfig, PyTree, list[str], int, dict[str, Any]]:
   """(config, stacked variables, action of each slice, step, metadata) of a checkpoint.
 
   `which`: 'latest' (the final model of a finished run), a step number, or 'best' (lowest
@@ -458,11 +456,11 @@ def restore_for_eval(workdir: str, which: str | int = "latest", *, log: Callable
   if failures:
     log(f"{where}: using step {step} instead")
   metadata = dict(restored.metadata)
-  config = ml_collections.ConfigDict(metadata["config"])
+  config = run_config.from_config(metadata["config"])
   return config, _as_numpy(restored.variables), list(metadata["actions"]), step, metadata
 
 
-def save_imported(workdir: str, variables: PyTree, config: ml_collections.ConfigDict,
+def save_imported(workdir: str, variables: PyTree, config: Any,
                   actions: Sequence[str] = ("all",), *, source: str,
                   model: Mapping[str, Any] | None = None, step: int = 0,
                   trajectory: PyTree | None = None, trajectory_model: Mapping[str, Any] | None = None) -> str:
@@ -491,7 +489,7 @@ def save_imported(workdir: str, variables: PyTree, config: ml_collections.Config
   if existing:
     raise PosejaxError(f"{layout.checkpoint_dir(workdir)}: already holds checkpoints (steps "
                        f"{', '.join(map(str, existing))}); import into a new --workdir")
-  config_json = json.loads(config.to_json())
+  config_json = run_config.to_dict(run_config.from_config(config))
   metadata = {"config": config_json, "actions": list(actions), "imported_from": str(source),
               "model": dict(model) if model is not None else config_json.get("model", {}),
               "global_step": int(step), "format": FORMAT_VERSION}
@@ -513,7 +511,7 @@ def save_imported(workdir: str, variables: PyTree, config: ml_collections.Config
     finally:
       close(mngr)
     # Written last: a failed import leaves no config.json claiming a model.
-    atomic_write_text(os.path.join(workdir, "config.json"), config.to_json(indent=2))
+    layout.write_config(workdir, config_json)
   except BaseException:
     if created:
       shutil.rmtree(created, ignore_errors=True)
