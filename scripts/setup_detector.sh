@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Creates the 2D detector's virtualenv (default: .venv-detect at the repository root), which
-# `python -m posejax.tools.detect` and `python -m posejax.tools.infer --video` find there.
+# `python -m posejax.detect` and `python -m posejax.infer --video` find there.
 #
 # The detector is BlazePose from mediapipe 0.10.21, the last release whose wheel ships the
 # pose models (pose_detection.tflite, pose_landmark_full.tflite), so nothing is downloaded

@@ -77,7 +77,7 @@ def test_config_round_trip_and_errors(tmp_path):
     layout.read_config(w)
   config = ml_collections.ConfigDict({"mode": "common", "data": {"valid_subjects": ()}})
   layout.write_config(w, config.to_dict())
-  assert layout.read_config(w).to_dict() == {"mode": "common", "data": {"valid_subjects": []}}
+  assert layout.read_config(w) == {"mode": "common", "data": {"valid_subjects": []}}
   with open(layout.config_path(w), "w") as f:
     f.write("{not json")
   with pytest.raises(PosejaxError, match="config.json: not valid JSON"):

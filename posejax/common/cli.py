@@ -1,6 +1,6 @@
 """What the command-line tools share: quiet logs, flag errors and failures as one line.
 
-Every tool (train.py, eval.py, `python -m posejax.tools.interop`, `python -m posejax.data.prepare_h36m`)
+Every tool (train.py, eval.py, `python -m posejax.interop`, `python -m posejax.data.prepare_h36m`)
 prints its own progress lines only: TensorFlow's C++ start-up lines and the INFO/WARNING lines
 of orbax and JAX are silenced. Whatever a user can get wrong ends in one line on stderr,
 `error: ...`, and exit status 2 (1 for an operating-system failure such as a full disk, 130 for

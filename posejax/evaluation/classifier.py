@@ -211,7 +211,7 @@ def _steps_fn(model: ActionClassifier, optimizer, spec: sampling.WindowSpec, hp_
   return jax.jit(run, donate_argnums=(0, 1))
 
 
-def train(hp: Mapping[str, Any], data: TrainingData, *, steps_per_call: int = 16,
+def train(hp: Mapping[str, Any], data: TrainingData, *, steps_per_call: int,
           log: Callable[[str], None] = print,
           stop_requested: Callable[[], bool] = lambda: False) -> tuple[Any, dict[str, Any]] | None:
   """Trains the classifier; returns (variables, training summary), or None when

@@ -74,7 +74,7 @@ def heldout_subjects(data: DataConfig) -> tuple[str, ...]:
   return valid
 
 
-def load_workdir_config(workdir: str) -> ml_collections.ConfigDict:
+def load_workdir_config(workdir: str) -> dict[str, Any]:
   """The run's config.json (written by the trainer)."""
   return layout.read_config(workdir)
 

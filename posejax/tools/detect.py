@@ -1,6 +1,6 @@
 """2D keypoints of the person in videos, written in VideoPose3D's custom format (reference V4.4, V5.4, V14).
 
-  python -m posejax.tools.detect VIDEO... --out data/data_2d_custom_NAME.npz [--overwrite] \
+  python -m posejax.detect VIDEO... --out data/data_2d_custom_NAME.npz [--overwrite] \
       [--min_confidence 0.5] [--detector_python PATH]
 
 The detector is BlazePose (mediapipe 0.10.21, models inside its wheel). mediapipe pins
@@ -252,7 +252,7 @@ def coco_to_h36m(keypoints: np.ndarray, scores: np.ndarray | None = None
 
 def main(argv: Sequence[str] | None = None) -> int:
   """Detects the person in each video and writes the custom 2D file; status 2 on a user error."""
-  parser = argparse.ArgumentParser(prog="python -m posejax.tools.detect", description=__doc__.splitlines()[0])
+  parser = argparse.ArgumentParser(prog="python -m posejax.detect", description=__doc__.splitlines()[0])
   parser.add_argument("videos", nargs="+", metavar="VIDEO")
   parser.add_argument("--out", required=True, help="output file, data/data_2d_custom_NAME.npz")
   parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")

@@ -1,6 +1,6 @@
 """Export of a workdir's evaluation model to ONNX or a TensorFlow SavedModel.
 
-  python -m posejax.tools.export --workdir RUN --format onnx|tf_saved_model --out PATH \
+  python -m posejax.export --workdir RUN --format onnx|tf_saved_model --out PATH \
       [--checkpoint latest|best|STEP] [--slice ACTION] [--frames N] [--overwrite]
 
 The exported graph is the dilated model with the checkpoint's weights baked in:
@@ -295,7 +295,7 @@ def written(out: str, paths: Sequence[str]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
   """Command-line entry point; a user error prints one line and returns 2."""
-  parser = argparse.ArgumentParser(prog="python -m posejax.tools.export", description=__doc__.splitlines()[0])
+  parser = argparse.ArgumentParser(prog="python -m posejax.export", description=__doc__.splitlines()[0])
   parser.add_argument("--workdir", required=True, help="training workdir")
   parser.add_argument("--format", required=True, help="onnx or tf_saved_model")
   parser.add_argument("--out", required=True, help="output file (onnx) or directory (SavedModel); for an "

@@ -26,8 +26,8 @@ Action-based workdirs route each video without labels (posejax.evaluation.routin
 all models weighted by the classifier's probabilities); `--action` forces one model.
 
 Usage:
-  python -m posejax.tools.infer --workdir DIR --video VIDEO [--keypoints data_2d_custom_NAME.npz] [--out DIR]
-  python -m posejax.tools.infer --workdir DIR --keypoints data_2d_custom_NAME.npz [--out DIR] [--render]
+  python -m posejax.infer --workdir DIR --video VIDEO [--keypoints data_2d_custom_NAME.npz] [--out DIR]
+  python -m posejax.infer --workdir DIR --keypoints data_2d_custom_NAME.npz [--out DIR] [--render]
       [--config CONFIG] [--checkpoint latest|STEP|best] [--routing predicted|soft | --action Walking]
       [--fps F] [--overwrite]
 

@@ -5,7 +5,7 @@ optionally `model_traj` (a state dict, or None in supervised checkpoints: the
 reference quirk V17.1), `epoch` and `lr`. The architecture is read off the
 tensor shapes; the result is the dilated (evaluation) form of `TemporalModel`.
 
-    python -m posejax.tools.interop --from-videopose3d pretrained_h36m_cpn.bin
+    python -m posejax.interop --from-videopose3d pretrained_h36m_cpn.bin
 """
 
 from __future__ import annotations
@@ -256,7 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   """Imports a checkpoint and reports what it holds; exit status 2 on a user error."""
   cli.quiet_environment()
   cli.quiet_logging()
-  parser = cli.ArgumentParser(prog="python -m posejax.tools.interop", description=__doc__.splitlines()[0])
+  parser = cli.ArgumentParser(prog="python -m posejax.interop", description=__doc__.splitlines()[0])
   parser.add_argument("--from-videopose3d", required=True, metavar="FILE", help="VideoPose3D .bin checkpoint")
   parser.add_argument("--architecture", default=None, help="expected filter widths, e.g. 3,3,3,3,3")
   parser.add_argument("--causal", action="store_true", help="the checkpoint was trained with --causal")

@@ -14,7 +14,6 @@ import os
 from typing import Any, Sequence
 
 import jax
-import ml_collections
 import numpy as np
 
 from posejax.common.errors import PosejaxError
@@ -106,7 +105,7 @@ class RenderOptions:
 
 
 def render_workdir(workdir: str, options: RenderOptions, which: str | int = eval_lib.DEFAULT_CHECKPOINT,
-                   config: ml_collections.ConfigDict | None = None) -> None:
+                   config: Any = None) -> None:
   """Renders (and/or exports) one subject/sequence/camera of the configured data."""
   if options.output:
     render.check_output(options.output)
@@ -179,7 +178,7 @@ def export_predictions(path: str, entries: Sequence[tuple[SequenceRecord, np.nda
 
 
 def export_workdir(workdir: str, path: str, which: str | int = eval_lib.DEFAULT_CHECKPOINT,
-                   config: ml_collections.ConfigDict | None = None) -> None:
+                   config: Any = None) -> None:
   """Exports the predictions of every test sequence (camera and world coordinates)."""
   run = eval_lib.restore_run(workdir, which, config)
   print(f"exporting the predictions of {run.describe()}", flush=True)

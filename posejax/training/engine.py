@@ -72,7 +72,7 @@ class Engine:
   slots: slices.SlotLayout
   spec: sampling.WindowSpec
   examples: np.ndarray
-  steps_per_call: int = 16
+  steps_per_call: int
   semi: Semi | None = None
 
   @property

@@ -21,7 +21,6 @@ import os
 import re
 from typing import Any, Mapping
 
-import ml_collections
 
 from posejax.common.errors import PosejaxError
 from posejax.common.io_utils import atomic_write_text
@@ -98,13 +97,14 @@ def _read_json(path: str) -> Any:
       raise PosejaxError(f"{path}: not valid JSON ({e})") from None
 
 
-def read_config(workdir: str) -> ml_collections.ConfigDict:
-  """The run's config.json; PosejaxError when it is missing or not JSON."""
+def read_config(workdir: str) -> dict[str, Any]:
+  """The run's config.json as recorded (`run_config.from_config` reads it); PosejaxError when it
+  is missing or not JSON."""
   path = config_path(workdir)
   if not os.path.isfile(path):
     raise PosejaxError(f"{path}: file not found; pass --config (the training config file) or a workdir "
                        "written by train.py")
-  return ml_collections.ConfigDict(_read_json(path))
+  return _read_json(path)
 
 
 def write_config(workdir: str, config: Mapping[str, Any]) -> str:
