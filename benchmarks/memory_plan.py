@@ -47,7 +47,7 @@ def plan(name: str, dtype: str, data: str, device_memory_gib: float, overrides: 
   config.update_from_flattened_dict({k: _value(v) for k, v in (item.split("=", 1) for item in overrides)})
   run = trainer.Run(run_config.from_config(config), tempfile.mkdtemp())
   rng = jax.random.key(0)
-  loop = trainer._Loop(run, rng, log_point.Timers())
+  loop = trainer.Loop(run, rng, log_point.Timers())
   state = jax.eval_shape(run.init_fn)  # shapes only: nothing of the 15 models' state is allocated
   start = time.perf_counter()
   result = loop.plan(state, run.fresh_accumulator())

@@ -329,7 +329,7 @@ def _train_form(run: Run) -> str:
   return "dilated" if run.dilated else "strided"
 
 
-class _Loop:
+class Loop:
   """Runs the schedule's global steps through the compiled step (device or host input)."""
 
   def __init__(self, run: Run, rng: jax.Array, timers: log_point.Timers):
@@ -509,7 +509,7 @@ def _train_and_evaluate(config: RunConfig, workdir: str) -> dict[str, Any]:
   try:
     state, acc, step = _restore_or_init(run, mngr, timers)
     rng = jax.jit(lambda: jax.random.key(config.seed + 1), out_shardings=layout.replicated)()
-    loop = _Loop(run, rng, timers)
+    loop = Loop(run, rng, timers)
     plan = loop.plan(state, acc)  # before anything is written: a call that cannot fit never starts
     _log(f"INFO: schedule: {run.slot_layout.slots} slot(s) per global step, {int(run.segment_lengths.sum()):,} global "
          f"steps, useful fraction of model-steps {run.useful:.4f}; input on the {run.input} "

@@ -60,7 +60,7 @@ def main() -> None:
   state = jax.jit(run.init_fn, out_shardings=layout.model_sharding)()
   acc = trainer.engine.fresh_accumulator(layout)
   rng = jax.jit(lambda: jax.random.key(7), out_shardings=layout.replicated)()
-  loop = trainer._Loop(run, rng, log_point.Timers())
+  loop = trainer.Loop(run, rng, log_point.Timers())
   positions, step, losses = np.zeros(layout.padded_models, np.int64), 0, []
 
   class NoStop:
