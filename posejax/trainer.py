@@ -36,8 +36,8 @@ from posejax.evaluation import (
     trajectory as trajectory_lib)
 from posejax.evaluation import classifier  # the action classifier, trained after the pose models
 from posejax.evaluation import routing  # writes the evaluation folders
-from posejax.models import spec as model_spec
-from posejax.models.tcn import causal_shift, count_params, receptive_field
+from posejax.models import family as model_family, spec as model_spec
+from posejax.models.tcn import count_params, receptive_field
 from posejax.pose.actions import ABBREVIATIONS
 from posejax.training import (
     engine, log_point, memory_plan, optim, sampling, schedules, slices, step as train_step)
@@ -127,8 +127,7 @@ class Run:
     self.optimizer = optim.adam_amsgrad(float(t.lr))
     shuffle_seed = config.data.get("shuffle_seed", None)
     spec = sampling.window_spec(
-        self.table, batch_size=self.batch_size, receptive_field=self.rf,
-        causal_shift=causal_shift(self.hparams["filter_widths"], self.hparams["causal"]),
+        self.table, batch_size=self.batch_size, window=model_family.of_hparams(self.hparams).window(self.hparams),
         seed=int(config.seed if shuffle_seed is None else shuffle_seed), stream_ids=self.model_ids[:len(self.slices)])
     hp_fn = schedules.hyperparams_fn(self.budget, float(t.lr), float(t.lr_decay), float(t.bn_momentum_start),
                                      float(t.bn_momentum_end), num_models=padded)
@@ -158,7 +157,8 @@ class Run:
                                                            self.model_ids, input_shape)
     self.engine_for = lambda slot_layout: engine.Engine(
         self.train_model, self.optimizer, hp_fn, self.model_ids, self.layout, slot_layout, spec,
-        self.table.examples, steps_per_call=int(t.get("steps_per_call", 16)), semi=semi)
+        self.table.examples, steps_per_call=int(t.get("steps_per_call", 16)), semi=semi,
+        loss_fn=model_family.of_hparams(self.hparams).loss)
     self.engine = self.engine_for(self.slot_layout)
 
   def slot_layout_of(self, slots_per_group: int) -> slices.SlotLayout:

@@ -37,6 +37,7 @@ from posejax.common.errors import PosejaxError
 from posejax.config import run_config
 from posejax.data.dataset import PoseDataset
 from posejax.evaluation import resident as device_eval
+from posejax.models.family import Window
 from posejax.models.tcn import TemporalModel, causal_shift, receptive_field
 from posejax.training import optim, sampling, schedules, slices as slices_lib, step as train_step
 from posejax.workdir import layout as workdir_lib
@@ -241,8 +242,8 @@ def train(hp: Mapping[str, Any], data: TrainingData, *, steps_per_call: int = 16
                        "examples a stream can index")
   hp_fn = schedules.hyperparams_fn(budget, hp["lr"], hp["lr_decay"], hp["bn_momentum_start"], hp["bn_momentum_end"])
   seed = int(hp["seed"])
-  spec = sampling.window_spec(table, batch_size=batch, receptive_field=rf,
-                              causal_shift=causal_shift(hp["filter_widths"], hp["causal"]),
+  spec = sampling.window_spec(table, batch_size=batch,
+                              window=Window(rf, causal_shift(hp["filter_widths"], hp["causal"])),
                               seed=seed if hp["shuffle_seed"] is None else int(hp["shuffle_seed"]),
                               stream_ids=[CLASSIFIER_ID])
   optimizer = optim.adam_amsgrad(hp["lr"])
