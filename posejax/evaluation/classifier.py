@@ -70,6 +70,15 @@ class ActionClassifier(nn.Module):
     object.__setattr__(self, "filter_widths", tuple(self.filter_widths))  # hashable for jit
     super().__post_init__()
 
+  # The window a chunk pass (`device_eval.apply_all`) cuts for it, as a PoseModel's.
+  @property
+  def receptive_field(self) -> int:
+    return receptive_field(self.filter_widths)
+
+  @property
+  def causal_shift(self) -> int:
+    return causal_shift(self.filter_widths, self.causal)
+
   @nn.compact
   def __call__(self, poses_2d: jax.Array, *, train: bool, bn_momentum: float | jax.Array = 0.1) -> jax.Array:
     groups = -(-self.num_classes // 3)
