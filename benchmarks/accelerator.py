@@ -41,6 +41,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from posejax.common import sharding  # noqa: E402
 from posejax.data.dataset import PoseDataset, SequenceRecord  # noqa: E402
 from posejax.data.h36m_frames import frames_array  # noqa: E402
+from posejax.models.family import Window  # noqa: E402
 from posejax.models.tcn import TemporalModel, receptive_field  # noqa: E402
 from posejax.pose.actions import ACTIONS  # noqa: E402
 from posejax.pose.skeleton import H36M_SKELETON, LAYOUTS  # noqa: E402
@@ -104,7 +105,7 @@ def build(case: Case, dataset: PoseDataset, steps_per_call: int, *, dilated: boo
   batch = case.per_model_batch // chunk
   layout = sharding.make_layout(len(names), batch)
   ids = slices.model_ids(names, layout.padded_models)
-  spec = sampling.window_spec(table, batch_size=batch, receptive_field=case.rf, causal_shift=0, seed=0,
+  spec = sampling.window_spec(table, batch_size=batch, window=Window(case.rf, 0), seed=0,
                               stream_ids=ids[:len(names)])
   budget = schedules.make_budget("fixed", mode, 1, 15, table.examples, batch)
   targets = slices.log_targets(budget.steps, [s for _, s in schedules.log_steps(budget.total_steps, 1, 1)])

@@ -39,8 +39,8 @@ from posejax.evaluation import (
     trajectory as trajectory_lib)
 from posejax.evaluation import classifier  # the action classifier, trained after the pose models
 from posejax.evaluation import routing  # writes the evaluation folders
-from posejax.models import spec as model_spec
-from posejax.models.tcn import causal_shift, count_params, receptive_field
+from posejax.models import family as model_family, spec as model_spec
+from posejax.models.tcn import count_params
 from posejax.pose.actions import ABBREVIATIONS
 from posejax.training import (
     engine, log_point, memory_plan, optim, sampling, schedules, slices, step as train_step)
@@ -76,6 +76,7 @@ class Run:
   def __init__(self, config: RunConfig, workdir: str):
     self.config, self.workdir = config, workdir
     self.mode = slices.check_mode(config.mode)
+    self.family = model_family.get(config.model.family)  # an unknown family fails before the data load
     self.semi = config.data.semi_supervised  # reference V11: unlabeled subjects, trajectory models
     if self.semi:
       semi_data.check(config.data, config.train)
@@ -115,7 +116,8 @@ class Run:
     # The reference's 3d_eval (reference V10.3): the labeled training sequences the run trains on
     # (after subset/downsample), each routed to its own model.
     self.train_set = resident(self.train_ds) if config.eval.train_metrics else None
-    self.rf = receptive_field(self.hparams["filter_widths"])
+    self.window = self.family.window(self.hparams)
+    self.rf = self.window.receptive_field
     self.layout = sharding.make_layout(len(self.slices), self.batch_size,
                                        action_devices=config.sharding.action_devices)
     padded = self.layout.padded_models
@@ -129,8 +131,7 @@ class Run:
     self.input = "device" if self.semi else _input_mode(t, self.table)
     self.optimizer = optim.adam_amsgrad(t.lr)
     spec = sampling.window_spec(
-        self.table, batch_size=self.batch_size, receptive_field=self.rf,
-        causal_shift=causal_shift(self.hparams["filter_widths"], self.hparams["causal"]),
+        self.table, batch_size=self.batch_size, window=self.window,
         seed=config.data_shuffle_seed, stream_ids=self.model_ids[:len(self.slices)])
     hp_fn = schedules.hyperparams_fn(self.budget, t.lr, t.lr_decay, t.bn_momentum_start, t.bn_momentum_end,
                                      num_models=padded)
@@ -162,7 +163,8 @@ class Run:
                                                            self.model_ids, input_shape)
     self.engine_for = lambda slot_layout: engine.Engine(
         self.train_model, self.optimizer, hp_fn, self.model_ids, self.layout, slot_layout, spec,
-        self.table.examples, steps_per_call=t.steps_per_call, semi=semi)
+        self.table.examples, steps_per_call=t.steps_per_call, semi=semi,
+        loss_fn=self.family.loss)
     self.engine = self.engine_for(self.slot_layout)
 
   def slot_layout_of(self, slots_per_group: int) -> slices.SlotLayout:

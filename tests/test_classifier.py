@@ -15,6 +15,7 @@ from pieces import pieces
 from posejax.common.errors import PosejaxError
 from posejax.data.dataset import SequenceRecord
 from posejax.evaluation import classifier, protocols as evaluation, report, routing
+from posejax.models.family import Window
 from posejax.training import sampling
 from posejax.workdir import layout
 from test_evaluation import K, dataset, init_variables, random_poses, sequences, tiny_model
@@ -67,7 +68,7 @@ def test_window_labels_recover_each_windows_action():
   # Reference: the frame rows of each record in the table (records in dataset order).
   frame_action = np.repeat([actions.index(r.action) for r in records], [len(r.poses_2d) for r in records])
   tables = jax.device_put(data.table.arrays())
-  spec = sampling.window_spec(data.table, batch_size=8, receptive_field=3, causal_shift=0, seed=3,
+  spec = sampling.window_spec(data.table, batch_size=8, window=Window(3, 0), seed=3,
                               stream_ids=[classifier.CLASSIFIER_ID])
   seen = set()
   for position in range(14):  # more than two epochs of 50 examples

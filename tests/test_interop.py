@@ -8,6 +8,7 @@ import pytest
 
 from posejax.common.errors import PosejaxError
 from posejax.models.tcn import TemporalModel, receptive_field
+from posejax.models import videopose3d
 from posejax.tools import interop
 
 torch = pytest.importorskip("torch")
@@ -93,7 +94,7 @@ def _inputs(batch, frames, seed=1):
 def test_import_matches_torch_eval(tmp_path, widths, causal, dense):
   torch_model = _torch_model(widths, causal=causal, dense=dense).eval()
   path = _save(tmp_path / "epoch_3.bin", torch_model)
-  model, variables = interop.from_videopose3d(path, causal=causal, dense=dense)
+  model, variables = videopose3d.from_videopose3d(path, causal=causal, dense=dense)
   assert model.filter_widths == widths and model.channels == C
   assert (model.num_joints_in, model.num_joints_out, model.causal, model.dense) == (K, 3, causal, dense)
   x = _inputs(2, receptive_field(widths) + 5)
@@ -109,7 +110,7 @@ def test_training_mode_matches_torch(tmp_path, strided):
   """Train-mode BatchNorm (biased normalisation, unbiased running variance) equals PyTorch."""
   widths, momentum = (3, 3), 0.3
   torch_model = _torch_model(widths, dropout=0.0, strided=strided)
-  _, variables = interop.from_videopose3d(_save(tmp_path / "a.bin", torch_model))
+  _, variables = videopose3d.from_videopose3d(_save(tmp_path / "a.bin", torch_model))
   model = TemporalModel(num_joints_in=K, num_joints_out=3, filter_widths=widths, channels=C, dropout=0.0,
                         strided=strided)
   for module in torch_model.modules():
@@ -121,14 +122,14 @@ def test_training_mode_matches_torch(tmp_path, strided):
     expected = torch_model(torch.from_numpy(x)).numpy()
   out, updates = model.apply(variables, x, train=True, bn_momentum=momentum, mutable=["batch_stats"])
   np.testing.assert_allclose(out, expected, atol=1e-4, rtol=1e-4)
-  _, torch_after = interop.from_videopose3d(_save(tmp_path / "b.bin", torch_model))
+  _, torch_after = videopose3d.from_videopose3d(_save(tmp_path / "b.bin", torch_model))
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-4),
                updates["batch_stats"], torch_after["batch_stats"])
 
 
 def test_trajectory_model_and_metadata(tmp_path):
   pos, traj = _torch_model((3, 3)), _torch_model((3, 3), joints_out=1, seed=1).eval()
-  imported = interop.load_videopose3d(_save(tmp_path / "semi.bin", pos, traj))
+  imported = videopose3d.load_videopose3d(_save(tmp_path / "semi.bin", pos, traj))
   assert (imported.epoch, imported.lr) == (3, pytest.approx(0.00095))
   assert imported.model_traj.num_joints_out == 1
   x = _inputs(1, 12)
@@ -136,16 +137,16 @@ def test_trajectory_model_and_metadata(tmp_path):
     expected = traj(torch.from_numpy(x)).numpy()
   out = imported.model_traj.apply(imported.variables_traj, x, train=False)
   np.testing.assert_allclose(out, expected, atol=1e-4, rtol=1e-4)
-  supervised = interop.load_videopose3d(_save(tmp_path / "sup.bin", pos))
+  supervised = videopose3d.load_videopose3d(_save(tmp_path / "sup.bin", pos))
   assert supervised.model_traj is None and supervised.variables_traj is None
   assert "model_traj: none" in interop.describe(supervised)
 
 
 def test_state_dict_round_trip(tmp_path):
   torch_model = _torch_model((3, 5, 3))
-  _, variables = interop.from_videopose3d(_save(tmp_path / "m.bin", torch_model))
+  _, variables = videopose3d.from_videopose3d(_save(tmp_path / "m.bin", torch_model))
   assert variables["params"]["layers_conv_2"]["kernel"].shape == (3, C, C)
-  back = interop.torch_state_dict_from_variables(variables)
+  back = videopose3d.torch_state_dict_from_variables(variables)
   original = {k: v.numpy() for k, v in torch_model.state_dict().items() if "num_batches" not in k}
   assert back.keys() == original.keys()
   for key, value in original.items():
@@ -154,24 +155,24 @@ def test_state_dict_round_trip(tmp_path):
 
 def test_errors_name_the_file(tmp_path, monkeypatch):
   with pytest.raises(PosejaxError, match="missing.bin: file not found"):
-    interop.from_videopose3d(str(tmp_path / "missing.bin"))
+    videopose3d.from_videopose3d(str(tmp_path / "missing.bin"))
   text = tmp_path / "notes.bin"
   text.write_text("not a checkpoint")
   with pytest.raises(PosejaxError, match="notes.bin: not a readable PyTorch checkpoint"):
-    interop.from_videopose3d(str(text))
+    videopose3d.from_videopose3d(str(text))
   other = tmp_path / "other.bin"
   torch.save({"state_dict": {}}, other)
   with pytest.raises(PosejaxError, match="other.bin: not a VideoPose3D checkpoint"):
-    interop.from_videopose3d(str(other))
+    videopose3d.from_videopose3d(str(other))
   path = _save(tmp_path / "m.bin", _torch_model((3, 3)))
   with pytest.raises(PosejaxError, match=r"m.bin model_pos: checkpoint has filter widths \[3, 3\]"):
-    interop.from_videopose3d(path, filter_widths=(3, 3, 3))
+    videopose3d.from_videopose3d(path, filter_widths=(3, 3, 3))
   torch.save({"model_pos": {**_torch_model((3, 3)).state_dict(), "extra.weight": torch.zeros(1)}}, other)
   with pytest.raises(PosejaxError, match="other.bin model_pos: unexpected keys"):
-    interop.from_videopose3d(str(other))
+    videopose3d.from_videopose3d(str(other))
   monkeypatch.setitem(sys.modules, "torch", None)
   with pytest.raises(PosejaxError, match=r"requires PyTorch: pip install -e \.\[torch\] \(torch==2.13.0\)"):
-    interop.from_videopose3d(path)
+    videopose3d.from_videopose3d(path)
 
 
 def test_main_reports_the_import(tmp_path, capsys):

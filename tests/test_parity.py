@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 from posejax.models.tcn import TemporalModel, receptive_field
-from posejax.tools import interop
+from posejax.models import videopose3d
 from posejax.training import optim, schedules, step as train_step
 
 torch = pytest.importorskip("torch")
@@ -115,7 +115,7 @@ class Reference:
 
   def variables(self) -> dict[str, Any]:
     """{'params', 'batch_stats'} in posejax's layout."""
-    return interop.model_from_state_dict(_copies(self.model.state_dict()), filter_widths=WIDTHS, dropout=0.0)[1]
+    return videopose3d.model_from_state_dict(_copies(self.model.state_dict()), filter_widths=WIDTHS, dropout=0.0)[1]
 
   def moments(self) -> dict[str, Any]:
     """{'mu', 'nu', 'nu_max'}: Adam's moments as params-shaped posejax trees (zeros before a step)."""
@@ -124,7 +124,7 @@ class Reference:
     for torch_name, field in MOMENTS.items():
       state = {name: (self.optimizer.state[p][torch_name] if p in self.optimizer.state else torch.zeros_like(p))
                for name, p in self.model.named_parameters()}
-      out[field] = interop.model_from_state_dict(_copies({**state, **buffers}), filter_widths=WIDTHS)[1]["params"]
+      out[field] = videopose3d.model_from_state_dict(_copies({**state, **buffers}), filter_widths=WIDTHS)[1]["params"]
     return out
 
 
@@ -294,7 +294,7 @@ def reference_gradients(reference: Reference) -> dict[tuple[str, ...], np.ndarra
   """The reference's last gradients (`.grad`), as posejax params paths."""
   buffers = {k: v for k, v in reference.model.state_dict().items() if "running" in k or "num_batches" in k}
   grads = {name: p.grad for name, p in reference.model.named_parameters()}
-  return _flat(interop.model_from_state_dict(_copies({**grads, **buffers}), filter_widths=WIDTHS)[1]["params"])
+  return _flat(videopose3d.model_from_state_dict(_copies({**grads, **buffers}), filter_widths=WIDTHS)[1]["params"])
 
 
 def reference_state(reference: Reference) -> dict[str, Any]:

@@ -9,6 +9,7 @@ import pytest
 
 from posejax.common.errors import PosejaxError
 from posejax.common.tf_compat import tf
+from posejax.models.family import Window
 from posejax.training import input_pipeline, sampling, slices
 
 # The input-pipeline tests' coded dataset and its NumPy references.
@@ -39,8 +40,7 @@ def test_index_shuffle_is_a_permutation_and_other_rounds_match():
 
 
 def _spec(table, rf, shift, ids=(2, 8, 13)):
-  return sampling.window_spec(table, batch_size=5, receptive_field=rf, causal_shift=shift, seed=11,
-                              stream_ids=ids)
+  return sampling.window_spec(table, batch_size=5, window=Window(rf, shift), seed=11, stream_ids=ids)
 
 
 @pytest.mark.parametrize("rf,shift", [(3, 0), (9, 4), (7, -2)])

@@ -13,6 +13,7 @@ from posejax import trainer
 from posejax.common.errors import PosejaxError
 from posejax.data.loading import load_subjects
 from posejax.evaluation import runs as eval_lib
+from posejax.models.family import Window
 from posejax.pose import camera
 from posejax.tools import render_export
 from posejax.training import engine, sampling, schedules
@@ -158,7 +159,7 @@ def test_flipped_unlabeled_windows_flip_the_camera(data_dir):
   dataset = load_subjects(*data_args(_config(data_dir)), ["S5"], ("Walking",))
   table = sampling.make_window_table(dataset, ("Walking",), "common", True, labeled=False)
   assert "targets_3d" not in table.arrays() and table.cameras.shape == (table.num_frames, 9)
-  spec = sampling.window_spec(table, batch_size=64, receptive_field=3, causal_shift=0, seed=0, stream_ids=[0])
+  spec = sampling.window_spec(table, batch_size=64, window=Window(3, 0), seed=0, stream_ids=[0])
   batch = jax.jit(lambda t: sampling.device_batch(t, spec, np.zeros(1, np.int32), np.zeros(1, np.int32)))(
       table.arrays())
   cams = np.asarray(batch["cameras"][0], np.float64)

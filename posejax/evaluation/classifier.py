@@ -36,6 +36,7 @@ from posejax.common.errors import PosejaxError
 from posejax.config.run_config import RunConfig
 from posejax.data.dataset import PoseDataset
 from posejax.evaluation import resident as device_eval
+from posejax.models.family import Window
 from posejax.models.tcn import TemporalModel, causal_shift, receptive_field
 from posejax.training import optim, sampling, schedules, slices as slices_lib, step as train_step
 from posejax.workdir import layout as workdir_lib
@@ -65,6 +66,15 @@ class ActionClassifier(nn.Module):
   def __post_init__(self):
     object.__setattr__(self, "filter_widths", tuple(self.filter_widths))  # hashable for jit
     super().__post_init__()
+
+  # The window a chunk pass (`device_eval.apply_all`) cuts for it, as a PoseModel's.
+  @property
+  def receptive_field(self) -> int:
+    return receptive_field(self.filter_widths)
+
+  @property
+  def causal_shift(self) -> int:
+    return causal_shift(self.filter_widths, self.causal)
 
   @nn.compact
   def __call__(self, poses_2d: jax.Array, *, train: bool, bn_momentum: float | jax.Array = 0.1) -> jax.Array:
@@ -227,8 +237,8 @@ def train(hp: Mapping[str, Any], data: TrainingData, *, steps_per_call: int,
                        "examples a stream can index")
   hp_fn = schedules.hyperparams_fn(budget, hp["lr"], hp["lr_decay"], hp["bn_momentum_start"], hp["bn_momentum_end"])
   seed = int(hp["seed"])
-  spec = sampling.window_spec(table, batch_size=batch, receptive_field=rf,
-                              causal_shift=causal_shift(hp["filter_widths"], hp["causal"]),
+  spec = sampling.window_spec(table, batch_size=batch,
+                              window=Window(rf, causal_shift(hp["filter_widths"], hp["causal"])),
                               seed=seed if hp["shuffle_seed"] is None else int(hp["shuffle_seed"]),
                               stream_ids=[CLASSIFIER_ID])
   optimizer = optim.adam_amsgrad(hp["lr"])

@@ -24,7 +24,7 @@ from posejax.data.dataset import PoseDataset
 from posejax.evaluation import resident as device_eval
 from posejax.evaluation.chunk_plan import FRAMES_PER_STEP, ChunkPlan, plan_chunks  # noqa: F401
 from posejax.evaluation.resident import ResidentTestSet
-from posejax.models.tcn import TemporalModel
+from posejax.models.family import PoseModel
 from posejax.pose.actions import ACTIONS
 from posejax.training import slices as slices_lib
 
@@ -44,7 +44,7 @@ def _dataset_flip(dataset: PoseDataset) -> device_eval.Flip:
           tuple(dataset.joints_right))
 
 
-def resident_test_set(dataset: PoseDataset, actions_of_slices: Sequence[str], model: TemporalModel, *,
+def resident_test_set(dataset: PoseDataset, actions_of_slices: Sequence[str], model: PoseModel, *,
                       chunk: int = DEFAULT_CHUNK, batch: int | None = DEFAULT_BATCH,
                       with_targets: bool = True) -> ResidentTestSet:
   """The test set on the device, its records routed to the slices `actions_of_slices`.
@@ -63,7 +63,7 @@ def resident_test_set(dataset: PoseDataset, actions_of_slices: Sequence[str], mo
                            subjects=[s.subject for s in records], missing_3d=missing or "")
 
 
-def _as_resident(data: PoseDataset | ResidentTestSet, actions_of_slices: Sequence[str], model: TemporalModel,
+def _as_resident(data: PoseDataset | ResidentTestSet, actions_of_slices: Sequence[str], model: PoseModel,
                  chunk: int, batch: int | None) -> ResidentTestSet:
   """`data` itself if already resident (its own chunk and batch apply), else built now."""
   if isinstance(data, ResidentTestSet):
@@ -74,7 +74,7 @@ def _as_resident(data: PoseDataset | ResidentTestSet, actions_of_slices: Sequenc
   return resident_test_set(data, actions_of_slices, model, chunk=chunk, batch=batch)
 
 
-def _host_predictions(model: TemporalModel, stacked_variables: Any, resident: ResidentTestSet, *,
+def _host_predictions(model: PoseModel, stacked_variables: Any, resident: ResidentTestSet, *,
                       tta: bool) -> list[np.ndarray]:
   """(T, J, 3) prediction of every input record, in input order (one device-to-host copy)."""
   return split_records(device_eval.predict(model, stacked_variables, resident, tta=tta), resident)
@@ -90,7 +90,7 @@ def split_records(flat: jax.Array, resident: ResidentTestSet) -> list[np.ndarray
   return out
 
 
-def predict_stacked(model: TemporalModel, stacked_variables: Any,
+def predict_stacked(model: PoseModel, stacked_variables: Any,
                     per_action_inputs: Sequence[Sequence[np.ndarray]], *, tta: bool,
                     kps_left: Sequence[int], kps_right: Sequence[int], joints_left: Sequence[int],
                     joints_right: Sequence[int], chunk: int = DEFAULT_CHUNK,
@@ -112,7 +112,7 @@ def predict_stacked(model: TemporalModel, stacked_variables: Any,
   return [[next(preds) for _ in group] for group in per_action_inputs]
 
 
-def predict(model: TemporalModel, variables: Any, poses_2d_list: Sequence[np.ndarray], *, tta: bool,
+def predict(model: PoseModel, variables: Any, poses_2d_list: Sequence[np.ndarray], *, tta: bool,
             kps_left: Sequence[int], kps_right: Sequence[int], joints_left: Sequence[int],
             joints_right: Sequence[int], chunk: int = DEFAULT_CHUNK,
             batch: int | None = DEFAULT_BATCH) -> list[np.ndarray]:
@@ -123,7 +123,7 @@ def predict(model: TemporalModel, variables: Any, poses_2d_list: Sequence[np.nda
                          chunk=chunk, batch=batch)[0]
 
 
-def predict_dataset(model: TemporalModel, stacked_variables: Any, dataset: PoseDataset,
+def predict_dataset(model: PoseModel, stacked_variables: Any, dataset: PoseDataset,
                     actions_of_slices: Sequence[str], *, tta: bool, chunk: int = DEFAULT_CHUNK,
                     batch: int | None = DEFAULT_BATCH) -> list[np.ndarray]:
   """(T, J, 3) camera-space root-relative prediction of every record, in dataset order."""
@@ -166,7 +166,7 @@ def _prediction_sums(pred: jax.Array, resident: ResidentTestSet, *, full: bool) 
   return {k: v[order] for k, v in sums.items()}
 
 
-def _resident_sums(model: TemporalModel, stacked_variables: Any, resident: ResidentTestSet, *, tta: bool,
+def _resident_sums(model: PoseModel, stacked_variables: Any, resident: ResidentTestSet, *, tta: bool,
                    full: bool) -> dict[str, np.ndarray]:
   """sequence_error_sums of the model's predictions, computed on the device, in record order."""
   _check_scorable(resident)
@@ -229,7 +229,7 @@ def score(dataset: PoseDataset, predictions: Sequence[np.ndarray], *, by_subject
                  by_subject=by_subject, metrics=METRICS if full else ("mpjpe", "mpjve"))
 
 
-def evaluate_dataset(model: TemporalModel, stacked_variables: Any, data: PoseDataset | ResidentTestSet,
+def evaluate_dataset(model: PoseModel, stacked_variables: Any, data: PoseDataset | ResidentTestSet,
                      actions_of_slices: Sequence[str], *, tta: bool = True, by_subject: bool = False,
                      chunk: int = DEFAULT_CHUNK, batch: int | None = DEFAULT_BATCH) -> dict[str, Any]:
   """Final evaluation (reference V12): per-action MPJPE, P-MPJPE, N-MPJPE, MPJVE in mm.
@@ -246,7 +246,7 @@ def evaluate_dataset(model: TemporalModel, stacked_variables: Any, data: PoseDat
           "tta": bool(tta)}
 
 
-def validation_metrics(model: TemporalModel, stacked_variables: Any, data: PoseDataset | ResidentTestSet,
+def validation_metrics(model: PoseModel, stacked_variables: Any, data: PoseDataset | ResidentTestSet,
                        actions_of_slices: Sequence[str], *, chunk: int = DEFAULT_CHUNK,
                        batch: int | None = DEFAULT_BATCH) -> dict[str, Any]:
   """Per-epoch validation (no TTA), in metres, shaped for metrics.jsonl.
@@ -284,7 +284,7 @@ def evaluate_predictions(pred: jax.Array, resident: ResidentTestSet, *, tta: boo
           "tta": bool(tta)}
 
 
-def predict_all(model: TemporalModel, stacked_variables: Any, resident: ResidentTestSet, *,
+def predict_all(model: PoseModel, stacked_variables: Any, resident: ResidentTestSet, *,
                 tta: bool) -> jax.Array:
   """(A, N, J, 3) device predictions of every slice's model for every flat frame."""
   return device_eval.predict_all(model, stacked_variables, resident, tta=tta)

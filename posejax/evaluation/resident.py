@@ -36,7 +36,7 @@ import numpy as np
 from posejax.common import progress
 from posejax.common.errors import PosejaxError
 from posejax.evaluation.chunk_plan import ChunkPlan, chunk_table, plan_chunks, plan_groups
-from posejax.models.tcn import TemporalModel, causal_shift, receptive_field
+from posejax.models.family import PoseModel
 from posejax.pose import losses
 from posejax.pose.skeleton import flip_permutation
 
@@ -83,7 +83,7 @@ class ResidentTestSet:
 
 
 def build(poses_2d: Sequence[np.ndarray], targets: Sequence[np.ndarray] | None, routes: Sequence[int],
-          model: TemporalModel, *, slices: Sequence[str], flip: Flip, chunk: int, batch: int | None,
+          model: PoseModel, *, slices: Sequence[str], flip: Flip, chunk: int, batch: int | None,
           actions: Sequence[str] = (), subjects: Sequence[str] = (),
           missing_3d: str = "") -> ResidentTestSet:
   """Puts sequences on the device, routed to model slices.
@@ -97,8 +97,7 @@ def build(poses_2d: Sequence[np.ndarray], targets: Sequence[np.ndarray] | None, 
   groups = [[i for i, a in enumerate(routes) if a == s] for s in range(len(slices))]
   records = np.asarray([i for g in groups for i in g], np.int64)
   plan = plan_chunks([[len(poses_2d[i]) for i in g] for g in groups], chunk=chunk, batch=batch,
-                     receptive_field=receptive_field(model.filter_widths),
-                     causal_shift=causal_shift(model.filter_widths, model.causal))
+                     receptive_field=model.receptive_field, causal_shift=model.causal_shift)
 
   def flat(arrays: Sequence[np.ndarray], tail: tuple[int, ...]) -> np.ndarray:
     if not records.size:
@@ -128,10 +127,10 @@ def _stack_size(variables: Any) -> int | None:
   return int(leaves[0].shape[0]) if leaves and leaves[0].ndim else None
 
 
-def check_compatible(resident: ResidentTestSet, model: TemporalModel, variables: Any) -> None:
+def check_compatible(resident: ResidentTestSet, model: PoseModel, variables: Any) -> None:
   """PosejaxError unless the model and its stacked variables fit the resident set."""
   plan = resident.plan
-  rf, shift = receptive_field(model.filter_widths), causal_shift(model.filter_widths, model.causal)
+  rf, shift = model.receptive_field, model.causal_shift
   if (rf, shift) != (plan.receptive_field, plan.causal_shift):
     raise PosejaxError(f"evaluation: the resident test set was built for receptive field "
                        f"{plan.receptive_field} (causal shift {plan.causal_shift}); the model has {rf} ({shift})")
@@ -187,7 +186,7 @@ class PoseForward:
   """Stacked pose models on chunk windows, with flip test-time augmentation (reference V7.2).
 
   Hashable (a static argument of the jitted pass); `model` is the dilated form."""
-  model: TemporalModel
+  model: PoseModel
   tta: bool
   flip: Flip
 
@@ -221,8 +220,8 @@ def _predict(forward: Any, variables: Any, poses_2d: jax.Array, chunks: jax.Arra
   Returns (out, step + 1): the scalar tells when this call has completed.
   """
   model = forward.model
-  rf = receptive_field(model.filter_widths)
-  window = jnp.arange(chunk + rf - 1) - (rf - 1) // 2 - causal_shift(model.filter_widths, model.causal)
+  rf = model.receptive_field
+  window = jnp.arange(chunk + rf - 1) - (rf - 1) // 2 - model.causal_shift
   n = poses_2d.shape[0]
   row = (jnp.arange(chunks.shape[1]) if out.shape[0] > 1 else jnp.zeros(chunks.shape[1], jnp.int32))[:, None, None]
   batch = jax.lax.dynamic_index_in_dim(chunks, step, keepdims=False)
@@ -254,17 +253,12 @@ def _run_chunks(forward: Any, variables: Any, poses_2d: jax.Array, chunks: jax.A
   return out
 
 
-def _dilated(model: TemporalModel) -> TemporalModel:
-  # A tuple of widths keeps the module hashable for jit's static argument.
-  return model.clone(strided=False, filter_widths=tuple(model.filter_widths))
-
-
-def predict(model: TemporalModel, variables: Any, resident: ResidentTestSet, *, tta: bool) -> jax.Array:
+def predict(model: PoseModel, variables: Any, resident: ResidentTestSet, *, tta: bool) -> jax.Array:
   """(N, J, 3) device predictions of the dilated form of `model` for the flat frame axis."""
   check_compatible(resident, model, variables)
   if resident.plan.total_frames == 0:
     return jnp.zeros((0, model.num_joints_out, 3), jnp.float32)
-  forward = PoseForward(_dilated(model), bool(tta), resident.flip)
+  forward = PoseForward(model.dilated(), bool(tta), resident.flip)
   return _run_chunks(forward, variables, resident.poses_2d, resident.chunks, chunk_table(resident.plan),
                      chunk=resident.plan.chunk, rows=1, desc="evaluation")[0]
 
@@ -273,7 +267,7 @@ def apply_all(forward: Any, variables: Any, resident: ResidentTestSet,
               desc: str = "every model, every frame") -> jax.Array:
   """(M, N, *forward.tail): each of the M stacked models (variables (M, ...)) on every frame.
 
-  `forward` is a hashable head like `PoseForward` (`model` with filter_widths, causal,
+  `forward` is a hashable head like `PoseForward` (`model` with receptive_field, causal_shift,
   num_joints_in, in_features; `tail`; called on stacked variables and windows). Its receptive
   field may differ from the one the set was planned for: windows are cut per call.
   """
@@ -288,10 +282,10 @@ def apply_all(forward: Any, variables: Any, resident: ResidentTestSet,
                      rows=models, desc=desc)
 
 
-def predict_all(model: TemporalModel, variables: Any, resident: ResidentTestSet, *, tta: bool) -> jax.Array:
+def predict_all(model: PoseModel, variables: Any, resident: ResidentTestSet, *, tta: bool) -> jax.Array:
   """(A, N, J, 3): every slice's model on every test frame, one vmapped pass."""
   check_compatible(resident, model, variables)
-  return apply_all(PoseForward(_dilated(model), bool(tta), resident.flip), variables, resident)
+  return apply_all(PoseForward(model.dilated(), bool(tta), resident.flip), variables, resident)
 
 
 @jax.jit

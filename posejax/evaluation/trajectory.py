@@ -22,7 +22,7 @@ import jax
 from posejax.common.errors import PosejaxError
 from posejax.evaluation import resident as device_eval
 from posejax.models import spec as model_spec
-from posejax.models.tcn import TemporalModel
+from posejax.models.family import PoseModel
 from posejax.workdir import checkpoints as checkpointing, layout
 
 
@@ -30,7 +30,7 @@ from posejax.workdir import checkpoints as checkpointing, layout
 class Trajectory:
   """The trajectory models of a checkpoint."""
 
-  model: TemporalModel  # the dilated (evaluation) form, one output joint
+  model: PoseModel  # the dilated (evaluation) form, one output joint
   variables: Any        # {'params', 'batch_stats'}, leading slice axis like the pose models'
 
 

@@ -1,6 +1,7 @@
 """The model's specification: its hyper-parameters, where they come from, and the model they build.
 
-Every tool builds its `TemporalModel` here, from one dict of hyper-parameters (`hparams`):
+Every tool builds its model here, from one dict of hyper-parameters (`hparams`), through its
+family (`posejax.models.family`: hparams['family'], absent for the TCN, the only one today):
 
     filter_widths, channels, causal, dense, dropout   from config.model (the architecture)
     num_joints_in, in_features                        from the 2D data: K keypoints of F features
@@ -27,11 +28,12 @@ import numpy as np
 from posejax.common.errors import PosejaxError
 from posejax.config.run_config import ModelConfig, TrainConfig
 from posejax.data.dataset import PoseDataset
-from posejax.models.tcn import TemporalModel
+from posejax.models import family as model_family, videopose3d
+from posejax.models.family import PoseModel
 
-ARCHITECTURE = ("filter_widths", "channels", "causal", "dense")
+ARCHITECTURE = videopose3d.ARCHITECTURE
 CONFIG_FIELDS = ARCHITECTURE + ("dropout",)
-FIELDS = CONFIG_FIELDS + ("num_joints_in", "in_features", "num_joints_out")
+FIELDS = model_family.TCN.fields
 DTYPES = ("float32", "bfloat16")
 
 
@@ -95,7 +97,7 @@ def from_config(model: ModelConfig, *, num_keypoints: int, in_features: int = 2,
                  "in_features": in_features, "num_joints_out": num_joints})
 
 
-def of_model(model: TemporalModel) -> dict[str, Any]:
+def of_model(model: PoseModel) -> dict[str, Any]:
   """hparams of a built model (e.g. one read off a PyTorch state dict)."""
   return _typed({name: getattr(model, name) for name in FIELDS})
 
@@ -150,7 +152,10 @@ def from_checkpoint(recorded: Mapping[str, Any] | None, model: ModelConfig, vari
 
 
 def normalized_record(recorded: Mapping[str, Any] | None) -> dict[str, Any]:
-  """A checkpoint's metadata['model'] as this version records it (older ones lack in_features)."""
+  """A checkpoint's metadata['model'] as this version records it (older ones lack in_features).
+
+  A record without 'family' is a TCN's, as this version records it too (`family.of_hparams`).
+  """
   out = dict(recorded or {})
   if out and "in_features" not in out:
     out["in_features"] = 2
@@ -183,12 +188,8 @@ def check_input(hparams: Mapping[str, Any], num_keypoints: int, in_features: int
                        f"{want[0]} x {want[1]} (use the 2D source of the same layout)")
 
 
-def build(hparams: Mapping[str, Any], *, strided: bool = False, dtype: str = "float32") -> TemporalModel:
-  """The model of `hparams`: the dilated form (evaluation, and training on chunks or with
-  `train.dense_training`) or the strided one (one-frame training examples, reference V8.6; the dense
-  variant has none). `dtype`: the compute dtype (training only)."""
-  h = _typed(hparams)
-  return TemporalModel(num_joints_in=h["num_joints_in"], in_features=h["in_features"],
-                       num_joints_out=h["num_joints_out"], filter_widths=tuple(h["filter_widths"]),
-                       causal=h["causal"], dropout=h["dropout"], channels=h["channels"], dense=h["dense"],
-                       strided=strided and not h["dense"], dtype=dtype)
+def build(hparams: Mapping[str, Any], *, strided: bool = False, dtype: str = "float32") -> PoseModel:
+  """The model of `hparams`, built by its family: the dilated form (evaluation, and training on
+  chunks or with `train.dense_training`) or the strided one (one-frame training examples,
+  reference V8.6; the dense variant has none). `dtype`: the compute dtype (training only)."""
+  return model_family.of_hparams(hparams).build(hparams, strided=strided, dtype=dtype)

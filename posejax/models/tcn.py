@@ -267,6 +267,27 @@ class TemporalModel(nn.Module):
     object.__setattr__(self, "filter_widths", tuple(self.filter_widths))
     super().__post_init__()
 
+  # What consumers ask of any pose model (posejax.models.family.PoseModel).
+
+  @property
+  def receptive_field(self) -> int:
+    """Input frames per output frame: the product of the filter widths."""
+    return receptive_field(self.filter_widths)
+
+  @property
+  def causal_shift(self) -> int:
+    """Frames by which the input window is shifted back: `pad` if causal, else 0."""
+    return causal_shift(self.filter_widths, self.causal)
+
+  @property
+  def pad(self) -> int:
+    """Input frames on each side of an output frame: (receptive_field - 1) // 2."""
+    return (self.receptive_field - 1) // 2
+
+  def dilated(self) -> "TemporalModel":
+    """The whole-sequence (non-strided) form of this module: the same parameters, any T >= RF."""
+    return self.clone(strided=False, filter_widths=tuple(self.filter_widths))
+
   def _check_input(self, poses_2d: jax.Array) -> None:
     rf = receptive_field(self.filter_widths)
     expected = (self.num_joints_in, self.in_features)

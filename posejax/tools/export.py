@@ -50,7 +50,7 @@ from posejax.common.errors import PosejaxError
 from posejax.common.io_utils import atomic_write_bytes
 from posejax.evaluation import runs as eval_lib
 from posejax.evaluation.protocols import COMMON_SLICE
-from posejax.models.tcn import TemporalModel, causal_shift, receptive_field
+from posejax.models.family import PoseModel
 
 FORMATS = ("onnx", "tf_saved_model")
 ONNX_OPSET = 23
@@ -59,9 +59,9 @@ METADATA_FILE = os.path.join("assets.extra", "posejax.json")  # inside a SavedMo
 _ONNX_HINT = "--format onnx requires jax2onnx, onnx and onnxruntime: pip install -e .[export]"
 
 
-def input_shape(model: TemporalModel, frames: int | None) -> tuple[Any, ...]:
+def input_shape(model: PoseModel, frames: int | None) -> tuple[Any, ...]:
   """(B, T, K, F) with symbolic B and, unless `frames` is given, symbolic T >= RF."""
-  rf = receptive_field(model.filter_widths)
+  rf = model.receptive_field
   if frames is None:
     batch, time = jax.export.symbolic_shape("B, T", constraints=(f"T >= {rf}",))
   else:
@@ -69,16 +69,16 @@ def input_shape(model: TemporalModel, frames: int | None) -> tuple[Any, ...]:
   return batch, time, model.num_joints_in, model.in_features
 
 
-def _forward(model: TemporalModel):
+def _forward(model: PoseModel):
   """(variables, poses_2d (B, T, K, F)) -> (B, T - RF + 1, J, 3), evaluation mode."""
-  dilated = model.clone(strided=False, filter_widths=tuple(model.filter_widths))
+  dilated = model.dilated()
   return lambda variables, poses_2d: dilated.apply(variables, poses_2d, train=False)
 
 
-def describe(model: TemporalModel, frames: int | None, **extra: Any) -> dict[str, Any]:
+def describe(model: PoseModel, frames: int | None, **extra: Any) -> dict[str, Any]:
   """What a consumer of the exported model needs to know (stored with it)."""
-  rf = receptive_field(model.filter_widths)
-  pad, shift = (rf - 1) // 2, causal_shift(model.filter_widths, model.causal)
+  rf = model.receptive_field
+  pad, shift = model.pad, model.causal_shift
   time, out_time = ("T", f"T - {rf - 1}") if frames is None else (str(frames), str(frames - rf + 1))
   return {"producer": "posejax", "receptive_field": rf, "filter_widths": list(model.filter_widths),
           "causal": bool(model.causal), "channels": int(model.channels), "dense": bool(model.dense),
@@ -130,7 +130,7 @@ def _jax_plugins_only() -> Iterator[None]:
     plugin_system._already_imported_plugins = False
 
 
-def onnx_bytes(model: TemporalModel, variables: Any, frames: int | None = None,
+def onnx_bytes(model: PoseModel, variables: Any, frames: int | None = None,
                metadata: dict[str, Any] | None = None) -> bytes:
   """The serialized ONNX model with `variables` as initializers."""
   try:
@@ -150,13 +150,13 @@ def onnx_bytes(model: TemporalModel, variables: Any, frames: int | None = None,
   return proto.SerializeToString()
 
 
-def write_saved_model(model: TemporalModel, variables: Any, directory: str, frames: int | None = None,
+def write_saved_model(model: PoseModel, variables: Any, directory: str, frames: int | None = None,
                       metadata: dict[str, Any] | None = None) -> None:
   """Saves a SavedModel to `directory` (which must not exist): signature `serving_default`,
   `poses_2d` -> {'poses_3d'}, the weights as non-trainable variables."""
   from jax.experimental import jax2tf
   from posejax.common.tf_compat import tf
-  rf = receptive_field(model.filter_widths)
+  rf = model.receptive_field
   k, f = model.num_joints_in, model.in_features
   shape = f"(b, {'t' if frames is None else frames}, {k}, {f})"
   converted = jax2tf.convert(
@@ -193,12 +193,12 @@ def _publish_directory(tmp: str, path: str, overwrite: bool) -> None:
   shutil.rmtree(old)
 
 
-def export_model(model: TemporalModel, variables: Any, fmt: str, path: str, *, frames: int | None = None,
+def export_model(model: PoseModel, variables: Any, fmt: str, path: str, *, frames: int | None = None,
                  metadata: dict[str, Any] | None = None, overwrite: bool = False) -> None:
   """Writes one model (unstacked variables) in format `fmt` to `path`, atomically."""
   check_format(fmt)
   check_target(path, fmt, overwrite)
-  rf = receptive_field(model.filter_widths)
+  rf = model.receptive_field
   if frames is not None and frames < rf:
     raise PosejaxError(f"--frames {frames}: fewer than the receptive field ({rf} frames)")
   metadata = describe(model, frames, **(metadata or {}))

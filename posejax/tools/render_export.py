@@ -23,7 +23,7 @@ from posejax.data.h36m_cameras import h36m_cameras
 from posejax.evaluation import (
     protocols as evaluation, resident as device_eval, runs as eval_lib,
     trajectory as trajectory_lib)
-from posejax.models.tcn import TemporalModel
+from posejax.models.family import PoseModel
 from posejax.pose.actions import action_of
 from posejax.pose.camera import image_coordinates
 from posejax.tools import render
@@ -55,7 +55,7 @@ def _slice_variables(run: eval_lib.RestoredRun, action: str, stacked: Any = None
   return jax.tree_util.tree_map(lambda leaf: leaf[index], run.variables if stacked is None else stacked)
 
 
-def predict_record(run: eval_lib.RestoredRun, model: TemporalModel, dataset: PoseDataset,
+def predict_record(run: eval_lib.RestoredRun, model: PoseModel, dataset: PoseDataset,
                    rec: SequenceRecord) -> np.ndarray:
   """(T, 17, 3) camera-space root-relative prediction of one record (TTA as configured)."""
   tta = run.config.eval.tta

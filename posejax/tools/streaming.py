@@ -33,7 +33,7 @@ import numpy as np
 from posejax.common.errors import PosejaxError
 from posejax.evaluation import runs as eval_lib
 from posejax.evaluation.protocols import COMMON_SLICE
-from posejax.models.tcn import TemporalModel, causal_shift, receptive_field
+from posejax.models.family import PoseModel
 
 
 @flax.struct.dataclass
@@ -48,20 +48,20 @@ class StreamState:
   count: jax.Array
 
 
-def stream_model(model: TemporalModel) -> TemporalModel:
+def stream_model(model: PoseModel) -> PoseModel:
   """The form that computes one output frame from RF input frames (strided unless dense)."""
   return model.clone(strided=not model.dense, filter_widths=tuple(model.filter_widths))
 
 
-def init_state(model: TemporalModel) -> StreamState:
+def init_state(model: PoseModel) -> StreamState:
   """An empty stream: the first frame pushed fills the whole buffer."""
-  rf = receptive_field(model.filter_widths)
+  rf = model.receptive_field
   return StreamState(jnp.zeros((rf, model.num_joints_in, model.in_features), jnp.float32),
                      jnp.zeros((), jnp.int32))
 
 
 @functools.partial(jax.jit, static_argnames=("model",))
-def step(model: TemporalModel, variables: Any, state: StreamState,
+def step(model: PoseModel, variables: Any, state: StreamState,
          frame: jax.Array) -> tuple[StreamState, jax.Array]:
   """Adds one frame and predicts from the RF-frame window ending with it.
 
@@ -115,13 +115,13 @@ class PoseStream:
       tail = stream.flush()             # the last `latency` poses; the stream starts afresh
   """
 
-  def __init__(self, model: TemporalModel, variables: Any):
+  def __init__(self, model: PoseModel, variables: Any):
     """model: the trained model (any form); variables: unstacked {'params', 'batch_stats'}."""
     self.model = stream_model(model)
     self.variables = jax.device_put(variables)
-    rf = receptive_field(model.filter_widths)
+    rf = model.receptive_field
     self.receptive_field = rf
-    self.latency = (rf - 1) // 2 - causal_shift(model.filter_widths, model.causal)
+    self.latency = model.pad - model.causal_shift
     self.reset()
 
   def reset(self) -> None:

@@ -26,6 +26,7 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from posejax.common import progress, sharding
+from posejax.pose import losses
 from posejax.training import sampling, slices, step as train_step
 from posejax.training.semi import step as semi_step
 
@@ -63,6 +64,7 @@ class Engine:
     examples: (A,) n_a (examples per epoch) of the real models.
     steps_per_call: global steps per compiled call on the device path.
     semi: semi-supervised training (device path only; tables hold an 'unlabeled' table).
+    loss_fn: the model family's training loss (`Family.loss`).
   """
   model: nn.Module
   optimizer: optax.GradientTransformation
@@ -74,6 +76,7 @@ class Engine:
   examples: np.ndarray
   steps_per_call: int
   semi: Semi | None = None
+  loss_fn: train_step.LossFn = losses.mpjpe
 
   @property
   def num_models(self) -> int:
@@ -96,7 +99,7 @@ class Engine:
     state, metrics = train_step.slot_step(
         state, batch, slots_in, rng, model=self.model, optimizer=self.optimizer,
         hyperparams_fn=self.hyperparams_fn, model_ids=jnp.asarray(self.model_ids), layout=self.slots,
-        step_fn=step_fn, vmapped_step_fn=vmapped)
+        step_fn=step_fn, vmapped_step_fn=vmapped, loss_fn=self.loss_fn)
     if self.semi is None:
       return state, train_step.accumulate(acc, row[:, 0], metrics["loss"], global_step)
     # A non-finite trajectory or 2D loss stops the run as a non-finite 3D loss does.

@@ -22,6 +22,7 @@ os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
 
 from posejax.common.tf_compat import tf  # noqa: E402
 from posejax.data.dataset import PoseDataset  # noqa: E402
+from posejax.models.family import Window  # noqa: E402
 from posejax.pose.skeleton import flip_permutation  # noqa: E402
 from posejax.training import sampling  # noqa: E402
 
@@ -104,8 +105,8 @@ def train_batches(dataset: PoseDataset, *, actions: Sequence[str], mode: str, ba
   table = sampling.make_window_table(dataset, actions, mode, augment, chunk_length)
   count = len(table.examples)
   ids = range(count) if stream_ids is None else stream_ids
-  spec = sampling.window_spec(table, batch_size=batch_size, receptive_field=receptive_field,
-                              causal_shift=causal_shift, seed=seed, stream_ids=ids)
+  spec = sampling.window_spec(table, batch_size=batch_size, window=Window(receptive_field, causal_shift), seed=seed,
+                              stream_ids=ids)
   slice_index = tf.range(count, dtype=tf.int32)
   elements = tf.data.Dataset.range(start_step, np.iinfo(np.int32).max).map(
       lambda s: (slice_index, tf.fill([count], tf.cast(s, tf.int32))))

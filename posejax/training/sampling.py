@@ -30,6 +30,7 @@ import numpy as np
 
 from posejax.common.errors import PosejaxError
 from posejax.data.dataset import PoseDataset
+from posejax.models.family import Window
 from posejax.pose.skeleton import flip_permutation
 from posejax.training import slices as slices_lib
 
@@ -280,9 +281,20 @@ class WindowSpec:
     return self.chunk_length + self.receptive_field - 1
 
 
-def window_spec(table: WindowTable, *, batch_size: int, receptive_field: int, causal_shift: int,
-                seed: int, stream_ids: Sequence[int]) -> WindowSpec:
-  """The spec of `table`'s stream (its chunk length); batch_size in examples (chunks)."""
+def window_spec(table: WindowTable, *, batch_size: int, window: Window, seed: int,
+                stream_ids: Sequence[int]) -> WindowSpec:
+  """The spec of `table`'s stream (its chunk length) for a model reading `window`; batch_size in
+  examples (chunks).
+
+  A clip model (`window.output_frames`) reads as many frames as it returns: its examples are
+  chunks of that many frames, read with no frames of context (a receptive field of 1).
+  """
+  receptive_field, causal_shift = window.receptive_field, window.causal_shift
+  if window.output_frames is not None:
+    if table.chunk_length != window.output_frames:
+      raise PosejaxError(f"the model predicts clips of {window.output_frames} frames; the training examples are "
+                         f"chunks of {table.chunk_length} (--config.train.stride={window.output_frames})")
+    receptive_field = 1
   if batch_size < 1:
     raise PosejaxError(f"--config.train.batch_size: {batch_size} must be positive")
   if receptive_field < 1 or receptive_field % 2 == 0:

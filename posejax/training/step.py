@@ -23,6 +23,7 @@ from posejax.pose import losses
 from posejax.training import optim, slices
 
 PyTree = Any
+LossFn = Callable[[jax.Array, jax.Array], jax.Array]  # (predicted, target) -> () loss
 
 
 @flax.struct.dataclass
@@ -88,8 +89,8 @@ def init_stacked_state(model: nn.Module, optimizer: optax.GradientTransformation
 
 
 def train_step(state: TrainState, batch: Mapping[str, jax.Array], hparams: Mapping[str, jax.Array],
-               rng: jax.Array, *, model: nn.Module,
-               optimizer: optax.GradientTransformation) -> tuple[TrainState, dict[str, jax.Array]]:
+               rng: jax.Array, *, model: nn.Module, optimizer: optax.GradientTransformation,
+               loss_fn: LossFn = losses.mpjpe) -> tuple[TrainState, dict[str, jax.Array]]:
   """One optimizer step of one model.
 
   Args:
@@ -99,22 +100,24 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], hparams: Mappi
     rng: the model's dropout key; the step count is folded in here.
     model: the training model (strided form, reference V8.6).
     optimizer: `optim.adam_amsgrad()`.
+    loss_fn: (predicted, target) -> () the model family's training loss (`Family.loss`; the
+      TCN's: MPJPE).
 
   Returns:
-    (new state, {'loss', 'learning_rate', 'bn_momentum'}), loss = MPJPE in metres against the
+    (new state, {'loss', 'learning_rate', 'bn_momentum'}), loss = `loss_fn` in metres against the
     target with joint 0 zeroed (reference V10.2).
   """
   dropout_rng = jax.random.fold_in(rng, state.step)
   target = batch["poses_3d"].at[..., 0, :].set(0.0)
 
-  def loss_fn(params):
+  def objective(params):
     pred, updates = model.apply(
         {"params": params, "batch_stats": state.batch_stats}, batch["poses_2d"], train=True,
         bn_momentum=hparams["bn_momentum"], rngs={"dropout": dropout_rng}, mutable=["batch_stats"])
-    return losses.mpjpe(pred, target), updates["batch_stats"]
+    return loss_fn(pred, target), updates["batch_stats"]
 
   loss, batch_stats, params, opt_state = optim.gradient_update(
-      loss_fn, state.params, state.opt_state, hparams["learning_rate"], optimizer)
+      objective, state.params, state.opt_state, hparams["learning_rate"], optimizer)
   new_state = TrainState(params=params, batch_stats=batch_stats, opt_state=opt_state, step=state.step + 1)
   metrics = {"loss": loss, "learning_rate": jnp.asarray(hparams["learning_rate"], jnp.float32),
              "bn_momentum": jnp.asarray(hparams["bn_momentum"], jnp.float32)}
@@ -160,7 +163,8 @@ def slot_step(state: TrainState, batch: Mapping[str, jax.Array], slots: Mapping[
               hyperparams_fn: Callable[[jax.Array, jax.Array], dict[str, jax.Array]],
               model_ids: jax.Array, layout: slices.SlotLayout,
               step_fn: Callable | None = None,
-              vmapped_step_fn: Callable | None = None) -> tuple[TrainState, dict[str, jax.Array]]:
+              vmapped_step_fn: Callable | None = None,
+              loss_fn: LossFn = losses.mpjpe) -> tuple[TrainState, dict[str, jax.Array]]:
   """One global step: each of the K slots' models takes one optimizer step.
 
   Args:
@@ -177,6 +181,7 @@ def slot_step(state: TrainState, batch: Mapping[str, jax.Array], slots: Mapping[
       semi-supervised one), given the whole batch.
     vmapped_step_fn: with step_fn, what steps the K gathered slots in place of
       `jax.vmap(step_fn)`.
+    loss_fn: the model family's training loss (`train_step`'s; step_fn binds its own).
 
   Returns:
     (new state, metrics of (K,) values: 'loss', 'learning_rate', 'bn_momentum').
@@ -187,7 +192,7 @@ def slot_step(state: TrainState, batch: Mapping[str, jax.Array], slots: Mapping[
   rngs = jax.vmap(lambda i: jax.random.fold_in(rng, i))(model_ids[jnp.minimum(models, num_models - 1)])
   if step_fn is None:
     inputs = {"poses_2d": batch["poses_2d"], "poses_3d": batch["poses_3d"]}
-    step = functools.partial(train_step, model=model, optimizer=optimizer)
+    step = functools.partial(train_step, model=model, optimizer=optimizer, loss_fn=loss_fn)
   else:
     inputs, step = dict(batch), step_fn
   if num_models == 1 and layout.slots == 1:
