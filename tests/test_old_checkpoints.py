@@ -39,8 +39,8 @@ def _recorded(workdir):
 def _evaluate(workdir, data_dir, out_dir, **options):
   """eval.py --workdir WORKDIR --config WORKDIR/config.json --config.data.dir=DATA_DIR."""
   config = eval_lib.load_workdir_config(workdir)
-  assert config.data.dir == "data"  # relative to where that version ran: replaced here
-  config.data.dir = data_dir
+  assert config["data"]["dir"] == "data"  # relative to where that version ran: replaced here
+  config["data"]["dir"] = data_dir
   return eval_lib.evaluate_workdir(workdir, config=config, out_dir=str(out_dir), verbose=False, **options)
 
 
