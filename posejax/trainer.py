@@ -10,10 +10,14 @@ sequences, the reference's 3d_eval), writes WORKDIR/metrics.jsonl and TensorBoar
 prints one line, and checkpoints every `checkpoint.every_epochs` log points. Between log
 points the host only enqueues work: losses accumulate on the device. SIGTERM/SIGINT save a
 checkpoint at the next call boundary and stop; rerunning the same command resumes and ends as
-an uninterrupted run would. After the last step: final evaluation with TTA,
-WORKDIR/eval/step_N/final/results.*, train_summary.json. Rerunning a finished run (its newest
-checkpoint is the end of training, its final results and train summary written) says so and
-touches no file.
+an uninterrupted run would. After the last step: final evaluation with TTA
+(`evaluation.runs.evaluation_document`, as eval.py's), WORKDIR/eval/step_N/final/results.*,
+then the action classifier stage (`train_classifier`), train_summary.json. Rerunning a finished
+run (its newest checkpoint is the end of training, its final results and train summary written)
+says so and touches no file.
+
+The config is read once, by `train_and_evaluate` (`posejax.config.run_config.from_config`); the
+model family (`config.model.family`, `posejax.models.family`) gives the training window and loss.
 """
 
 from __future__ import annotations

@@ -105,3 +105,13 @@ def test_the_trainer_refuses_an_unknown_family_before_loading_data(tmp_path):
   config.model.family = "mixste"
   with pytest.raises(PosejaxError, match=r"^--config.model.family: 'mixste' is not one of tcn$"):
     trainer.Run(pieces(config), str(tmp_path / "w"))
+
+
+def test_one_frame_and_architecture_forms_of_the_tcn():
+  """Streaming's form (strided; dilated for the dense variant) and export's metadata, from the model."""
+  dilated = TemporalModel(num_joints_in=17, filter_widths=(3, 3), channels=8, causal=True)
+  assert dilated.one_frame() == dilated.clone(strided=True)
+  dense = TemporalModel(num_joints_in=17, filter_widths=(3, 3), channels=8, dense=True)
+  assert dense.one_frame() == dense and not dense.one_frame().strided
+  assert dilated.architecture() == {"filter_widths": [3, 3], "causal": True, "channels": 8, "dense": False}
+  assert isinstance(dilated, family.PoseModel)

@@ -45,6 +45,13 @@ class PoseModel(Protocol):
   def dilated(self) -> "PoseModel":
     """The whole-sequence form of the same module (same parameters): evaluation's form."""
 
+  def one_frame(self) -> "PoseModel":
+    """The cheapest form that computes one output frame from `receptive_field` input frames
+    (same parameters): streaming's form."""
+
+  def architecture(self) -> dict[str, Any]:
+    """The hyper-parameters an exported model's metadata names, JSON-ready."""
+
 
 @dataclasses.dataclass(frozen=True)
 class Window:

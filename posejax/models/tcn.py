@@ -26,6 +26,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -287,6 +288,16 @@ class TemporalModel(nn.Module):
   def dilated(self) -> "TemporalModel":
     """The whole-sequence (non-strided) form of this module: the same parameters, any T >= RF."""
     return self.clone(strided=False, filter_widths=tuple(self.filter_widths))
+
+  def one_frame(self) -> "TemporalModel":
+    """The form that computes one output frame from `receptive_field` input frames, with only
+    the activations that reach it (the strided form; the dense variant has none and runs dilated)."""
+    return self.clone(strided=not self.dense, filter_widths=tuple(self.filter_widths))
+
+  def architecture(self) -> dict[str, Any]:
+    """The hyper-parameters an exported model's metadata names (besides its shapes)."""
+    return {"filter_widths": list(self.filter_widths), "causal": bool(self.causal), "channels": int(self.channels),
+            "dense": bool(self.dense)}
 
   def _check_input(self, poses_2d: jax.Array) -> None:
     rf = receptive_field(self.filter_widths)

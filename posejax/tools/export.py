@@ -80,8 +80,7 @@ def describe(model: PoseModel, frames: int | None, **extra: Any) -> dict[str, An
   rf = model.receptive_field
   pad, shift = model.pad, model.causal_shift
   time, out_time = ("T", f"T - {rf - 1}") if frames is None else (str(frames), str(frames - rf + 1))
-  return {"producer": "posejax", "receptive_field": rf, "filter_widths": list(model.filter_widths),
-          "causal": bool(model.causal), "channels": int(model.channels), "dense": bool(model.dense),
+  return {"producer": "posejax", "receptive_field": rf, **model.architecture(),
           "input": f"poses_2d float32 (B, {time}, {model.num_joints_in}, {model.in_features}) "
                    "normalized screen coordinates" + (f", T >= {rf}" if frames is None else ""),
           "output": f"poses_3d float32 (B, {out_time}, {model.num_joints_out}, 3) "

@@ -50,7 +50,7 @@ class StreamState:
 
 def stream_model(model: PoseModel) -> PoseModel:
   """The form that computes one output frame from RF input frames (strided unless dense)."""
-  return model.clone(strided=not model.dense, filter_widths=tuple(model.filter_widths))
+  return model.one_frame()
 
 
 def init_state(model: PoseModel) -> StreamState:
