@@ -17,7 +17,7 @@ from test_evaluation import K
 
 
 def _hparams(**changes):
-  h = {"filter_widths": [3, 3], "channels": 8, "causal": False, "dense": False, "dropout": 0.0,
+  h = {"family": "tcn", "filter_widths": [3, 3], "channels": 8, "causal": False, "dense": False, "dropout": 0.0,
        "num_joints_in": K, "in_features": 2, "num_joints_out": 17}
   return {**h, **changes}
 
@@ -53,7 +53,7 @@ def test_checkpoint_record_wins_and_older_records_are_completed_from_the_weights
   # An older record (no in_features, no joint counts): 2 features, the rest from the weights.
   old = model_spec.from_checkpoint({"channels": 6, "filter_widths": [3, 3]}, pieces(config).model, _stacked(_hparams(channels=6)), "c")
   assert old == _hparams(channels=6)
-  assert model_spec.normalized_record({"channels": 6}) == {"channels": 6, "in_features": 2}
+  assert model_spec.normalized_record({"channels": 6}) == {"channels": 6, "in_features": 2, "family": "tcn"}
   assert model_spec.config_differences(h, pieces(config).model) == ["model.channels=8 (checkpoint: 6)"]
   with pytest.raises(PosejaxError, match="ckpt: the weights do not fit .*channels 8 \\(weights: 6\\)"):
     model_spec.from_checkpoint({**h, "channels": 8}, pieces(config).model, stacked, "ckpt")

@@ -38,8 +38,9 @@ DTYPES = ("float32", "bfloat16")
 
 
 def _typed(hparams: Mapping[str, Any]) -> dict[str, Any]:
-  """hparams with plain Python types (JSON-ready, comparable with a checkpoint's record)."""
-  return {"filter_widths": [int(w) for w in hparams["filter_widths"]], "channels": int(hparams["channels"]),
+  """hparams with plain Python types (JSON-ready, comparable with a checkpoint's record); the
+  family of a record without one is the TCN (`family.of_hparams`)."""
+  return {"family": model_family.of_hparams(hparams).name, "filter_widths": [int(w) for w in hparams["filter_widths"]], "channels": int(hparams["channels"]),
           "causal": bool(hparams["causal"]), "dense": bool(hparams["dense"]), "dropout": float(hparams["dropout"]),
           "num_joints_in": int(hparams["num_joints_in"]), "in_features": int(hparams["in_features"]),
           "num_joints_out": int(hparams["num_joints_out"])}
@@ -92,7 +93,8 @@ def training_form(train: TrainConfig, model: ModelConfig) -> tuple[int, bool]:
 def from_config(model: ModelConfig, *, num_keypoints: int, in_features: int = 2, num_joints: int = 17
                 ) -> dict[str, Any]:
   """hparams of the model piece for inputs of `num_keypoints` x `in_features` and `num_joints` outputs."""
-  return _typed({"filter_widths": model.filter_widths, "channels": model.channels, "causal": model.causal,
+  return _typed({"family": model_family.get(model.family).name, "filter_widths": model.filter_widths,
+                 "channels": model.channels, "causal": model.causal,
                  "dense": model.dense, "dropout": model.dropout, "num_joints_in": num_keypoints,
                  "in_features": in_features, "num_joints_out": num_joints})
 
@@ -127,7 +129,7 @@ def from_checkpoint(recorded: Mapping[str, Any] | None, model: ModelConfig, vari
   """
   recorded = dict(recorded or {})
   (width, inputs, channels), (_, shrink_in, outputs), blocks = _shapes(variables)
-  merged: dict[str, Any] = {}
+  merged: dict[str, Any] = {"family": model_family.of_hparams(recorded).name}  # the record's, never the config's
   for name in CONFIG_FIELDS:
     if name in recorded:
       merged[name] = recorded[name]
@@ -154,11 +156,13 @@ def from_checkpoint(recorded: Mapping[str, Any] | None, model: ModelConfig, vari
 def normalized_record(recorded: Mapping[str, Any] | None) -> dict[str, Any]:
   """A checkpoint's metadata['model'] as this version records it (older ones lack in_features).
 
-  A record without 'family' is a TCN's, as this version records it too (`family.of_hparams`).
+  A record without 'family' is a TCN's (`family.of_hparams`).
   """
   out = dict(recorded or {})
   if out and "in_features" not in out:
     out["in_features"] = 2
+  if out and "family" not in out:
+    out["family"] = model_family.of_hparams(out).name
   return out
 
 
