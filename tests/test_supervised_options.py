@@ -267,4 +267,4 @@ def test_resume_sources_and_earlier_checkpoints(tmp_path):
   current = resume.as_current(saved)
   assert current["config"]["data"] == {"subset": 1.0, "downsample": 1, "keypoints": "gt"}
   assert current["config"]["train"] == {"stride": 1, "dense_training": False, "lr": 0.001}
-  assert current["model"] == {"channels": 8, "in_features": 2}
+  assert current["model"] == {"channels": 8, "in_features": 2, "family": "tcn"}  # a TCN, as every earlier one
