@@ -41,10 +41,5 @@ def tiny_config(data_dir, mode="action_based", **overrides):
   config.train.steps_per_call = 4
   config.eval.chunk = 16
   config.checkpoint.every_epochs = 1
-  for key, value in overrides.items():
-    *parents, leaf = key.split(".")
-    node = config
-    for part in parents:
-      node = node[part]
-    node[leaf] = value
+  config.update_from_flattened_dict(overrides)
   return config
